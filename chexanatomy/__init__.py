@@ -1,0 +1,7 @@
+"""CheXanatomy core: the vocabulary, mask-token codec and inference API shared by every part of the release.
+
+The core imports no application package (``dataset_builder``, ``train``, ``eval``, ``model_card``,
+``space``); they all import it.
+"""
+
+__version__ = "0.1.0"

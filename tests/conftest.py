@@ -1,0 +1,28 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from dataset_builder.phantom import make_thorax_phantom  # noqa: E402
+from dataset_builder.render import RenderSettings, render_subject  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def phantom():
+    return make_thorax_phantom()
+
+
+@pytest.fixture(scope="session")
+def phantom_views(phantom):
+    """Standard-position PA, AP and lateral views of the phantom at 96 px, default appearance."""
+    settings = RenderSettings(size_px=96, views=("PA", "AP", "LAT"), poses_per_view=1, randomize=False)
+    return {v.geometry.view: v for v in render_subject(phantom, settings)}
+
+
+def centroid_yx(mask: np.ndarray) -> np.ndarray:
+    """(row, col) centroid of a bool mask."""
+    return np.argwhere(mask).mean(0)

@@ -1,0 +1,150 @@
+"""The corpus on disk: splits, determinism, resume, load_dataset round trip, card, Hub file set."""
+
+import hashlib
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+from huggingface_hub import DatasetCard
+
+from dataset_builder.build import BuildConfig, build
+from dataset_builder.corpus import FEATURES, split_of
+from dataset_builder.hub import files_to_upload, push_corpus
+
+
+def small_config(out: Path, **kw) -> BuildConfig:
+    base = dict(source="phantom", output_dir=str(out), num_subjects=5, size_px=64, poses_per_view=2)
+    return BuildConfig(**{**base, **kw})
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus")
+    summary = build(small_config(out))
+    return out, summary
+
+
+def test_build_writes_one_shard_per_subject_and_a_card(corpus):
+    out, summary = corpus
+    assert summary["built"] == 5 and summary["images"] == 5 * 2 * 2
+    shards = sorted(p.name for p in (out / "data").glob("*.parquet"))
+    assert len(shards) == 5
+    assert {"README.md", "build_config.json", "example.png"} <= {p.name for p in out.iterdir()}
+
+
+def test_load_dataset_round_trip_keeps_features(corpus):
+    out, _ = corpus
+    ds = datasets.load_dataset(str(out))
+    total = sum(len(split) for split in ds.values())
+    assert total == 20
+    split = next(iter(ds.values()))
+    assert split.features == FEATURES
+    row = split[0]
+    assert row["image"].size == (64, 64) and row["image"].mode == "L"
+    s = row["structures"][0]
+    mask = np.asarray(s["mask"], dtype=bool)
+    assert mask.shape == (64, 64) and mask.sum() == s["area_px"]
+    y0, x0, y1, x1 = s["bbox"]
+    rows, cols = np.nonzero(mask)
+    assert (y0, x0, y1, x1) == (rows.min(), cols.min(), rows.max() + 1, cols.max() + 1)
+    assert {"lung_left", "heart", "trachea"} <= {s["name"] for s in row["structures"]}
+
+
+def test_splits_are_by_subject_and_follow_the_subject_id(corpus):
+    out, _ = corpus
+    ds = datasets.load_dataset(str(out))
+    seen = {}
+    for split_name, split in ds.items():
+        for sid in set(split["subject_id"]):
+            assert sid not in seen, f"{sid} in {seen.get(sid)} and {split_name}"
+            seen[sid] = split_name
+            assert split_of(sid) == split_name
+    assert len(seen) == 5
+
+
+def test_split_of_is_stable_and_roughly_proportional():
+    ids = [f"subject-{i}" for i in range(2000)]
+    splits = [split_of(i) for i in ids]
+    assert splits == [split_of(i) for i in ids]
+    assert 0.75 < splits.count("train") / 2000 < 0.85
+    with pytest.raises(ValueError, match="fractions"):
+        split_of("x", (0.5, 0.6, 0.1))
+
+
+def test_same_command_twice_gives_identical_files(corpus, tmp_path):
+    out, _ = corpus
+    build(small_config(tmp_path))
+    assert digest(tmp_path) == digest(out)
+
+
+def test_interrupted_build_resumes_to_the_same_files(corpus, tmp_path):
+    out, _ = corpus
+    build(small_config(tmp_path))
+    victims = sorted((tmp_path / "data").glob("*.parquet"))[:2]
+    for v in victims:
+        v.unlink()  # as if the build had been killed before these subjects
+    (tmp_path / "data" / ".train-x.parquet.tmp-123").write_bytes(b"partial")  # a killed writer's leftover
+    summary = build(small_config(tmp_path))
+    assert summary["built"] == 2 and summary["resumed_skipped"] == 3
+    (tmp_path / "data" / ".train-x.parquet.tmp-123").unlink()
+    assert digest(tmp_path) == digest(out)
+
+
+def test_resume_with_different_settings_is_refused(corpus, tmp_path):
+    build(small_config(tmp_path, num_subjects=1))
+    with pytest.raises(SystemExit, match="size_px"):
+        build(small_config(tmp_path, num_subjects=1, size_px=96))
+
+
+def test_card_yaml_parses_and_lists_the_shards(corpus):
+    out, _ = corpus
+    card = DatasetCard.load(out / "README.md")
+    config = card.data.configs[0]
+    assert config["config_name"] == "default"
+    patterns = {d["split"]: d["path"] for d in config["data_files"]}
+    for split, pattern in patterns.items():
+        assert list(out.glob(pattern)), f"{pattern} matches no shard"
+    assert "medical" in card.data.tags and card.data.license == "other"
+    assert "lung_left" in card.text and "patient's right on the image" in card.text
+
+
+def test_invalid_config_names_the_field():
+    with pytest.raises(ValueError, match="views"):
+        BuildConfig(views=["PA", "OBLIQUE"])
+    with pytest.raises(ValueError, match="size_px"):
+        BuildConfig(size_px=4096)
+
+
+def test_hub_upload_sends_exactly_the_corpus_files(corpus):
+    out, _ = corpus
+    expected = ["README.md", "build_config.json", "example.png"] + sorted(
+        f"data/{p.name}" for p in (out / "data").glob("*.parquet")
+    )
+    assert files_to_upload(out) == expected
+
+    class FakeApi:
+        def __init__(self):
+            self.calls = []
+
+        def create_repo(self, repo_id, **kw):
+            self.calls.append(("create_repo", repo_id, kw["repo_type"]))
+
+        def upload_folder(self, **kw):
+            uploaded = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and any(
+                p.relative_to(out).match(pat) for pat in kw["allow_patterns"]))
+            self.calls.append(("upload_folder", kw["repo_id"], uploaded))
+            return "https://huggingface.co/datasets/chexanatomy/drr/commit/abc"
+
+        def create_tag(self, repo_id, tag, **kw):
+            self.calls.append(("create_tag", repo_id, tag))
+
+    api = FakeApi()
+    push_corpus(out, "chexanatomy/drr", api=api)
+    assert api.calls[0] == ("create_repo", "chexanatomy/drr", "dataset")
+    assert api.calls[1][2] == sorted(expected)
+    assert api.calls[2] == ("create_tag", "chexanatomy/drr", "v1.0")
