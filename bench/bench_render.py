@@ -1,0 +1,152 @@
+"""Benchmark: one 512x512 PA view of the embedded CT with every structure mask, ours vs diffdrr's Siddon.
+
+    python bench/bench_render.py                 # CPU: ~3 min (diffdrr's Siddon takes ~70 s per call here)
+    python bench/bench_render.py --skip-anchor   # our figures only
+    python bench/bench_render.py --device cuda   # on a GPU: also images/s for batches of poses
+
+Prints seconds per image for both renderers measured in this run and their ratio, then the Dice of every
+structure's mask against diffdrr Siddon's geometric path length (unit density) on the same view and threshold.
+Writes bench/results/render_<device>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dataset_builder.ct import load_embedded
+from dataset_builder.geometry import Pose, rays, view_geometry
+from dataset_builder.render import RenderSettings, isocenter_of, make_projector, structure_paths
+
+ANCHOR_CPU_S = 66.6  # ANCHORS.md: diffdrr Siddon + all labels, 512x512, this 2-core machine
+ANCHOR_H200_S = 0.080  # ANCHORS.md: the same on an H200, B=1
+
+
+def sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_ours(projector, id_to_structure, geometry, device, repeats):
+    """Seconds per image: projection + per-structure masks (the corpus's per-view work)."""
+    times = []
+    if device.startswith("cuda"):
+        projector.project(*rays(geometry))  # warm-up: CUDA context and kernels
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        proj = projector.project(*rays(geometry))
+        paths = structure_paths(proj.path_mm[0], proj.label_ids, id_to_structure)
+        masks = {n: (p > 1.5).cpu().numpy() for n, p in paths.items()}
+        masks = {n: m for n, m in masks.items() if m.any()}
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), paths, masks
+
+
+def throughput(projector, geometry, batch, device, seconds=5.0):
+    """Images/s for batches of random poses (GPU use case)."""
+    rng = np.random.default_rng(0)
+    poses = [Pose(tuple(rng.uniform(-5, 5, 3)), tuple(rng.uniform(-20, 20, 3))) for _ in range(batch)]
+    sets = [rays(geometry, p) for p in poses]
+    src, tgt = torch.stack([s for s, _ in sets]), torch.stack([t for _, t in sets])
+    projector.project(src, tgt)  # warm-up
+    sync(device)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        proj = projector.project(src, tgt)
+        (proj.path_mm > 1.5).any()
+        sync(device)
+        n += batch
+    return n / (time.perf_counter() - t0)
+
+
+def dice(a, b):
+    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
+
+
+def anchor_seconds(ct, geometry, device):
+    """diffdrr Siddon + mask_to_channels on the same view: one call on CPU (~1 min), median of 3 on a GPU."""
+    from dataset_builder.reference import siddon_default_renderer
+
+    render = siddon_default_renderer(ct, geometry, device)
+    repeats = 3 if device.startswith("cuda") else 1
+    if repeats > 1:
+        render()  # warm-up
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        render()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def accuracy(ct, geometry, masks, id_to_structure, device):
+    from dataset_builder.reference import siddon_path_lengths
+
+    ref = siddon_path_lengths(ct, geometry, device=device)
+    ids = sorted(id_to_structure)
+    ref_paths = structure_paths(ref[ids], ids, id_to_structure)
+    out = {}
+    for name, ours in masks.items():
+        theirs = (ref_paths[name] > 1.5).numpy()
+        if theirs.sum() + ours.sum() < 8:  # absent from this view for both (the corpus omits it too)
+            continue
+        out[name] = {"dice": round(dice(ours, theirs), 4), "area_px": int(theirs.sum())}
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--skip-anchor", action="store_true")
+    args = ap.parse_args()
+
+    ct = load_embedded()
+    t0 = time.perf_counter()
+    projector, id_to_structure = make_projector(ct, args.device)
+    setup_s = time.perf_counter() - t0
+    geometry = view_geometry("PA", args.size, isocenter_of(ct))
+    ours_s, _, masks = time_ours(projector, id_to_structure, geometry, args.device, args.repeats)
+    result = {
+        "device": args.device, "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "size_px": args.size, "structures": len(masks), "ours_s_per_image": round(ours_s, 3), "ct_setup_s": round(setup_s, 2),
+    }  # fmt: skip
+    print(f"ours: {ours_s:.2f} s per {args.size}x{args.size} PA image with {len(masks)} structure masks "
+          f"(+{setup_s:.1f} s once per CT)")
+    if args.device.startswith("cuda"):
+        for batch in (1, 8, 16):
+            ips = throughput(projector, geometry, batch, args.device)
+            result[f"ours_images_per_s_batch{batch}"] = round(ips, 1)
+            print(f"ours on GPU, batch {batch}: {ips:.1f} images/s with all masks (anchor H200: {1 / ANCHOR_H200_S:.1f}/s)")
+        result["gpu_peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 1)
+    if not args.skip_anchor:
+        anchor_s = anchor_seconds(ct, geometry, args.device)
+        result.update(anchor_s_per_image=round(anchor_s, 2), speedup=round(anchor_s / ours_s, 1))
+        anchor_ref = ANCHOR_H200_S if args.device.startswith("cuda") else ANCHOR_CPU_S
+        print(f"diffdrr Siddon + mask_to_channels, same view, this run: {anchor_s:.3f} s "
+              f"(ANCHORS.md: {anchor_ref} s) -> ours is {anchor_s / ours_s:.1f}x faster")
+        acc = accuracy(ct, geometry, masks, id_to_structure, args.device)
+        values = [v["dice"] for v in acc.values()]
+        low = sorted((v["dice"], k) for k, v in acc.items())[:5]
+        result.update(dice_min=min(values), dice_mean=round(float(np.mean(values)), 4), per_structure=acc)
+        print(f"mask Dice vs Siddon path length > 1.5 mm: mean {np.mean(values):.4f}, min {min(values):.4f}, "
+              f"{sum(v >= 0.98 for v in values)}/{len(values)} structures >= 0.98; lowest: {low}")
+    out = Path(__file__).parent / "results" / f"render_{args.device.split(':')[0]}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
