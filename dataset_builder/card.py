@@ -46,7 +46,8 @@ def render_example(root: Path, out: Path) -> bool:
         return False
     row = FEATURES.decode_example(pq.read_table(files[0]).slice(0, 1).to_pylist()[0])
     rgb = np.asarray(row["image"].convert("RGB")).astype(np.float32)
-    names = [s for s in row["structures"] if s["name"] in EXAMPLE_STRUCTURES]
+    # Largest first, so that the heart and trachea are blended over the lungs rather than hidden by them.
+    names = sorted((s for s in row["structures"] if s["name"] in EXAMPLE_STRUCTURES), key=lambda s: -s["area_px"])
     for colour, s in zip(_COLOURS, names):
         m = np.asarray(s["mask"], dtype=bool)
         rgb[m] = 0.6 * rgb[m] + 0.4 * np.array(colour)
