@@ -63,6 +63,9 @@ class Structure:
         synonyms: alternative prompt phrasings (abbreviations, lay terms), lower case.
         sources: TotalSegmentator names whose voxels form this structure (primary structures).
         members: structure names whose union forms this structure (derived structures).
+        multipart: several disjoint pieces (a rib cage, the costal cartilages). Their union does not fit the
+            16 mask codes of one object (``docs/codec.md``), so they get box targets but no mask tokens;
+            segment their pieces (``rib_left_3``) instead.
     """
 
     name: str
@@ -72,6 +75,7 @@ class Structure:
     synonyms: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     members: tuple[str, ...] = ()
+    multipart: bool = False
 
     @property
     def derived(self) -> bool:
@@ -180,7 +184,7 @@ _PRIMARY: list[Structure] = [
     # ribs, sternum
     *_ribs(),
     _s("sternum", "sternum", "ribs", None, ["breastbone"]),
-    _s("costal_cartilages", "costal cartilages", "ribs", None, ["costal cartilage"]),
+    Structure("costal_cartilages", "costal cartilages", "ribs", None, ("costal cartilage",), ("costal_cartilages",), multipart=True),
     # spine
     *_vertebrae(),
     _s("sacrum", "sacrum", "spine"),
@@ -232,6 +236,7 @@ _DERIVED: list[Structure] = [
         "left",
         ("left rib cage",),
         members=tuple(f"rib_left_{i}" for i in range(1, 13)),
+        multipart=True,
     ),
     Structure(
         "ribs_right",
@@ -240,6 +245,7 @@ _DERIVED: list[Structure] = [
         "right",
         ("right rib cage",),
         members=tuple(f"rib_right_{i}" for i in range(1, 13)),
+        multipart=True,
     ),
     Structure(
         "thoracic_spine",

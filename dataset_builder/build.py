@@ -15,6 +15,9 @@ from typing import Iterator
 import torch
 from tqdm.auto import tqdm
 
+from chexanatomy.codec import codec_fingerprint, default_tokenizer, load_codec
+from chexanatomy.mask_tokens import MaskTokenizer
+
 from .card import write_card
 from .corpus import shard_path, split_of, to_row, write_shard
 from .ct import CTVolume, load_embedded
@@ -45,6 +48,7 @@ class BuildConfig:
     seed: int = field(default=0, metadata={"help": "Base seed of every random draw."})
     split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1], metadata={"help": "train/validation/test."})
     device: str = field(default="auto", metadata={"help": "torch device for projection: auto, cpu, cuda."})
+    codec: str = field(default="default", metadata={"help": "Mask codec for text targets: default, a folder, a Hub id, none."})
     push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset repo to upload to, e.g. chexanatomy/drr."})
     private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
 
@@ -67,8 +71,15 @@ class BuildConfig:
             self.randomize, seed=self.seed,
         )  # fmt: skip
 
-    def content_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in _NON_CONTENT}
+    def content_dict(self, tokenizer: MaskTokenizer | None = None) -> dict:
+        """Everything that determines the shards' content (resume refuses to mix two of these)."""
+        out = {k: v for k, v in asdict(self).items() if k not in _NON_CONTENT}
+        if tokenizer is not None:
+            out["mask_tokens"] = {**tokenizer.settings(), "codec_fingerprint": codec_fingerprint(tokenizer.codec)}
+        return out
+
+    def tokenizer(self) -> MaskTokenizer | None:
+        return None if self.codec == "none" else default_tokenizer(load_codec(self.codec))
 
 
 def iter_subjects(config: BuildConfig) -> Iterator[tuple[str, callable]]:
@@ -93,25 +104,27 @@ def resolve_device(name: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
-def _check_resume(root: Path, config: BuildConfig) -> None:
+def _check_resume(root: Path, content: dict) -> None:
     saved = root / "build_config.json"
     if saved.exists():
         previous = {k: v for k, v in json.loads(saved.read_text()).items() if k not in _NON_CONTENT}
-        if previous != config.content_dict():
-            changed = sorted(k for k in config.content_dict() if previous.get(k) != config.content_dict()[k])
+        if previous != content:
+            changed = sorted(k for k in {*content, *previous} if previous.get(k) != content.get(k))
             raise SystemExit(
                 f"{root} holds a corpus built with different settings ({', '.join(changed)}); "
                 "use a new --output_dir or delete the folder."
             )
     root.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(config.content_dict(), indent=2, sort_keys=True) + "\n")
+    saved.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
 
 
 def build(config: BuildConfig) -> dict:
     """Build (or resume) the corpus described by ``config``; returns a summary dict."""
     start = time.time()
     root = Path(config.output_dir)
-    _check_resume(root, config)
+    tokenizer = config.tokenizer()
+    content = config.content_dict(tokenizer)
+    _check_resume(root, content)
     settings, device = config.render_settings(), resolve_device(config.device)
     built = skipped = images = 0
     provenance = set()
@@ -123,10 +136,10 @@ def build(config: BuildConfig) -> dict:
         ct = load()
         provenance.add(ct.provenance)
         views = render_subject(ct, settings, device)
-        write_shard([to_row(v, subject_id, ct.source, settings.mask_threshold_mm) for v in views], path)
+        write_shard([to_row(v, subject_id, ct.source, settings.mask_threshold_mm, tokenizer) for v in views], path)
         built, images = built + 1, images + len(views)
     provenance = sorted(provenance) or [load().provenance]
-    write_card(root, config.content_dict(), provenance, config.push_to_hub or "chexanatomy/drr")
+    write_card(root, content, provenance, config.push_to_hub or "chexanatomy/drr")
     summary = {"built": built, "resumed_skipped": skipped, "images": images, "seconds": round(time.time() - start, 1)}
     if config.push_to_hub:
         from .hub import push_corpus

@@ -15,6 +15,8 @@ import pyarrow.parquet as pq
 from huggingface_hub import DatasetCard, DatasetCardData
 from PIL import Image, ImageDraw
 
+from chexanatomy.codec import DEFAULT_CODEC_REPO, DEFAULT_CODEC_VERSION
+
 from .corpus import FEATURES, FORMAT_VERSION, SPLITS, existing_shards
 
 TEMPLATE = Path(__file__).parent / "templates" / "dataset_card.md"
@@ -77,6 +79,7 @@ def build_card(root: Path, config: dict, provenance: list[str], repo_id: str) ->
             }
         ],
         format_version=FORMAT_VERSION,
+        dataset_info={"features": FEATURES._to_yaml_list()},
     )
     sources = sorted({config.get("source", "")})
     embedded = "embedded" in sources
@@ -100,6 +103,8 @@ def build_card(root: Path, config: dict, provenance: list[str], repo_id: str) ->
         min_area_px=config["min_area_px"],
         threshold_mm=config["mask_threshold_mm"],
         structure_counts=stats["structures"],
+        mask_tokens=config.get("mask_tokens"),
+        codec_id=f"{DEFAULT_CODEC_REPO} ({DEFAULT_CODEC_VERSION}, bundled)" if config.get("codec") == "default" else config.get("codec"),
         provenance=provenance,
         extra_limitations=(
             "* One patient's anatomy: pseudo-subjects vary shape and pose, not age, sex, body habitus or disease."

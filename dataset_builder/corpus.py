@@ -23,6 +23,9 @@ import datasets
 import numpy as np
 from PIL import Image
 
+from chexanatomy.anatomy import STRUCTURES
+from chexanatomy.mask_tokens import MaskTokenizer, format_detect_target
+
 from .render import RenderedView
 
 SPLITS = ("train", "validation", "test")
@@ -62,6 +65,8 @@ FEATURES = datasets.Features(
                 "mask": datasets.Image(),
                 "bbox": datasets.List(datasets.Value("int32")),
                 "area_px": datasets.Value("int32"),
+                "segment_target": datasets.Value("string"),
+                "detect_target": datasets.Value("string"),
             }
         ),
     }
@@ -92,8 +97,27 @@ def mask_bbox(mask: np.ndarray) -> list[int]:
     return [int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1]
 
 
-def to_row(view: RenderedView, subject_id: str, source: str, threshold_mm: float) -> dict:
-    """One dataset row (see ``FEATURES``) for a rendered view."""
+def token_targets(view: RenderedView, tokenizer: MaskTokenizer | None) -> dict[str, tuple[str | None, str | None]]:
+    """Structure name -> (segment target, detect target) text, named with the structure's display name.
+
+    Segment targets are ``<loc>`` x4 + ``<seg>`` x16 + name; detect targets ``<loc>`` x4 + name. Multipart unions
+    (a rib cage) get a detect target only: their mask does not fit one object's 16 codes.
+    """
+    if tokenizer is None:
+        return {name: (None, None) for name in view.masks}
+    hw = view.image.shape
+    single = [n for n in view.masks if not STRUCTURES[n].multipart]
+    segment = tokenizer.encode(np.stack([view.masks[n] for n in single]), [STRUCTURES[n].display for n in single]) if single else []
+    seg_by_name = dict(zip(single, segment))
+    return {
+        name: (seg_by_name.get(name), format_detect_target(mask_bbox(mask), hw, STRUCTURES[name].display))
+        for name, mask in view.masks.items()
+    }
+
+
+def to_row(view: RenderedView, subject_id: str, source: str, threshold_mm: float, tokenizer: MaskTokenizer | None = None) -> dict:
+    """One dataset row (see ``FEATURES``) for a rendered view; text targets when a tokenizer is given."""
+    targets = token_targets(view, tokenizer)
     g = view.geometry
     return {
         "image": Image.fromarray(view.image, mode="L"),
@@ -113,7 +137,14 @@ def to_row(view: RenderedView, subject_id: str, source: str, threshold_mm: float
         "appearance": view.appearance.to_dict(),
         "mask_threshold_mm": threshold_mm,
         "structures": [
-            {"name": name, "mask": Image.fromarray(mask), "bbox": mask_bbox(mask), "area_px": int(mask.sum())}
+            {
+                "name": name,
+                "mask": Image.fromarray(mask),
+                "bbox": mask_bbox(mask),
+                "area_px": int(mask.sum()),
+                "segment_target": targets[name][0],
+                "detect_target": targets[name][1],
+            }
             for name, mask in view.masks.items()
         ],
     }

@@ -39,7 +39,7 @@ def test_build_writes_one_shard_per_subject_and_a_card(corpus):
 
 def test_load_dataset_round_trip_keeps_features(corpus):
     out, _ = corpus
-    ds = datasets.load_dataset(str(out))
+    ds = datasets.load_dataset(str(out), cache_dir=str(out.parent / "hf_cache"))
     total = sum(len(split) for split in ds.values())
     assert total == 20
     split = next(iter(ds.values()))
@@ -57,7 +57,7 @@ def test_load_dataset_round_trip_keeps_features(corpus):
 
 def test_splits_are_by_subject_and_follow_the_subject_id(corpus):
     out, _ = corpus
-    ds = datasets.load_dataset(str(out))
+    ds = datasets.load_dataset(str(out), cache_dir=str(out.parent / "hf_cache"))
     seen = {}
     for split_name, split in ds.items():
         for sid in set(split["subject_id"]):

@@ -1,0 +1,1 @@
+"""Training: the mask codec (``train.codec``), PaliGemma LoRA fine-tuning and the U-Net baseline."""

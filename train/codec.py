@@ -1,0 +1,170 @@
+"""Train the anatomy mask codec (the `vae-oid` VQ-VAE) on projected masks from a corpus.
+
+    python -m train.codec --corpus_dir outputs/drr --output_dir outputs/mask_codec            # CPU, ~15 min
+    python -m train.codec --corpus_dir outputs/drr --steps 6000 --batch_size 512 --device cuda  # GPU, ~3 min
+    python -m train.codec --config train/recipes/codec.yaml --push_to_hub chexanatomy/mask-codec
+
+Recipe (SPEC-mask-tokens.md, adapted to anatomy): MSE on [-1, 1] targets + 0.25 commitment, EMA codebook
+(decay 0.99), AdamW lr 3e-4 without weight decay, linear warm-up then cosine decay; codes unused for
+``restart_after`` steps are restarted on random encoder outputs so the codebook does not collapse. Crops are
+warped on the fly (``train/codec_data.py``) so the codec generalises beyond the CT it was trained on.
+Writes ``config.json`` + ``model.safetensors`` (``MaskVQVAE.from_pretrained`` loads them),
+``training_config.json`` and ``metrics.jsonl`` into ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from chexanatomy.vqvae import MaskVQVAE
+
+from .codec_data import Augmentation, AugmentedStream, augmented_batch, load_mask_bank
+
+
+@dataclass
+class CodecTrainConfig:
+    """Options of ``python -m train.codec`` (every field is a ``--flag``)."""
+
+    corpus_dir: str = field(default="outputs/drr", metadata={"help": "Corpus folder built by dataset_builder."})
+    output_dir: str = field(default="outputs/mask_codec", metadata={"help": "Where the codec is saved."})
+    steps: int = field(default=3000, metadata={"help": "Optimiser steps."})
+    batch_size: int = field(default=256, metadata={"help": "Masks per step."})
+    learning_rate: float = field(default=3e-4, metadata={"help": "AdamW peak learning rate."})
+    warmup_steps: int = field(default=300, metadata={"help": "Linear warm-up steps before the cosine decay."})
+    restart_after: int = field(default=50, metadata={"help": "Restart codes unused for this many steps."})
+    augment: bool = field(default=True, metadata={"help": "Random affine + elastic warp of every crop."})
+    resize: str = field(default="bilinear", metadata={"help": "Crop resize of the tokenizer: bilinear or nearest."})
+    init_from: str | None = field(default=None, metadata={"help": "Start from a saved codec folder or vae-oid.npz."})
+    seed: int = field(default=0, metadata={"help": "Seed of initialisation and batches."})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda."})
+    log_every: int = field(default=100, metadata={"help": "Steps between metric lines."})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader processes making augmented crops."})
+    max_seconds: float = field(default=0, metadata={"help": "Stop (and save) after this long; 0 = no limit."})
+    push_to_hub: str | None = field(default=None, metadata={"help": "Hub model repo to upload the codec to."})
+
+    def __post_init__(self):
+        if self.resize not in ("bilinear", "nearest"):
+            raise ValueError(f"resize must be 'bilinear' or 'nearest', got {self.resize!r}")
+        if self.steps < 1 or self.batch_size < 2:
+            raise ValueError("steps must be >= 1 and batch_size >= 2")
+
+
+def learning_rate_at(step: int, config: CodecTrainConfig) -> float:
+    """Linear warm-up to the peak, then cosine decay to zero at ``config.steps``."""
+    warm = min(config.warmup_steps, config.steps // 10 or 1)
+    if step < warm:
+        return config.learning_rate * (step + 1) / warm
+    progress = (step - warm) / max(config.steps - warm, 1)
+    return config.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def soft_dice(reconstruction: torch.Tensor, masks: torch.Tensor) -> float:
+    """Mean Dice between thresholded reconstructions (> 0) and masks (> 0.5), [B, 64, 64]."""
+    pred, true = reconstruction > 0, masks > 0.5
+    inter = (pred & true).flatten(1).sum(1).float()
+    total = (pred.flatten(1).sum(1) + true.flatten(1).sum(1)).float().clamp(min=1)
+    return float((2 * inter / total).mean())
+
+
+def initial_codec(config: CodecTrainConfig) -> MaskVQVAE:
+    if config.init_from is None:
+        return MaskVQVAE()
+    if config.init_from.endswith(".npz"):
+        from chexanatomy.vqvae import load_vae_oid_npz
+
+        return load_vae_oid_npz(config.init_from)
+    return MaskVQVAE.from_pretrained(config.init_from)
+
+
+@torch.no_grad()
+def seed_codebook(codec: MaskVQVAE, masks: torch.Tensor, gen: torch.Generator) -> None:
+    """Start every code on a random encoder output: a random codebook far from the encoder's outputs sends
+    every latent to one code, and the codebook collapses before any restart can help."""
+    latents = codec.encode_latents(masks)
+    codec.quantizer.restart_dead_codes(latents.reshape(-1, latents.shape[-1]), 0, gen)
+
+
+def train(config: CodecTrainConfig) -> dict:
+    """Run the training; returns the final metrics."""
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    bank = load_mask_bank(config.corpus_dir)
+    codec = initial_codec(config).to(device).train()
+    if config.init_from is None:
+        seed_codebook(codec, augmented_batch(bank, 512, Augmentation() if config.augment else None, gen, device, config.resize), gen)
+    optimiser = torch.optim.AdamW(codec.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    aug = Augmentation() if config.augment else None
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stream = AugmentedStream(bank, config.batch_size, aug, config.seed, config.resize)
+    loader = iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=config.num_workers))
+    log, start, metrics, steps_done = open(out / "metrics.jsonl", "w"), time.time(), {}, 0
+    for step in range(config.steps):
+        for group in optimiser.param_groups:
+            group["lr"] = learning_rate_at(step, config)
+        masks = next(loader).to(device, non_blocking=True)
+        result = codec(masks)
+        optimiser.zero_grad(set_to_none=True)
+        result.loss.backward()
+        optimiser.step()
+        codec.ema_update(result.latents, result.indices)
+        restarted = codec.quantizer.restart_dead_codes(result.latents.reshape(-1, result.latents.shape[-1]), config.restart_after, gen)
+        steps_done = step + 1
+        if step % config.log_every == 0 or step == config.steps - 1:
+            metrics = {
+                "step": step, "loss": round(float(result.reconstruction_loss.detach()), 5),
+                "dice_64": round(soft_dice(result.reconstruction.detach(), masks), 4),
+                "codes_used": int(result.indices.unique().numel()), "restarted": restarted, "lr": group["lr"],
+                "seconds": round(time.time() - start, 1),
+            }  # fmt: skip
+            log.write(json.dumps(metrics) + "\n")
+            log.flush()
+            print(metrics, flush=True)
+        if config.max_seconds and time.time() - start > config.max_seconds:
+            print(f"stopping at step {step}: --max_seconds {config.max_seconds} reached", flush=True)
+            break
+    log.close()
+    codec.eval().cpu().save_pretrained(out)
+    record = {**asdict(config), "steps_done": steps_done, "masks_in_bank": len(bank.names)}
+    (out / "training_config.json").write_text(json.dumps(record, indent=2) + "\n")
+    if config.push_to_hub:
+        codec.push_to_hub(config.push_to_hub, commit_message="CheXanatomy anatomy mask codec")
+    return metrics
+
+
+def make_parser():
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser(CodecTrainConfig)
+
+
+def main(argv=None):
+    parser = make_parser()
+    if argv is None:
+        import sys
+
+        argv = sys.argv[1:]
+    if len(argv) >= 2 and argv[0] == "--config":
+        (config,) = parser.parse_yaml_file(argv[1]) if len(argv) == 2 else (None,)
+        if config is None:
+            import yaml
+
+            parser.set_defaults(**yaml.safe_load(open(argv[1])))
+            (config,) = parser.parse_args_into_dataclasses(argv[2:])
+    else:
+        (config,) = parser.parse_args_into_dataclasses(argv)
+    metrics = train(config)
+    print(f"codec trained {config.steps} steps -> {config.output_dir} (last: {metrics})")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
