@@ -1,7 +1,7 @@
 """Command line of the corpus builder.
 
     python -m dataset_builder build --source embedded --output_dir outputs/drr
-    python -m dataset_builder build --config recipes/embedded.yaml --size_px 256
+    python -m dataset_builder build --config dataset_builder/recipes/embedded.yaml --size_px 256
 """
 
 from __future__ import annotations
@@ -13,38 +13,45 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from transformers import HfArgumentParser  # noqa: E402
 
-from .build import BuildConfig, build  # noqa: E402
+from .build import BuildConfig, build, rewrite_card  # noqa: E402
 
 
 def make_parser() -> HfArgumentParser:
     return HfArgumentParser(BuildConfig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] != "build":
-        print("usage: python -m dataset_builder build [--flags]   (see: python -m dataset_builder build --help)")
-        return 2
-    argv = argv[1:]
+def _parse(argv: list[str]) -> BuildConfig:
     parser = make_parser()
-    if "--config" in argv:
-        i = argv.index("--config")
-        (config,) = parser.parse_yaml_file(argv[i + 1]) if not argv[i + 2 :] and not argv[:i] else (None,)
-        if config is None:  # YAML recipe plus CLI overrides: the CLI wins
-            import yaml
+    if "--config" not in argv:
+        return parser.parse_args_into_dataclasses(argv)[0]
+    i = argv.index("--config")  # a YAML recipe; flags on the command line override it
+    import yaml
 
-            with open(argv[i + 1]) as fh:
-                defaults = yaml.safe_load(fh) or {}
-            parser.set_defaults(**defaults)
-            (config,) = parser.parse_args_into_dataclasses(argv[:i] + argv[i + 2 :])
-    else:
-        (config,) = parser.parse_args_into_dataclasses(argv)
+    with open(argv[i + 1]) as fh:
+        parser.set_defaults(**(yaml.safe_load(fh) or {}))
+    return parser.parse_args_into_dataclasses(argv[:i] + argv[i + 2 :])[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Returns 0 when at least one subject is in the corpus, 1 when none succeeded, 2 on usage errors."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["card"] and argv[1:2] == ["--output_dir"] and len(argv) == 3:
+        print(f"wrote {rewrite_card(argv[2])}")
+        return 0
+    if not argv or argv[0] != "build":
+        print("usage: python -m dataset_builder build [--flags]   (python -m dataset_builder build --help)\n"
+              "       python -m dataset_builder card --output_dir DIR")  # fmt: skip
+        return 2
+    config = _parse(argv[1:])
     s = build(config)
+    for failure in s["failures"]:
+        print(f"skipped {failure['subject_id']}: {failure['reason']}")
     print(
         f"built {s['built']} subjects ({s['images']} images), skipped {s['resumed_skipped']} already built, "
-        f"in {s['seconds']} s -> {config.output_dir}" + (f"; pushed {s['pushed']}" if "pushed" in s else "")
+        f"{s['failed']} failed, in {s['seconds']} s (read {s['read_s']} s, render {s['render_s']} s, "
+        f"write {s['write_s']} s) -> {config.output_dir}" + (f"; pushed {s['pushed']}" if "pushed" in s else "")
     )
-    return 0
+    return 0 if s["built"] + s["resumed_skipped"] > 0 else 1
 
 
 if __name__ == "__main__":

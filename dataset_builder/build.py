@@ -2,15 +2,25 @@
 
     python -m dataset_builder build --source embedded --output_dir outputs/drr
     python -m dataset_builder build --source phantom --size_px 128 --num_subjects 4 --output_dir /tmp/drr
+    python -m dataset_builder build --source totalsegmentator --root Totalsegmentator_dataset_v201 \
+        --output_dir outputs/drr_ts --num_proc 2 --shard 0/8
+    python -m dataset_builder build --source pairs --pairs_csv ct_rate_pairs.csv --label_names v2 --output_dir outputs/ct_rate
+    python -m dataset_builder card --output_dir outputs/drr_ts      # re-render the card once all shards are in
+
+A subject that cannot be used (unreadable or truncated file, label map that does not match the CT, no lungs,
+tiny field of view, ...) is skipped with a one-line reason in ``failures.jsonl``; the rest of the build completes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from multiprocessing import get_context
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -19,16 +29,15 @@ from chexanatomy.codec import codec_fingerprint, default_tokenizer, load_codec
 from chexanatomy.mask_tokens import MaskTokenizer
 
 from .card import write_card
-from .corpus import shard_path, split_of, to_row, write_shard
-from .ct import CTVolume, load_embedded
-from .deform import deform
+from .corpus import SPLITS, shard_path, split_of, to_row, write_shard
+from .ct import CTInputError
 from .geometry import VIEWS
-from .phantom import make_thorax_phantom
-from .render import RenderSettings, render_subject, stable_seed
+from .render import RenderSettings, render_subject
+from .sources import PROVENANCE, Subject, pair_subjects, pseudo_subjects, shard_subjects, totalsegmentator_subjects
 
-SOURCES = ("embedded", "phantom")
-# Fields that do not change the content of the shards; a resumed build may change them.
-_NON_CONTENT = {"output_dir", "push_to_hub", "private", "device"}
+SOURCES = tuple(PROVENANCE)
+# Fields that do not change the content of the shards; a resumed or sharded build may change them.
+_NON_CONTENT = {"output_dir", "push_to_hub", "private", "device", "num_proc", "shard"}
 
 
 @dataclass
@@ -37,7 +46,12 @@ class BuildConfig:
 
     source: str = field(default="embedded", metadata={"help": f"Where the CTs come from: one of {SOURCES}."})
     output_dir: str = field(default="outputs/drr", metadata={"help": "Corpus folder (created; resumable)."})
-    num_subjects: int = field(default=10, metadata={"help": "Pseudo-subjects (deformed copies) to make."})
+    root: str | None = field(default=None, metadata={"help": "totalsegmentator: the dataset folder (one folder per CT)."})
+    ct: str | None = field(default=None, metadata={"help": "pairs: a CT (NIfTI file or DICOM series folder)."})
+    labels: str | None = field(default=None, metadata={"help": "pairs: its multilabel map (NIfTI)."})
+    label_names: str = field(default="v2", metadata={"help": "pairs: label ids: v1, v2 or a CSV/JSON id -> name file."})
+    pairs_csv: str | None = field(default=None, metadata={"help": "pairs: CSV with subject_id, ct, labels[, label_names, split]."})
+    num_subjects: int = field(default=10, metadata={"help": "embedded/phantom: pseudo-subjects (deformed copies) to make."})
     deformation_strength: float = field(default=1.0, metadata={"help": "Scale of the pseudo-subject warps; 0 = none."})
     views: list[str] = field(default_factory=lambda: ["PA", "LAT"], metadata={"help": f"Views among {VIEWS}."})
     poses_per_view: int = field(default=3, metadata={"help": "Poses per view; pose 0 is the standard position."})
@@ -47,23 +61,39 @@ class BuildConfig:
     randomize: bool = field(default=True, metadata={"help": "Random poses (beyond pose 0) and appearance."})
     seed: int = field(default=0, metadata={"help": "Base seed of every random draw."})
     split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1], metadata={"help": "train/validation/test."})
-    device: str = field(default="auto", metadata={"help": "torch device for projection: auto, cpu, cuda."})
     codec: str = field(default="default", metadata={"help": "Mask codec for text targets: default, a folder, a Hub id, none."})
+    num_proc: int = field(default=1, metadata={"help": "Worker processes (one CT in memory each)."})
+    shard: str = field(default="0/1", metadata={"help": "i/N: build only part i of N (for N machines)."})
+    device: str = field(default="auto", metadata={"help": "torch device for projection: auto, cpu, cuda."})
     push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset repo to upload to, e.g. chexanatomy/drr."})
     private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
 
     def __post_init__(self):
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+        if self.source == "totalsegmentator" and not self.root:
+            raise ValueError("source totalsegmentator needs --root (the dataset folder)")
+        if self.source == "pairs" and not (self.pairs_csv or (self.ct and self.labels)):
+            raise ValueError("source pairs needs --ct and --labels, or --pairs_csv")
         if bad := [v for v in self.views if v not in VIEWS]:
             raise ValueError(f"views: unknown {bad}; choose among {VIEWS}")
         if not 32 <= self.size_px <= 1024:
             raise ValueError(f"size_px must be in 32..1024, got {self.size_px}")
-        if self.num_subjects < 1 or self.poses_per_view < 1:
-            raise ValueError("num_subjects and poses_per_view must be at least 1")
+        if self.num_subjects < 1 or self.poses_per_view < 1 or self.num_proc < 1:
+            raise ValueError("num_subjects, poses_per_view and num_proc must be at least 1")
         if self.mask_threshold_mm <= 0:
             raise ValueError(f"mask_threshold_mm must be positive, got {self.mask_threshold_mm}")
+        self.shard_index()  # validates --shard
         split_of("check", tuple(self.split_fractions))  # validates the fractions
+
+    def shard_index(self) -> tuple[int, int]:
+        try:
+            index, count = (int(v) for v in self.shard.split("/"))
+        except ValueError:
+            raise ValueError(f"shard must look like i/N (e.g. 0/8), got {self.shard!r}") from None
+        if not 0 <= index < count:
+            raise ValueError(f"shard {self.shard}: need 0 <= i < N")
+        return index, count
 
     def render_settings(self) -> RenderSettings:
         return RenderSettings(
@@ -78,30 +108,78 @@ class BuildConfig:
             out["mask_tokens"] = {**tokenizer.settings(), "codec_fingerprint": codec_fingerprint(tokenizer.codec)}
         return out
 
-    def tokenizer(self) -> MaskTokenizer | None:
-        return None if self.codec == "none" else default_tokenizer(load_codec(self.codec))
+    def subjects(self) -> list[Subject]:
+        if self.source in ("embedded", "phantom"):
+            subjects = pseudo_subjects(self.source, self.num_subjects, self.seed, self.deformation_strength)
+        elif self.source == "totalsegmentator":
+            subjects = totalsegmentator_subjects(self.root)
+        else:
+            subjects = pair_subjects(self.ct, self.labels, self.label_names, self.pairs_csv)
+        ids = [s.subject_id for s in subjects]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"subject ids are not unique in {self.source}: {sorted({i for i in ids if ids.count(i) > 1})}")
+        return shard_subjects(subjects, *self.shard_index())
 
 
-def iter_subjects(config: BuildConfig) -> Iterator[tuple[str, callable]]:
-    """(subject id, loader) pairs; loaders are lazy so a resumed build never touches finished subjects."""
-    base: dict[str, CTVolume] = {}
-
-    def loader(subject_id: str):
-        def load() -> CTVolume:
-            if "ct" not in base:
-                base["ct"] = load_embedded() if config.source == "embedded" else make_thorax_phantom()
-            seed = stable_seed(config.seed, "deform", subject_id)
-            return deform(base["ct"], seed, subject_id, config.deformation_strength)[0]
-
-        return load
-
-    for i in range(config.num_subjects):
-        subject_id = f"{config.source}-ps{i:03d}"
-        yield subject_id, loader(subject_id)
+@lru_cache(maxsize=2)
+def _tokenizer(codec: str) -> MaskTokenizer | None:
+    """One tokenizer per process and codec (workers load their own)."""
+    return None if codec == "none" else default_tokenizer(load_codec(codec))
 
 
 def resolve_device(name: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def subject_split(subject: Subject, config: BuildConfig) -> str:
+    if subject.split is not None:
+        if subject.split not in SPLITS:
+            raise CTInputError(f"{subject.subject_id}: split {subject.split!r} is not one of {SPLITS}")
+        return subject.split
+    return split_of(subject.subject_id, tuple(config.split_fractions))
+
+
+def build_subject(subject: Subject, config: BuildConfig) -> dict:
+    """Render and write one subject's shard; never raises for bad input (returns status ``failed``)."""
+    out = {"subject_id": subject.subject_id}
+    try:
+        path = shard_path(Path(config.output_dir), subject_split(subject, config), subject.subject_id)
+        if path.exists():
+            return {**out, "status": "skipped"}
+        t0 = time.perf_counter()
+        ct = subject.load()
+        t1 = time.perf_counter()
+        views = render_subject(ct, config.render_settings(), resolve_device(config.device))
+        rows = [to_row(v, subject.subject_id, ct.source, config.mask_threshold_mm, _tokenizer(config.codec)) for v in views]
+        t2 = time.perf_counter()
+        write_shard(rows, path)
+        t3 = time.perf_counter()
+    except CTInputError as err:
+        return {**out, "status": "failed", "reason": str(err)}
+    except Exception as err:  # noqa: BLE001 - one subject's unexpected error must not stop the build
+        return {**out, "status": "failed", "reason": f"{type(err).__name__}: {err}"}
+    return {**out, "status": "built", "images": len(views), "read_s": t1 - t0, "render_s": t2 - t1, "write_s": t3 - t2}
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _run(subjects: list[Subject], config: BuildConfig) -> list[dict]:
+    bar = tqdm(total=len(subjects), desc="subjects", unit="CT")
+    results = []
+    if config.num_proc == 1:
+        for subject in subjects:
+            results.append(build_subject(subject, config))
+            bar.update()
+        return results
+    threads = max(1, (os.cpu_count() or 1) // config.num_proc)
+    ctx = get_context("fork")  # workers inherit the loaded modules; each still reads its own CT
+    with ProcessPoolExecutor(config.num_proc, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
+        for future in as_completed([pool.submit(build_subject, s, config) for s in subjects]):
+            results.append(future.result())
+            bar.update()
+    return sorted(results, key=lambda r: r["subject_id"])
 
 
 def _check_resume(root: Path, content: dict) -> None:
@@ -118,31 +196,47 @@ def _check_resume(root: Path, content: dict) -> None:
     saved.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
 
 
+def failures_path(root: Path, config: BuildConfig) -> Path:
+    index, count = config.shard_index()
+    return root / ("failures.jsonl" if count == 1 else f"failures-{index}-of-{count}.jsonl")
+
+
+def _write_failures(path: Path, results: list[dict]) -> list[dict]:
+    failed = [{"subject_id": r["subject_id"], "reason": r["reason"]} for r in results if r["status"] == "failed"]
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text("".join(json.dumps(f) + "\n" for f in failed))
+    os.replace(tmp, path)
+    return failed
+
+
 def build(config: BuildConfig) -> dict:
     """Build (or resume) the corpus described by ``config``; returns a summary dict."""
     start = time.time()
     root = Path(config.output_dir)
-    tokenizer = config.tokenizer()
-    content = config.content_dict(tokenizer)
+    content = config.content_dict(_tokenizer(config.codec))
     _check_resume(root, content)
-    settings, device = config.render_settings(), resolve_device(config.device)
-    built = skipped = images = 0
-    provenance = set()
-    for subject_id, load in tqdm(list(iter_subjects(config)), desc="subjects", unit="CT"):
-        path = shard_path(root, split_of(subject_id, tuple(config.split_fractions)), subject_id)
-        if path.exists():
-            skipped += 1
-            continue
-        ct = load()
-        provenance.add(ct.provenance)
-        views = render_subject(ct, settings, device)
-        write_shard([to_row(v, subject_id, ct.source, settings.mask_threshold_mm, tokenizer) for v in views], path)
-        built, images = built + 1, images + len(views)
-    provenance = sorted(provenance) or [load().provenance]
-    write_card(root, content, provenance, config.push_to_hub or "chexanatomy/drr")
-    summary = {"built": built, "resumed_skipped": skipped, "images": images, "seconds": round(time.time() - start, 1)}
-    if config.push_to_hub:
+    results = _run(config.subjects(), config)
+    failed = _write_failures(failures_path(root, config), results)
+    write_card(root, content, [PROVENANCE[config.source]], config.push_to_hub or "chexanatomy/drr")
+    built = [r for r in results if r["status"] == "built"]
+    summary = {
+        "built": len(built),
+        "resumed_skipped": sum(r["status"] == "skipped" for r in results),
+        "failed": len(failed),
+        "images": sum(r["images"] for r in built),
+        "seconds": round(time.time() - start, 1),
+        **{k: round(sum(r[k] for r in built), 1) for k in ("read_s", "render_s", "write_s")},
+        "failures": failed,
+    }
+    if config.push_to_hub and (summary["built"] or summary["resumed_skipped"]):
         from .hub import push_corpus
 
         summary["pushed"] = push_corpus(root, config.push_to_hub, config.private)
     return summary
+
+
+def rewrite_card(output_dir: str) -> Path:
+    """Re-render the card of a finished (e.g. multi-machine) build from its shards and build_config.json."""
+    root = Path(output_dir)
+    content = json.loads((root / "build_config.json").read_text())
+    return write_card(root, content, [PROVENANCE[content["source"]]])

@@ -38,7 +38,8 @@ def corpus_stats(root: Path) -> dict:
                 structures.update(s["name"] for s in row)
         if images:
             splits.append({"split": split, "subjects": len(subjects), "images": images, "masks": masks})
-    return {"splits": splits, "structures": sorted(structures.items())}
+    failed = sum(len(f.read_text().splitlines()) for f in Path(root).glob("failures*.jsonl"))
+    return {"splits": splits, "structures": sorted(structures.items()), "failed": failed}
 
 
 def render_example(root: Path, out: Path) -> bool:
@@ -97,6 +98,7 @@ def build_card(root: Path, config: dict, provenance: list[str], repo_id: str) ->
             else f"Source: {', '.join(sources)}."
         ),
         split_rows=stats["splits"],
+        failed_subjects=stats["failed"],
         views=", ".join(config["views"]),
         size_px=config["size_px"],
         split_fractions=" / ".join(f"{s} {f:g}" for s, f in zip(SPLITS, config["split_fractions"])),

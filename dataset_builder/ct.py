@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import importlib.resources
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,3 +150,166 @@ def remove_outside_body(hu: np.ndarray, threshold_hu: float = -500.0) -> np.ndar
     out = hu.copy()
     out[dense & ~body] = -1000.0
     return out
+
+
+# --- real CT collections -----------------------------------------------------------------------------------
+
+MIN_FIELD_OF_VIEW_MM = 100.0
+
+
+def validate_chest_ct(ct: CTVolume) -> CTVolume:
+    """Reject volumes that cannot make a chest radiograph; returns ``ct`` unchanged when it can.
+
+    Raises:
+        CTInputError: no lung label with voxels (not a chest CT, or a label map without lungs), or a field of
+            view under ``MIN_FIELD_OF_VIEW_MM`` along any axis.
+    """
+    extent = np.array(ct.hu.shape) * np.array(ct.spacing_mm)
+    if (extent < MIN_FIELD_OF_VIEW_MM).any():
+        dims = " x ".join(f"{v:.0f}" for v in extent)
+        raise CTInputError(f"{ct.subject_id}: field of view {dims} mm is too small for a chest radiograph "
+                           f"(need >= {MIN_FIELD_OF_VIEW_MM:.0f} mm along every axis)")  # fmt: skip
+    lung_ids = [i for i, n in ct.structure_labels.items() if n.startswith("lung_")]
+    if not lung_ids or not np.isin(ct.labels, lung_ids).any():
+        raise CTInputError(f"{ct.subject_id}: the label map has no lung voxels: not a chest CT, or lungs not segmented")
+    return ct
+
+
+def resolve_label_names(spec: str | Path) -> dict[int, str]:
+    """A label id -> TotalSegmentator name table: ``v1``, ``v2``, or a CSV (``id,name`` columns) / JSON file."""
+    from chexanatomy.anatomy import TOTALSEG_CLASS_MAPS
+
+    if str(spec) in TOTALSEG_CLASS_MAPS:
+        return dict(TOTALSEG_CLASS_MAPS[str(spec)])
+    path = Path(spec)
+    if not path.exists():
+        raise CTInputError(f"label names {spec!r}: neither 'v1', 'v2' nor an existing CSV/JSON file")
+    if path.suffix == ".json":
+        import json
+
+        return {int(k): str(v) for k, v in json.loads(path.read_text()).items()}
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    key = "structure" if rows and "structure" in rows[0] else "name"
+    return {int(r["id"]): r[key] for r in rows}
+
+
+def read_volume(path: str | Path, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 [I, J, K] voxels, RAS affine) from a NIfTI file or a DICOM series folder."""
+    path = Path(path)
+    if path.is_dir():
+        return _read_dicom_series(path, what)
+    img = _load_nifti(path, what)
+    try:
+        return np.asarray(img.dataobj, dtype=np.float32), img.affine.astype(np.float64)
+    except Exception as err:
+        raise CTInputError(f"cannot decode {what} {path} ({err}); the file may be truncated") from err
+
+
+def _read_dicom_series(folder: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """A DICOM series (SimpleITK, rescale slope/intercept applied) as RAS voxels [I, J, K] and affine."""
+    import SimpleITK as sitk
+
+    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not ids:
+        raise CTInputError(f"no DICOM series in {what} folder {folder}")
+    if len(ids) > 1:
+        raise CTInputError(f"{what} folder {folder} holds {len(ids)} DICOM series; give one series per folder")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), ids[0]))
+    try:
+        image = reader.Execute()
+    except RuntimeError as err:
+        raise CTInputError(f"cannot read DICOM series in {folder}: {err}") from err
+    voxels = sitk.GetArrayFromImage(image).astype(np.float32).transpose(2, 1, 0)  # sitk arrays are [K, J, I]
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = direction * np.array(image.GetSpacing())
+    lps[:3, 3] = image.GetOrigin()
+    return voxels, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM's LPS world -> RAS
+
+
+def read_pair(ct_path, labels_path, label_names, subject_id: str, source: str = "pairs") -> CTVolume:
+    """A CT (NIfTI or DICOM folder) + multilabel map (NIfTI) pair, validated as a chest CT.
+
+    Args:
+        label_names: ``v1``, ``v2``, a CSV/JSON path, or an id -> name dict.
+    """
+    names = label_names if isinstance(label_names, dict) else resolve_label_names(label_names)
+    hu, affine = read_volume(ct_path, "CT")
+    lab_img = _load_nifti(Path(labels_path), "label map")
+    if tuple(lab_img.shape) != hu.shape:
+        raise CTInputError(f"{subject_id}: label map {labels_path} shape {lab_img.shape} != CT shape {hu.shape}")
+    if not np.allclose(lab_img.affine, affine, atol=1e-2):
+        raise CTInputError(f"{subject_id}: label map {labels_path} affine differs from the CT's")
+    try:
+        labels = np.asarray(lab_img.dataobj).astype(np.int16)
+    except Exception as err:
+        raise CTInputError(f"{subject_id}: cannot decode label map {labels_path} ({err}); truncated?") from err
+    provenance = f"CT + multilabel map pairs ({source})"
+    return validate_chest_ct(CTVolume(subject_id, source, hu, labels, affine, names, provenance))
+
+
+def _totalseg_ids() -> dict[str, int]:
+    """TotalSegmentator name -> label id for the in-memory map of a per-structure layout (v2 ids, then v1-only)."""
+    from chexanatomy.anatomy import TOTALSEG_V1, TOTALSEG_V2
+
+    ids = {name: i for i, name in TOTALSEG_V2.items()}
+    v1_only = [name for name in TOTALSEG_V1.values() if name not in ids]  # e.g. the v1 heart chambers
+    ids.update({name: 200 + i for i, name in enumerate(v1_only)})
+    return ids
+
+
+def _read_segmentation(path: Path, shape, affine, subject_id: str) -> np.ndarray:
+    """Flat Fortran-order indices of the voxels of one binary segmentation file, checked against the CT's grid.
+
+    Indices rather than a full-size mask keep memory near one CT while several files are read at once; Fortran
+    order is NIfTI's memory order, where finding the voxels is ~50x faster than across it.
+    """
+    img = _load_nifti(path, "segmentation")
+    if tuple(img.shape) != tuple(shape) or not np.allclose(img.affine, affine, atol=1e-2):
+        raise CTInputError(f"{subject_id}: {path.name} has shape {img.shape} / affine unlike the CT's {tuple(shape)}")
+    try:
+        return np.flatnonzero(np.asarray(img.dataobj).ravel(order="F") > 0)
+    except Exception as err:
+        raise CTInputError(f"{subject_id}: cannot decode {path} ({err}); truncated?") from err
+
+
+def read_totalsegmentator_subject(folder: str | Path, subject_id: str | None = None) -> CTVolume:
+    """One subject of the TotalSegmentator dataset layout: ``ct.nii.gz`` + ``segmentations/<name>.nii.gz``.
+
+    Only the per-structure files our vocabulary uses are read (about 100 of 117), each checked against the CT's
+    shape and affine, and merged into one label map (TotalSegmentator v2 ids).
+    """
+    from chexanatomy.anatomy import TOTALSEG_TO_STRUCTURE
+
+    folder = Path(folder)
+    subject_id = subject_id or folder.name
+    seg_dir = folder / "segmentations"
+    if not seg_dir.is_dir():
+        raise CTInputError(f"{subject_id}: missing folder {seg_dir} (expected TotalSegmentator's layout)")
+    hu, affine = read_volume(folder / "ct.nii.gz", "CT")
+    ids, labels, names = _totalseg_ids(), np.zeros(hu.shape, np.int16, order="F"), {}
+    flat = labels.reshape(-1, order="F")  # a view: Fortran-order indices write straight into `labels`
+    paths = [p for p in sorted(seg_dir.glob("*.nii.gz")) if p.name[: -len(".nii.gz")] in TOTALSEG_TO_STRUCTURE]
+    # Decompression dominates reading and zlib releases the GIL: read the ~100 files on a few threads.
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        masks = pool.map(lambda p: _read_segmentation(p, hu.shape, affine, subject_id), paths)
+        for path, voxels in zip(paths, masks):
+            name = path.name[: -len(".nii.gz")]
+            flat[voxels] = ids[name]
+            names[ids[name]] = name
+    labels = np.ascontiguousarray(labels)
+    provenance = "TotalSegmentator dataset layout (ct.nii.gz + segmentations/*.nii.gz)"
+    return validate_chest_ct(CTVolume(subject_id, "totalsegmentator", hu, labels, affine, names, provenance))
+
+
+def read_totalsegmentator_splits(root: str | Path) -> dict[str, str]:
+    """subject id -> split from the dataset's ``meta.csv`` (``;`` or ``,`` separated), if present."""
+    meta = Path(root) / "meta.csv"
+    if not meta.exists():
+        return {}
+    text = meta.read_text()
+    rows = list(csv.DictReader(text.splitlines(), delimiter=";" if text.count(";") > text.count(",") else ","))
+    rename = {"val": "validation", "valid": "validation", "validation": "validation", "train": "train", "test": "test"}
+    return {r["image_id"]: rename[r["split"].strip()] for r in rows if r.get("split", "").strip() in rename}

@@ -8,7 +8,7 @@ from huggingface_hub import HfApi
 
 from .corpus import FORMAT_VERSION
 
-UPLOAD_PATTERNS = ["README.md", "build_config.json", "example.png", "data/*.parquet"]
+UPLOAD_PATTERNS = ["README.md", "build_config.json", "example.png", "data/*.parquet"]  # failures*.jsonl stay local
 
 
 def files_to_upload(root: Path) -> list[str]:
