@@ -11,25 +11,9 @@ import sys
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from transformers import HfArgumentParser  # noqa: E402
+from chexanatomy.cli import parse_config  # noqa: E402
 
 from .build import BuildConfig, build, rewrite_card  # noqa: E402
-
-
-def make_parser() -> HfArgumentParser:
-    return HfArgumentParser(BuildConfig)
-
-
-def _parse(argv: list[str]) -> BuildConfig:
-    parser = make_parser()
-    if "--config" not in argv:
-        return parser.parse_args_into_dataclasses(argv)[0]
-    i = argv.index("--config")  # a YAML recipe; flags on the command line override it
-    import yaml
-
-    with open(argv[i + 1]) as fh:
-        parser.set_defaults(**(yaml.safe_load(fh) or {}))
-    return parser.parse_args_into_dataclasses(argv[:i] + argv[i + 2 :])[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m dataset_builder build [--flags]   (python -m dataset_builder build --help)\n"
               "       python -m dataset_builder card --output_dir DIR")  # fmt: skip
         return 2
-    config = _parse(argv[1:])
+    config = parse_config(BuildConfig, argv[1:])
     s = build(config)
     for failure in s["failures"]:
         print(f"skipped {failure['subject_id']}: {failure['reason']}")

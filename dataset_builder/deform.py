@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .ct import CTVolume
+from .geometry import rotation_matrix_xyz
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,6 @@ def random_deformation(rng: np.random.Generator, strength: float = 1.0) -> Defor
     )
 
 
-def _rotation(deg) -> np.ndarray:
-    ax, ay, az = np.deg2rad(deg)
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
 def _elastic(world: torch.Tensor, extent: np.ndarray, amp, rng: np.random.Generator) -> torch.Tensor:
     """Smooth displacement (mm) at world points [..., 3]: 4 random sinusoids per axis."""
     out = torch.zeros_like(world)
@@ -77,7 +70,7 @@ def _source_index_grid(ct: CTVolume, d: Deformation, rng: np.random.Generator, s
     world = idx @ aff[:3, :3].T + aff[:3, 3]
     centre = torch.as_tensor(ct.affine[:3, :3] @ ((shape - 1) / 2) + ct.affine[:3, 3])
     extent = np.abs(ct.affine[:3, :3] @ shape)
-    m = torch.as_tensor(_rotation(d.rotation_deg) @ np.diag(d.scales))
+    m = torch.as_tensor(rotation_matrix_xyz(d.rotation_deg) @ np.diag(d.scales))
     src_world = (world - centre - torch.tensor(d.translation_mm)) @ torch.linalg.inv(m).T + centre
     src_world = src_world + _elastic(world, extent, d.max_displacement_mm, rng)
     src_idx = (src_world - aff[:3, 3]) @ torch.linalg.inv(aff[:3, :3]).T

@@ -86,7 +86,8 @@ def view_geometry(view: str, size_px: int, isocenter_mm=(0.0, 0.0, 0.0)) -> View
     return ViewGeometry(view, size_px, sid, sid / mag, DETECTOR_MM, DETECTOR_MM / size_px, iso)
 
 
-def _rotation_xyz(deg) -> np.ndarray:
+def rotation_matrix_xyz(deg) -> np.ndarray:
+    """3x3 rotation about world x, then y, then z (degrees)."""
     ax, ay, az = np.deg2rad(np.asarray(deg, dtype=np.float64))
     rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
     ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
@@ -115,7 +116,7 @@ def camera_to_world(geometry: ViewGeometry, pose: Pose = Pose()) -> np.ndarray:
     cam[:3, :3] = rot
     cam[:3, 3] = iso - geometry.sod_mm * beam
     # Moving the patient by (R, t) about the isocentre == moving the camera by the inverse.
-    r = _rotation_xyz(pose.rotation_deg)
+    r = rotation_matrix_xyz(pose.rotation_deg)
     patient = np.eye(4)
     patient[:3, :3] = r
     patient[:3, 3] = iso + np.asarray(pose.translation_mm) - r @ iso

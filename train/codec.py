@@ -20,7 +20,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from chexanatomy.vqvae import MaskVQVAE
@@ -140,31 +139,15 @@ def train(config: CodecTrainConfig) -> dict:
     return metrics
 
 
-def make_parser():
-    from transformers import HfArgumentParser
+def main(argv: list[str] | None = None) -> None:
+    import sys
 
-    return HfArgumentParser(CodecTrainConfig)
+    from chexanatomy.cli import parse_config
 
-
-def main(argv=None):
-    parser = make_parser()
-    if argv is None:
-        import sys
-
-        argv = sys.argv[1:]
-    if len(argv) >= 2 and argv[0] == "--config":
-        (config,) = parser.parse_yaml_file(argv[1]) if len(argv) == 2 else (None,)
-        if config is None:
-            import yaml
-
-            parser.set_defaults(**yaml.safe_load(open(argv[1])))
-            (config,) = parser.parse_args_into_dataclasses(argv[2:])
-    else:
-        (config,) = parser.parse_args_into_dataclasses(argv)
+    config = parse_config(CodecTrainConfig, list(sys.argv[1:] if argv is None else argv))
     metrics = train(config)
-    print(f"codec trained {config.steps} steps -> {config.output_dir} (last: {metrics})")
+    print(f"codec trained {metrics.get('step', -1) + 1} steps -> {config.output_dir} (last: {metrics})")
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()
