@@ -1,0 +1,140 @@
+"""PaliGemma fine-tuning on CPU with the tiny model: collator masks, LoRA steps, save/load/generate, resume, upload set."""
+
+import shutil
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+from trl import SFTConfig
+
+from chexanatomy.codec import default_tokenizer
+from dataset_builder.build import BuildConfig, build
+from train.collator import AnatomyCollator
+from huggingface_hub.utils import filter_repo_objects
+from transformers import TrainerCallback
+
+from train.sft import AnatomyArguments, _last_checkpoint, build_trainer, main, push_model
+from train.tiny_paligemma import TinySpec, build_model, build_processor
+
+SPEC = TinySpec(image_size=64, vision_layers=1, text_layers=1, hidden=64, heads=2)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft_corpus")
+    build(BuildConfig(source="phantom", output_dir=str(out), num_subjects=3, size_px=64, poses_per_view=1, views=["PA"]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def rows(corpus):
+    return datasets.load_dataset(str(corpus), cache_dir=str(corpus.parent / "hf"))["train"]
+
+
+class StepCounter(TrainerCallback):
+    steps = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps += 1
+
+
+def sft_config(out: Path, **kw) -> SFTConfig:
+    base = dict(output_dir=str(out), max_steps=2, per_device_train_batch_size=2, learning_rate=1e-2, bf16=False,
+                report_to="none", save_steps=100, logging_steps=1, seed=0, use_cpu=True)  # fmt: skip
+    return SFTConfig(**{**base, **kw})
+
+
+def test_collator_puts_only_the_answer_and_eos_in_the_loss(rows):
+    processor = build_processor(SPEC)
+    collator = AnatomyCollator(processor, default_tokenizer(), structures_per_sample=3, augment_fraction=0.0, seed=0)
+    batch = collator([rows[0], rows[1]])
+    tok = processor.tokenizer
+    for i in range(2):
+        answer = batch["token_type_ids"][i] == 1
+        assert torch.equal(answer, batch["labels"][i] != -100)
+        assert (batch["input_ids"][i][~answer] == processor.image_token_id).sum() == (SPEC.image_size // 16) ** 2
+        labelled = batch["labels"][i][answer]
+        assert labelled[-1] == tok.eos_token_id and (labelled[:-1] != tok.eos_token_id).all()
+        prompt = tok.decode(batch["input_ids"][i][(~answer) & (batch["attention_mask"][i] == 1)], skip_special_tokens=True)
+        text = tok.decode(labelled[:-1])
+        task, names = prompt.strip().split(" ", 1)
+        assert task in ("segment", "detect")
+        for name in names.split(" ; "):  # the answer names exactly the prompted structures
+            assert f"> {name}" in text
+        if task == "segment":
+            assert text.count("<seg") == 16 * len(names.split(" ; "))
+
+
+def test_augmented_answers_decode_to_the_moved_masks(rows):
+    processor = build_processor(SPEC)
+    tok = default_tokenizer()
+    collator = AnatomyCollator(processor, tok, structures_per_sample=50, augment_fraction=1.0, detect_fraction=0.0, seed=3)
+    row = rows[0]
+    sample = collator.make_sample(row)
+    objects = tok.decode(sample.answer, (64, 64))
+    assert objects and all(o.valid for o in objects)
+    image = np.asarray(sample.image.convert("L"))
+    assert (image.sum(0) == 0).any() or (image.sum(1) == 0).any()  # shrunk onto a black canvas
+
+
+def test_two_lora_steps_change_every_lora_parameter(corpus, tmp_path):
+    base = tmp_path / "base"
+    processor = build_processor(SPEC)
+    build_model(processor, SPEC).save_pretrained(base)
+    processor.save_pretrained(base)
+    args = AnatomyArguments(model_name_or_path=str(base), corpus_dir=str(corpus), structures_per_sample=3)
+    trainer, _ = build_trainer(args, sft_config(tmp_path / "out"))
+    lora = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert lora and all("lora_" in n for n in lora)
+    assert not any("vision_tower" in n for n in lora)  # vision frozen, adapters on the language model only
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    unchanged = [n for n, v in lora.items() if torch.equal(v, after[n].detach())]
+    assert not unchanged, unchanged  # (lora_B starts at 0, so lora_A first moves in step 2)
+
+
+def test_save_load_generate_identical_and_resume(corpus, tmp_path):
+    out = tmp_path / "tiny"
+    args = AnatomyArguments(model_name_or_path="tiny", corpus_dir=str(corpus), lora=False, structures_per_sample=3)
+    main(args, sft_config(out, max_steps=2, save_steps=1))
+    processor = AutoProcessor.from_pretrained(out)
+    model = AutoModelForImageTextToText.from_pretrained(out).eval()
+    image = datasets.load_dataset(str(corpus), cache_dir=str(tmp_path / "hf"))["train"][0]["image"].convert("RGB")
+    inputs = processor(text="<image>segment heart", images=image, return_tensors="pt")
+    first = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    again = AutoModelForImageTextToText.from_pretrained(out).eval().generate(**inputs, max_new_tokens=8, do_sample=False)
+    assert torch.equal(first, again)
+    assert (out / "mask_codec" / "model.safetensors").exists() and (out / "training_config.json").exists()
+    # resume: a run with more steps continues from checkpoint-2 and trains only the missing step
+    trainer, _ = build_trainer(args, sft_config(out, max_steps=3, save_steps=1))
+    counter = StepCounter()
+    trainer.add_callback(counter)
+    trainer.train(resume_from_checkpoint=_last_checkpoint(str(out)))
+    assert counter.steps == 1 and trainer.state.global_step == 3
+
+
+def test_hub_upload_holds_exactly_what_from_pretrained_needs(corpus, tmp_path):
+    out = tmp_path / "tiny"
+    main(AnatomyArguments(model_name_or_path="tiny", corpus_dir=str(corpus), lora=False), sft_config(out, max_steps=1, save_steps=1))
+
+    class FakeApi:
+        def create_repo(self, *a, **k):
+            pass
+
+        def upload_folder(self, folder_path, ignore_patterns, **k):
+            local = sorted(str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*") if p.is_file())
+            self.files = list(filter_repo_objects(local, ignore_patterns=ignore_patterns))  # upload_folder's own filter
+            return "ok"
+
+    api = FakeApi()
+    push_model(out, "chexanatomy/tiny-vlm", api=api)
+    assert not any(f.startswith("checkpoint") or f.endswith(".bin") for f in api.files)
+    assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "mask_codec/model.safetensors"} <= set(api.files)
+    mirror = tmp_path / "hub_copy"
+    for f in api.files:
+        (mirror / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(out / f, mirror / f)
+    assert AutoModelForImageTextToText.from_pretrained(mirror) is not None and AutoProcessor.from_pretrained(mirror) is not None

@@ -1,0 +1,124 @@
+"""The PaliGemma training collator: corpus rows -> prompts + answers -> model inputs with the right masks.
+
+TRL's built-in vision collator is wrong for PaliGemma (ENVIRONMENT.md): it gives every token
+``token_type_ids = 0``, so the answer is visible to the bidirectional prefix attention and image and prompt end up in
+the loss. This collator calls ``PaliGemmaProcessor(text=prompts, images=images, suffix=answers)``, which marks the
+answer (and its ``<eos>``) with ``token_type_ids = 1`` and puts only those positions in ``labels``.
+
+Each sample is one image with several structures *packed* into one answer (``segment a ; b ; c`` ->
+``<loc>..<seg>.. a ; <loc>..<seg>.. b ; ...``): 20 structures per sequence trained 15x more structures per second
+than one (ANCHORS.md). Prompts use the display name or a synonym at random; the answer repeats the prompt's name.
+The paper's scale/offset augmentation shrinks the radiograph onto a canvas at a random offset; the boxes change,
+so the masks are re-tokenised with the codec.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from chexanatomy.anatomy import STRUCTURES
+from chexanatomy.mask_tokens import MaskTokenizer, format_detect_target, tight_boxes
+
+
+@dataclass
+class Sample:
+    """One training example before tokenisation: an RGB image, a prompt and its answer."""
+
+    image: Image.Image
+    prompt: str
+    answer: str
+
+
+def _answer_with_name(target: str, name: str) -> str:
+    """Replace the name at the end of a stored target (``<loc>...<seg>... left lung``) by ``name``."""
+    return target[: target.rindex(">") + 1] + " " + name
+
+
+@dataclass
+class AnatomyCollator:
+    """Collate corpus rows for ``SFTTrainer``.
+
+    Args:
+        processor: a ``PaliGemmaProcessor``.
+        tokenizer: the mask tokenizer (codec) used to re-tokenise augmented masks; None disables augmentation.
+        structures_per_sample: maximum structures packed into one answer.
+        detect_fraction: probability that a sample is a ``detect`` task (boxes only) instead of ``segment``.
+        synonym_fraction: probability of prompting a structure by a synonym instead of its display name.
+        augment_fraction: probability of the scale/offset augmentation (scale 0.7-1.0, random offset).
+        seed: seed of the collator's own random draws.
+    """
+
+    processor: object
+    tokenizer: MaskTokenizer | None = None
+    structures_per_sample: int = 20
+    detect_fraction: float = 0.2
+    synonym_fraction: float = 0.3
+    augment_fraction: float = 0.5
+    seed: int = 0
+    rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.rng = random.Random(self.seed)
+
+    def prompt_name(self, name: str) -> str:
+        s = STRUCTURES[name]
+        if s.synonyms and self.rng.random() < self.synonym_fraction:
+            return self.rng.choice(s.synonyms)
+        return s.display
+
+    def _augment(self, image: Image.Image, structures: list[dict]) -> tuple[Image.Image, list[dict]]:
+        """Shrink the image by 0.7-1.0 onto a black canvas at a random offset; masks move with it."""
+        w, h = image.size
+        scale = self.rng.uniform(0.7, 1.0)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        ox, oy = self.rng.randint(0, w - nw), self.rng.randint(0, h - nh)
+        canvas = Image.new(image.mode, (w, h))
+        canvas.paste(image.resize((nw, nh), Image.BILINEAR), (ox, oy))
+        moved = []
+        for s in structures:
+            mask = Image.new("1", (w, h))
+            mask.paste(s["mask"].convert("L").resize((nw, nh), Image.BILINEAR).point(lambda v: 255 if v >= 128 else 0).convert("1"), (ox, oy))
+            if np.asarray(mask).any():
+                moved.append({**s, "mask": mask, "segment_target": None, "detect_target": None})
+        return canvas, moved
+
+    def _retokenise(self, structures: list[dict], hw: tuple[int, int]) -> list[dict]:
+        masks = np.stack([np.asarray(s["mask"], dtype=bool) for s in structures])
+        boxes = tight_boxes(masks)
+        single = [i for i, s in enumerate(structures) if not STRUCTURES[s["name"]].multipart]
+        seg = self.tokenizer.encode(masks[single], [structures[i]["name"] for i in single]) if single else []
+        seg_by_index = dict(zip(single, seg))
+        return [
+            {**s, "segment_target": seg_by_index.get(i), "detect_target": format_detect_target(boxes[i], hw, s["name"])}
+            for i, s in enumerate(structures)
+        ]
+
+    def make_sample(self, row: dict) -> Sample:
+        """Choose task, structures and names for one corpus row; returns the text pair and the image."""
+        image, structures = row["image"], list(row["structures"])
+        if self.tokenizer is not None and self.rng.random() < self.augment_fraction:
+            image, structures = self._augment(image, structures)
+            structures = self._retokenise(structures, (image.size[1], image.size[0]))
+        task = "detect" if self.rng.random() < self.detect_fraction else "segment"
+        key = f"{task}_target"
+        usable = [s for s in structures if s.get(key)]
+        if not usable:  # e.g. only multipart structures left: fall back to boxes
+            task, key, usable = "detect", "detect_target", [s for s in structures if s.get("detect_target")]
+        chosen = self.rng.sample(usable, min(self.structures_per_sample, len(usable)))
+        names = [self.prompt_name(s["name"]) for s in chosen]
+        answer = " ; ".join(_answer_with_name(s[key], n) for s, n in zip(chosen, names))
+        return Sample(image.convert("RGB"), f"{task} " + " ; ".join(names), answer)
+
+    def __call__(self, rows: list[dict]) -> dict:
+        samples = [self.make_sample(r) for r in rows]
+        return self.processor(
+            text=["<image>" + s.prompt for s in samples],
+            images=[s.image for s in samples],
+            suffix=[s.answer for s in samples],
+            return_tensors="pt",
+            padding="longest",
+        )

@@ -1,0 +1,194 @@
+"""Fine-tune PaliGemma to segment chest X-ray anatomy with TRL's SFTTrainer (LoRA by PEFT).
+
+    python -m train.sft --config train/recipes/paligemma2-3b-pt-448.yaml --corpus_dir outputs/drr      # GPU
+    python -m train.sft --config train/recipes/tiny.yaml --corpus_dir outputs/drr --output_dir outputs/tiny-vlm
+    accelerate launch --config_file train/recipes/accelerate_multi_gpu.yaml -m train.sft --config ...   # several GPUs
+
+Defaults follow the paper: LoRA r=16 on q/k/v/o/gate/up/down of the language model, vision tower frozen
+(``--train_vision`` for the ablation), AdamW lr 5e-5, linear schedule, bf16 on GPU. ``tiny`` builds a small
+PaliGemma-architecture model from a config with a locally trained tokenizer and trains all its weights.
+
+The output folder holds the adapter (or the full model), the processor, the mask codec (``mask_codec/``), the
+resolved configuration (``training_config.json``) and the trainer's metrics; a killed run resumes from its last
+checkpoint when started again with the same ``--output_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import datasets
+import torch
+from trl import SFTConfig, SFTTrainer, TrlParser
+
+from chexanatomy.codec import DEFAULT_CODEC_DIR, default_tokenizer, load_codec
+
+from .collator import AnatomyCollator
+
+LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+VISION_LORA_TARGETS = r".*vision_tower.*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)"  # --train_vision with LoRA
+
+
+@dataclass
+class AnatomyArguments:
+    """What to train on and how (the optimiser and schedule are ``SFTConfig``'s own flags)."""
+
+    model_name_or_path: str = field(default="google/paligemma2-3b-pt-448", metadata={"help": "Hub id, folder or 'tiny'."})
+    corpus_dir: str = field(default="outputs/drr", metadata={"help": "Corpus folder or Hub dataset id."})
+    codec: str = field(default="default", metadata={"help": "Mask codec (re-tokenises augmented masks)."})
+    lora: bool = field(default=True, metadata={"help": "Train LoRA adapters (False: all language-model weights)."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    train_vision: bool = field(default=False, metadata={"help": "Also train the vision tower (ablation)."})
+    structures_per_sample: int = field(default=20, metadata={"help": "Structures packed into one answer."})
+    detect_fraction: float = field(default=0.2, metadata={"help": "Share of detect (box-only) samples."})
+    synonym_fraction: float = field(default=0.3, metadata={"help": "Share of prompts naming a synonym."})
+    augment_fraction: float = field(default=0.5, metadata={"help": "Share of samples scaled/offset (re-tokenised)."})
+    merge: bool = field(default=False, metadata={"help": "Also save the LoRA-merged model under merged/."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+
+    def __post_init__(self):
+        if self.model_name_or_path == "tiny" and self.lora:
+            raise ValueError("model_name_or_path 'tiny' is trained from scratch: set --lora false")
+
+
+def load_model_and_processor(args: AnatomyArguments, on_gpu: bool):
+    """The model and processor: the tiny one built from a config, else from the Hub or a folder."""
+    if args.model_name_or_path == "tiny":
+        from .tiny_paligemma import build_model, build_processor
+
+        processor = build_processor()
+        return build_model(processor), processor
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(args.model_name_or_path)
+    model = AutoModelForImageTextToText.from_pretrained(
+        args.model_name_or_path,
+        dtype=torch.bfloat16 if on_gpu else torch.float32,
+        attn_implementation="eager",  # Gemma 2 soft-capping: no SDPA (ENVIRONMENT.md)
+    )
+    return model, processor
+
+
+def freeze(model, args: AnatomyArguments) -> None:
+    """Full training: freeze the vision tower unless ``train_vision``. LoRA: PEFT freezes the base itself."""
+    for name, p in model.named_parameters():
+        vision = "vision_tower" in name or "multi_modal_projector" in name
+        p.requires_grad = not args.lora and (args.train_vision or not vision)
+
+
+def peft_config(args: AnatomyArguments):
+    if not args.lora:
+        return None
+    from peft import LoraConfig
+
+    targets = LORA_TARGETS if not args.train_vision else f"({LORA_TARGETS})|({VISION_LORA_TARGETS})"
+    return LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
+
+
+def load_splits(args: AnatomyArguments):
+    ds = datasets.load_dataset(args.corpus_dir)
+    train = ds["train"]
+    if args.max_train_samples:
+        train = train.select(range(min(args.max_train_samples, len(train))))
+    return train, ds.get("validation")
+
+
+def prepare_sft_config(config: SFTConfig) -> SFTConfig:
+    """The settings PaliGemma needs whatever the recipe says (ENVIRONMENT.md): our collator, no TRL packing."""
+    config.remove_unused_columns = False
+    config.dataset_kwargs = {**(config.dataset_kwargs or {}), "skip_prepare_dataset": True}
+    config.packing = False
+    if not torch.cuda.is_available():
+        config.bf16, config.fp16, config.gradient_checkpointing = False, False, False
+    return config
+
+
+def save_outputs(trainer: SFTTrainer, processor, args: AnatomyArguments, sft: SFTConfig) -> Path:
+    """Adapter or model + processor + codec + resolved configuration + metrics in ``sft.output_dir``."""
+    out = Path(sft.output_dir)
+    trainer.save_model(str(out))
+    processor.save_pretrained(str(out))
+    codec_dir = DEFAULT_CODEC_DIR if args.codec == "default" else Path(args.codec)
+    if codec_dir.is_dir():
+        shutil.copytree(codec_dir, out / "mask_codec", dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.jsonl"))
+    else:
+        load_codec(args.codec).save_pretrained(out / "mask_codec")
+    resolved = {"anatomy": asdict(args), "sft": {k: v for k, v in sft.to_dict().items() if _jsonable(v)}}
+    (out / "training_config.json").write_text(json.dumps(resolved, indent=2, default=str) + "\n")
+    (out / "training_metrics.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")
+    if args.merge and args.lora:
+        trainer.model.merge_and_unload().save_pretrained(str(out / "merged"))
+        processor.save_pretrained(str(out / "merged"))
+    return out
+
+
+def _jsonable(value) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except TypeError:
+        return False
+
+
+def build_trainer(args: AnatomyArguments, sft: SFTConfig) -> tuple[SFTTrainer, object]:
+    """The SFTTrainer (model, data, collator, LoRA) and the processor, ready to ``train``."""
+    sft = prepare_sft_config(sft)
+    torch.manual_seed(sft.seed)
+    model, processor = load_model_and_processor(args, torch.cuda.is_available())
+    freeze(model, args)
+    train, validation = load_splits(args)
+    collator = AnatomyCollator(
+        processor, default_tokenizer(load_codec(args.codec)), args.structures_per_sample,
+        args.detect_fraction, args.synonym_fraction, args.augment_fraction, seed=sft.seed,
+    )  # fmt: skip
+    trainer = SFTTrainer(
+        model=model, args=sft, train_dataset=train, eval_dataset=validation if sft.eval_strategy != "no" else None,
+        data_collator=collator, processing_class=processor, peft_config=peft_config(args),
+    )  # fmt: skip
+    return trainer, processor
+
+
+HUB_IGNORE = ["checkpoint-*", "checkpoint-*/**", "training_args.bin", "merged/**"]
+
+
+def push_model(out: Path, repo_id: str, private: bool = False, api=None) -> str:
+    """Upload the output folder (without checkpoints and pickled arguments) so ``from_pretrained(repo_id)`` works."""
+    from huggingface_hub import HfApi
+
+    api = api or HfApi()
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    info = api.upload_folder(repo_id=repo_id, folder_path=str(out), ignore_patterns=HUB_IGNORE,
+                             commit_message="CheXanatomy: PaliGemma anatomy fine-tune")  # fmt: skip
+    return str(info)
+
+
+def main(args: AnatomyArguments, sft: SFTConfig) -> Path:
+    """Train (resuming from the last checkpoint in ``output_dir`` if any), save, optionally push."""
+    push, sft.push_to_hub = sft.push_to_hub, False  # we upload once, at the end (no Trainer repo syncing)
+    trainer, processor = build_trainer(args, sft)
+    trainer.train(resume_from_checkpoint=_last_checkpoint(sft.output_dir))
+    out = save_outputs(trainer, processor, args, trainer.args)
+    if push:
+        push_model(out, sft.hub_model_id or Path(sft.output_dir).name, bool(sft.hub_private_repo))
+    return out
+
+
+def _last_checkpoint(output_dir: str) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((AnatomyArguments, SFTConfig))
+
+
+if __name__ == "__main__":
+    anatomy_args, sft_config = make_parser().parse_args_and_config(sys.argv[1:])
+    print(f"saved -> {main(anatomy_args, sft_config)}")

@@ -1,0 +1,162 @@
+"""The U-Net baseline: one sigmoid channel per structure (structures overlap in a radiograph), Dice + BCE.
+
+    python -m train.unet --corpus_dir outputs/drr --output_dir outputs/unet --epochs 40
+    python -m train.unet --corpus_dir outputs/drr --output_dir outputs/unet --push_to_hub chexanatomy/unet-anatomy
+
+``segmentation-models-pytorch`` supplies the network (no pretrained encoder weights: nothing is downloaded);
+``PyTorchModelHubMixin`` gives ``save_pretrained``/``from_pretrained``/``push_to_hub``; ``accelerate`` places it on
+the GPU when there is one. Same splits, resolution and scale/offset augmentation as the VLM; ``segment`` has the
+VLM's inference interface: an image and structure names in, one full-resolution bool mask per structure out.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from PIL import Image
+
+from chexanatomy.anatomy import STRUCTURES
+
+
+def default_structures(corpus_rows) -> list[str]:
+    """Every structure that appears in the rows, in vocabulary order."""
+    seen = {s["name"] for row in corpus_rows for s in row}
+    return [n for n in STRUCTURES if n in seen]
+
+
+class AnatomyUNet(
+    torch.nn.Module,
+    PyTorchModelHubMixin,
+    library_name="chexanatomy",
+    tags=["chexanatomy", "chest-x-ray", "anatomy", "image-segmentation", "unet"],
+):
+    """U-Net over a grey radiograph [B, 1, S, S] in [0, 1] -> logits [B, C, S, S], one channel per structure.
+
+    Args:
+        structures: the C structure names, channel order.
+        size: input side in pixels (images are resized to it; masks come back at the original size).
+        encoder: an smp encoder name, randomly initialised.
+    """
+
+    def __init__(self, structures: list[str], size: int = 256, encoder: str = "resnet18"):
+        super().__init__()
+        self.structures, self.size = list(structures), size
+        self.net = smp.Unet(encoder_name=encoder, encoder_weights=None, in_channels=1, classes=len(self.structures))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    @torch.no_grad()
+    def segment(self, image: Image.Image | np.ndarray, structures: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Masks of ``structures`` (default all) as bool [H, W] at the image's own size (sigmoid > 0.5)."""
+        grey = np.asarray(image.convert("L") if isinstance(image, Image.Image) else image, dtype=np.float32)
+        if grey.max() > 1:
+            grey = grey / 255.0
+        h, w = grey.shape
+        x = F.interpolate(torch.from_numpy(grey)[None, None], size=(self.size, self.size), mode="bilinear", antialias=True)
+        logits = F.interpolate(self(x.to(next(self.parameters()).device)).cpu(), size=(h, w), mode="bilinear")[0]
+        names = structures or self.structures
+        unknown = [n for n in names if n not in self.structures]
+        if unknown:
+            raise KeyError(f"this U-Net was not trained on {unknown}")
+        return {n: (logits[self.structures.index(n)] > 0).numpy() for n in names}
+
+
+def row_tensors(row: dict, structures: list[str], size: int, rng: random.Random | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image [1, S, S] in [0, 1], targets [C, S, S] in {0, 1}) of a corpus row, scale/offset augmented if ``rng``."""
+    image = torch.from_numpy(np.asarray(row["image"].convert("L"), dtype=np.float32) / 255.0)
+    target = torch.zeros(len(structures), *image.shape)
+    index = {n: i for i, n in enumerate(structures)}
+    for s in row["structures"]:
+        if s["name"] in index:
+            target[index[s["name"]]] = torch.from_numpy(np.asarray(s["mask"], dtype=np.float32))
+    both = F.interpolate(torch.cat([image[None], target])[None], size=(size, size), mode="bilinear", antialias=True)[0]
+    if rng is not None and rng.random() < 0.5:  # the paper's augmentation: shrink 0.7-1.0 onto a canvas, random offset
+        scale = rng.uniform(0.7, 1.0)
+        n = max(1, round(size * scale))
+        small = F.interpolate(both[None], size=(n, n), mode="bilinear", antialias=True)[0]
+        oy, ox = rng.randint(0, size - n), rng.randint(0, size - n)
+        both = torch.zeros_like(both)
+        both[:, oy : oy + n, ox : ox + n] = small
+    return both[:1], (both[1:] > 0.5).float()
+
+
+def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Dice (multilabel, smp) + binary cross-entropy."""
+    dice = smp.losses.DiceLoss(mode="multilabel", from_logits=True)
+    return dice(logits, targets) + F.binary_cross_entropy_with_logits(logits, targets)
+
+
+@dataclass
+class UNetTrainConfig:
+    """Options of ``python -m train.unet``."""
+
+    corpus_dir: str = field(default="outputs/drr", metadata={"help": "Corpus folder or Hub dataset id."})
+    output_dir: str = field(default="outputs/unet", metadata={"help": "Where the U-Net is saved."})
+    size: int = field(default=256, metadata={"help": "Input side in pixels."})
+    encoder: str = field(default="resnet18", metadata={"help": "smp encoder (randomly initialised)."})
+    epochs: int = field(default=40, metadata={"help": "Passes over the training split."})
+    max_steps: int = field(default=0, metadata={"help": "Stop after this many steps (0: run all epochs)."})
+    batch_size: int = field(default=8, metadata={"help": "Images per step."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (cosine decay)."})
+    seed: int = field(default=0, metadata={"help": "Seed."})
+    push_to_hub: str | None = field(default=None, metadata={"help": "Hub model repo to upload to."})
+
+
+def train(config: UNetTrainConfig) -> dict:
+    """Train the U-Net; saves it with its training configuration and loss history; returns the last metrics."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    rows = datasets.load_dataset(config.corpus_dir)["train"]
+    structures = default_structures(rows["structures"])
+    model = AnatomyUNet(structures, config.size, config.encoder)
+    steps_per_epoch = -(-len(rows) // config.batch_size)
+    total = config.max_steps or config.epochs * steps_per_epoch
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, total)
+    model, optimiser = accelerator.prepare(model, optimiser)
+    history, step = [], 0
+    while step < total:
+        order = list(range(len(rows)))
+        rng.shuffle(order)
+        for start in range(0, len(order), config.batch_size):
+            batch = [row_tensors(rows[i], structures, config.size, rng) for i in order[start : start + config.batch_size]]
+            images, targets = (torch.stack(t).to(accelerator.device) for t in zip(*batch))
+            loss = loss_fn(model(images), targets)
+            optimiser.zero_grad()
+            accelerator.backward(loss)
+            optimiser.step()
+            schedule.step()
+            step += 1
+            history.append({"step": step, "loss": round(float(loss.detach()), 5)})
+            if step >= total:
+                break
+    out = Path(config.output_dir)
+    unwrapped = accelerator.unwrap_model(model).cpu()
+    unwrapped.save_pretrained(out)
+    (out / "training_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    (out / "training_metrics.json").write_text(json.dumps(history) + "\n")
+    if config.push_to_hub:
+        unwrapped.push_to_hub(config.push_to_hub, commit_message="CheXanatomy U-Net baseline")
+    return history[-1]
+
+
+if __name__ == "__main__":
+    import sys
+
+    from chexanatomy.cli import parse_config
+
+    cfg = parse_config(UNetTrainConfig, sys.argv[1:])
+    print(f"U-Net trained -> {cfg.output_dir}: {train(cfg)}")
