@@ -16,7 +16,7 @@ from train.collator import AnatomyCollator
 from huggingface_hub.utils import filter_repo_objects
 from transformers import TrainerCallback
 
-from train.sft import AnatomyArguments, _last_checkpoint, build_trainer, main, push_model
+from train.sft import AnatomyArguments, _last_checkpoint, answer_only_loss, answer_positions, build_trainer, main, push_model
 from train.tiny_paligemma import TinySpec, build_model, build_processor
 
 SPEC = TinySpec(image_size=64, vision_layers=1, text_layers=1, hidden=64, heads=2)
@@ -66,6 +66,17 @@ def test_collator_puts_only_the_answer_and_eos_in_the_loss(rows):
             assert f"> {name}" in text
         if task == "segment":
             assert text.count("<seg") == 16 * len(names.split(" ; "))
+
+
+def test_answer_only_loss_equals_the_full_loss(rows):
+    processor = build_processor(SPEC)
+    model = build_model(processor, SPEC).eval()
+    collator = AnatomyCollator(processor, default_tokenizer(), structures_per_sample=4, augment_fraction=0.0, seed=2)
+    batch = collator([rows[0], rows[1], rows[0]])
+    full = model(**batch).loss
+    keep = answer_positions(batch["labels"])
+    assert not (batch["input_ids"][:, keep] == processor.image_token_id).any()  # no logits at image positions
+    torch.testing.assert_close(answer_only_loss(model, batch), full, rtol=1e-5, atol=1e-5)
 
 
 def test_augmented_answers_decode_to_the_moved_masks(rows):

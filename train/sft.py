@@ -50,6 +50,7 @@ class AnatomyArguments:
     synonym_fraction: float = field(default=0.3, metadata={"help": "Share of prompts naming a synonym."})
     augment_fraction: float = field(default=0.5, metadata={"help": "Share of samples scaled/offset (re-tokenised)."})
     merge: bool = field(default=False, metadata={"help": "Also save the LoRA-merged model under merged/."})
+    loss_on_answer_only: bool = field(default=True, metadata={"help": "Logits only at answer positions (memory)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
 
     def __post_init__(self):
@@ -136,6 +137,35 @@ def _jsonable(value) -> bool:
         return False
 
 
+def answer_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Sequence positions whose logits predict a labelled token in any row: t where ``labels[:, t + 1] != -100``."""
+    return (labels[:, 1:] != -100).any(0).nonzero().squeeze(1)
+
+
+def answer_only_loss(model, inputs: dict) -> torch.Tensor:
+    """Causal LM loss computing logits only at answer positions.
+
+    The 257k-entry vocabulary makes full logits (image and prompt positions included) a large part of the memory
+    (ANCHORS.md); PaliGemma's ``logits_to_keep`` accepts the positions to keep, so the LM head runs on those only.
+    Equal to the model's own loss (tested).
+    """
+    labels = inputs["labels"]
+    keep = answer_positions(labels)
+    forward = {k: v for k, v in inputs.items() if k != "labels"}
+    logits = model(**forward, logits_to_keep=keep).logits  # [B, K, V]
+    targets = labels[:, keep + 1]
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+
+
+class AnatomySFTTrainer(SFTTrainer):
+    """``SFTTrainer`` whose loss computes logits only where there are labels (see ``answer_only_loss``)."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if return_outputs:  # evaluation paths that want logits keep TRL's full computation
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        return answer_only_loss(model, inputs)
+
+
 def build_trainer(args: AnatomyArguments, sft: SFTConfig) -> tuple[SFTTrainer, object]:
     """The SFTTrainer (model, data, collator, LoRA) and the processor, ready to ``train``."""
     sft = prepare_sft_config(sft)
@@ -147,7 +177,8 @@ def build_trainer(args: AnatomyArguments, sft: SFTConfig) -> tuple[SFTTrainer, o
         processor, default_tokenizer(load_codec(args.codec)), args.structures_per_sample,
         args.detect_fraction, args.synonym_fraction, args.augment_fraction, seed=sft.seed,
     )  # fmt: skip
-    trainer = SFTTrainer(
+    trainer_class = AnatomySFTTrainer if args.loss_on_answer_only else SFTTrainer
+    trainer = trainer_class(
         model=model, args=sft, train_dataset=train, eval_dataset=validation if sft.eval_strategy != "no" else None,
         data_collator=collator, processing_class=processor, peft_config=peft_config(args),
     )  # fmt: skip

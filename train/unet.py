@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from PIL import Image
+from tqdm.auto import tqdm
 
 from chexanatomy.anatomy import STRUCTURES
 
@@ -128,6 +129,7 @@ def train(config: UNetTrainConfig) -> dict:
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, total)
     model, optimiser = accelerator.prepare(model, optimiser)
     history, step = [], 0
+    bar = tqdm(total=total, desc="U-Net", unit="step")
     while step < total:
         order = list(range(len(rows)))
         rng.shuffle(order)
@@ -141,6 +143,8 @@ def train(config: UNetTrainConfig) -> dict:
             schedule.step()
             step += 1
             history.append({"step": step, "loss": round(float(loss.detach()), 5)})
+            bar.update()
+            bar.set_postfix(loss=history[-1]["loss"])
             if step >= total:
                 break
     out = Path(config.output_dir)
