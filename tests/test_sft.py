@@ -75,7 +75,9 @@ def test_answer_only_loss_equals_the_full_loss(rows):
     batch = collator([rows[0], rows[1], rows[0]])
     full = model(**batch).loss
     keep = answer_positions(batch["labels"])
-    assert not (batch["input_ids"][:, keep] == processor.image_token_id).any()  # no logits at image positions
+    lengths = batch["attention_mask"].sum(1)
+    # logits only where some row has an answer token: at most the longest answer plus the padding offset
+    assert len(keep) <= int(batch["token_type_ids"].sum(1).max() + lengths.max() - lengths.min())
     torch.testing.assert_close(answer_only_loss(model, batch), full, rtol=1e-5, atol=1e-5)
 
 

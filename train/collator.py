@@ -45,7 +45,7 @@ class AnatomyCollator:
     Args:
         processor: a ``PaliGemmaProcessor``.
         tokenizer: the mask tokenizer (codec) used to re-tokenise augmented masks; None disables augmentation.
-        structures_per_sample: maximum structures packed into one answer.
+        structures_per_sample: maximum structures packed into one answer (each sample draws 1..maximum).
         detect_fraction: probability that a sample is a ``detect`` task (boxes only) instead of ``segment``.
         synonym_fraction: probability of prompting a structure by a synonym instead of its display name.
         augment_fraction: probability of the scale/offset augmentation (scale 0.7-1.0, random offset).
@@ -108,7 +108,8 @@ class AnatomyCollator:
         usable = [s for s in structures if s.get(key)]
         if not usable:  # e.g. only multipart structures left: fall back to boxes
             task, key, usable = "detect", "detect_target", [s for s in structures if s.get("detect_target")]
-        chosen = self.rng.sample(usable, min(self.structures_per_sample, len(usable)))
+        # Between one and `structures_per_sample` structures, so the model also answers short prompts.
+        chosen = self.rng.sample(usable, self.rng.randint(1, min(self.structures_per_sample, len(usable))))
         names = [self.prompt_name(s["name"]) for s in chosen]
         answer = " ; ".join(_answer_with_name(s[key], n) for s, n in zip(chosen, names))
         return Sample(image.convert("RGB"), f"{task} " + " ; ".join(names), answer)
