@@ -72,7 +72,7 @@ class AnatomyUNet(
         return {n: (logits[self.structures.index(n)] > 0).numpy() for n in names}
 
 
-def row_tensors(row: dict, structures: list[str], size: int, rng: random.Random | None) -> tuple[torch.Tensor, torch.Tensor]:
+def row_tensors(row: dict, structures: list[str], size: int, rng: random.Random | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(image [1, S, S] in [0, 1], targets [C, S, S] in {0, 1}) of a corpus row, scale/offset augmented if ``rng``."""
     image = torch.from_numpy(np.asarray(row["image"].convert("L"), dtype=np.float32) / 255.0)
     target = torch.zeros(len(structures), *image.shape)
@@ -81,13 +81,20 @@ def row_tensors(row: dict, structures: list[str], size: int, rng: random.Random 
         if s["name"] in index:
             target[index[s["name"]]] = torch.from_numpy(np.asarray(s["mask"], dtype=np.float32))
     both = F.interpolate(torch.cat([image[None], target])[None], size=(size, size), mode="bilinear", antialias=True)[0]
-    if rng is not None and rng.random() < 0.5:  # the paper's augmentation: shrink 0.7-1.0 onto a canvas, random offset
-        scale = rng.uniform(0.7, 1.0)
-        n = max(1, round(size * scale))
-        small = F.interpolate(both[None], size=(n, n), mode="bilinear", antialias=True)[0]
-        oy, ox = rng.randint(0, size - n), rng.randint(0, size - n)
-        both = torch.zeros_like(both)
-        both[:, oy : oy + n, ox : ox + n] = small
+    image, target = both[:1], (both[1:] > 0.5).float()
+    return augment(image, target, rng) if rng is not None else (image, target)
+
+
+def augment(image: torch.Tensor, target: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's augmentation, half of the time: shrink to 0.7-1.0 onto a black canvas at a random offset."""
+    if rng.random() >= 0.5:
+        return image, target
+    size = image.shape[-1]
+    n = max(1, round(size * rng.uniform(0.7, 1.0)))
+    oy, ox = rng.randint(0, size - n), rng.randint(0, size - n)
+    small = F.interpolate(torch.cat([image, target])[None], size=(n, n), mode="bilinear", antialias=True)[0]
+    both = torch.zeros(1 + len(target), size, size)
+    both[:, oy : oy + n, ox : ox + n] = small
     return both[:1], (both[1:] > 0.5).float()
 
 
@@ -128,13 +135,14 @@ def train(config: UNetTrainConfig) -> dict:
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, total)
     model, optimiser = accelerator.prepare(model, optimiser)
+    cached = [row_tensors(r, structures, config.size) for r in tqdm(rows, desc="decoding masks", unit="image")]
     history, step = [], 0
     bar = tqdm(total=total, desc="U-Net", unit="step")
     while step < total:
         order = list(range(len(rows)))
         rng.shuffle(order)
         for start in range(0, len(order), config.batch_size):
-            batch = [row_tensors(rows[i], structures, config.size, rng) for i in order[start : start + config.batch_size]]
+            batch = [augment(*cached[i], rng) for i in order[start : start + config.batch_size]]
             images, targets = (torch.stack(t).to(accelerator.device) for t in zip(*batch))
             loss = loss_fn(model(images), targets)
             optimiser.zero_grad()
