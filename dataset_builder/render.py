@@ -12,7 +12,7 @@ projection pass.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -76,7 +76,6 @@ class RenderedView:
     pose: Pose
     appearance: Appearance
     pose_index: int
-    extra: dict = field(default_factory=dict)
 
 
 def stable_seed(*parts) -> int:

@@ -24,6 +24,25 @@ from chexanatomy.anatomy import STRUCTURES
 from chexanatomy.mask_tokens import MaskTokenizer, format_detect_target, tight_boxes
 
 
+def _as_pil(mask) -> Image.Image:
+    """A mask as PIL, whether ``datasets`` decoded it or left it as ``{"bytes": ...}``."""
+    if isinstance(mask, Image.Image):
+        return mask
+    import io
+
+    return Image.open(io.BytesIO(mask["bytes"]))
+
+
+def lazy_masks(dataset):
+    """``dataset`` with structure masks left as PNG bytes: rows decode in microseconds; the collator decodes
+    only the masks a sample uses (a row holds ~95)."""
+    import datasets
+
+    features = dataset.features.copy()
+    features["structures"] = datasets.List({**features["structures"].feature, "mask": datasets.Image(decode=False)})
+    return dataset.cast(features)
+
+
 @dataclass
 class Sample:
     """One training example before tokenisation: an RGB image, a prompt and its answer."""
@@ -98,18 +117,23 @@ class AnatomyCollator:
         ]
 
     def make_sample(self, row: dict) -> Sample:
-        """Choose task, structures and names for one corpus row; returns the text pair and the image."""
-        image, structures = row["image"], list(row["structures"])
-        if self.tokenizer is not None and self.rng.random() < self.augment_fraction:
-            image, structures = self._augment(image, structures)
-            structures = self._retokenise(structures, (image.size[1], image.size[0]))
+        """Choose task, structures and names for one corpus row; returns the text pair and the image.
+
+        Masks may arrive undecoded (``{"bytes": ...}``, see ``lazy_masks``): only the chosen ones are decoded.
+        """
+        image = row["image"]
         task = "detect" if self.rng.random() < self.detect_fraction else "segment"
         key = f"{task}_target"
-        usable = [s for s in structures if s.get(key)]
-        if not usable:  # e.g. only multipart structures left: fall back to boxes
-            task, key, usable = "detect", "detect_target", [s for s in structures if s.get("detect_target")]
+        usable = [s for s in row["structures"] if s.get(key)]
+        if not usable:  # e.g. only multipart structures: fall back to boxes
+            task, key, usable = "detect", "detect_target", [s for s in row["structures"] if s.get("detect_target")]
         # Between one and `structures_per_sample` structures, so the model also answers short prompts.
         chosen = self.rng.sample(usable, self.rng.randint(1, min(self.structures_per_sample, len(usable))))
+        if self.tokenizer is not None and self.rng.random() < self.augment_fraction:
+            shrunk, moved = self._augment(image, [{**s, "mask": _as_pil(s["mask"])} for s in chosen])
+            moved = [s for s in self._retokenise(moved, (shrunk.size[1], shrunk.size[0])) if s.get(key)] if moved else []
+            if moved:  # (if every chosen mask left the canvas, the sample stays unaugmented)
+                image, chosen = shrunk, moved
         names = [self.prompt_name(s["name"]) for s in chosen]
         answer = " ; ".join(_answer_with_name(s[key], n) for s, n in zip(chosen, names))
         return Sample(image.convert("RGB"), f"{task} " + " ; ".join(names), answer)

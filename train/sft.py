@@ -27,7 +27,7 @@ from trl import SFTConfig, SFTTrainer, TrlParser
 
 from chexanatomy.codec import DEFAULT_CODEC_DIR, default_tokenizer, load_codec
 
-from .collator import AnatomyCollator
+from .collator import AnatomyCollator, lazy_masks
 
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 VISION_LORA_TARGETS = r".*vision_tower.*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)"  # --train_vision with LoRA
@@ -97,7 +97,8 @@ def load_splits(args: AnatomyArguments):
     train = ds["train"]
     if args.max_train_samples:
         train = train.select(range(min(args.max_train_samples, len(train))))
-    return train, ds.get("validation")
+    validation = ds.get("validation")
+    return lazy_masks(train), lazy_masks(validation) if validation is not None else None
 
 
 def prepare_sft_config(config: SFTConfig) -> SFTConfig:
