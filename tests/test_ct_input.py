@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from dataset_builder.ct import CTInputError, read_ct_and_labels, remove_outside_body
+from dataset_builder.ct import CTInputError, read_pair, remove_outside_body
 from dataset_builder.phantom import make_thorax_phantom
 
 
@@ -21,7 +21,7 @@ def nifti_pair(tmp_path):
 
 def test_good_pair_reads_back(nifti_pair):
     ct, ct_path, lab_path = nifti_pair
-    vol = read_ct_and_labels(ct_path, lab_path, ct.label_names, "s1", "test")
+    vol = read_pair(ct_path, lab_path, ct.label_names, "s1", "test")
     assert np.array_equal(vol.labels, ct.labels) and vol.spacing_mm == (16.0, 16.0, 20.0)
     assert "lung_left" not in vol.structure_labels.values()  # derived structures are not labels
     assert "lung_upper_lobe_left" in vol.structure_labels.values()
@@ -33,7 +33,7 @@ def test_truncated_ct_is_reported(nifti_pair, tmp_path):
     bad = tmp_path / "truncated.nii.gz"
     bad.write_bytes(gzip.compress(raw[: len(raw) // 2]))
     with pytest.raises(CTInputError, match="truncated|cannot"):
-        read_ct_and_labels(bad, lab_path, ct.label_names, "s1", "test")
+        read_pair(bad, lab_path, ct.label_names, "s1", "test")
 
 
 def test_non_nifti_file_is_reported(nifti_pair, tmp_path):
@@ -41,7 +41,7 @@ def test_non_nifti_file_is_reported(nifti_pair, tmp_path):
     bad = tmp_path / "notes.nii.gz"
     bad.write_text("this is not an image")
     with pytest.raises(CTInputError, match="notes.nii.gz"):
-        read_ct_and_labels(bad, lab_path, ct.label_names, "s1", "test")
+        read_pair(bad, lab_path, ct.label_names, "s1", "test")
 
 
 def test_label_map_with_other_shape_is_reported(nifti_pair, tmp_path):
@@ -49,7 +49,7 @@ def test_label_map_with_other_shape_is_reported(nifti_pair, tmp_path):
     other = tmp_path / "other.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((24, 20, 17), np.uint8), ct.affine), other)
     with pytest.raises(CTInputError, match="shape"):
-        read_ct_and_labels(ct_path, other, ct.label_names, "s1", "test")
+        read_pair(ct_path, other, ct.label_names, "s1", "test")
 
 
 def test_label_map_with_other_affine_is_reported(nifti_pair, tmp_path):
@@ -59,7 +59,7 @@ def test_label_map_with_other_affine_is_reported(nifti_pair, tmp_path):
     other = tmp_path / "shifted.nii.gz"
     nib.save(nib.Nifti1Image(ct.labels.astype(np.uint8), shifted), other)
     with pytest.raises(CTInputError, match="affine"):
-        read_ct_and_labels(ct_path, other, ct.label_names, "s1", "test")
+        read_pair(ct_path, other, ct.label_names, "s1", "test")
 
 
 def test_scanner_table_is_removed_but_the_lungs_are_kept():
