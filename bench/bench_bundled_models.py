@@ -17,7 +17,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from train.unet import AnatomyUNet
+from chexanatomy.unet import AnatomyUNet
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -31,7 +31,7 @@ def evaluate_unet(model: AnatomyUNet, rows) -> tuple[dict, dict]:
     scores, areas = defaultdict(list), defaultdict(list)
     for row in rows:
         truth = {s["name"]: np.asarray(s["mask"], dtype=bool) for s in row["structures"] if s["name"] in model.structures}
-        predicted = model.segment(row["image"], list(truth))
+        predicted = model.segment_masks(row["image"], list(truth))
         for name, mask in truth.items():
             scores[name].append(dice(mask, predicted[name]))
             areas[name].append(mask.mean())

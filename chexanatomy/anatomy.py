@@ -335,11 +335,11 @@ def get_structure(name: str) -> Structure:
     Raises:
         KeyError: with the closest known names when ``name`` is not in the vocabulary.
     """
+    if name.strip() in STRUCTURES:
+        return STRUCTURES[name.strip()]
     key = name.strip().lower()
-    if key in STRUCTURES:
-        return STRUCTURES[key]
     for s in STRUCTURES.values():
-        if key in s.prompt_names:
+        if key == s.name.lower() or key in (p.lower() for p in s.prompt_names):
             return s
     import difflib
 

@@ -111,7 +111,7 @@ def test_two_lora_steps_change_every_lora_parameter(corpus, tmp_path):
 
 def test_save_load_generate_identical_and_resume(corpus, tmp_path):
     out = tmp_path / "tiny"
-    args = AnatomyArguments(model_name_or_path="tiny", corpus_dir=str(corpus), lora=False, structures_per_sample=3)
+    args = AnatomyArguments(model_name_or_path="tiny", corpus_dir=str(corpus), lora=False, train_vision=True, structures_per_sample=3)
     main(args, sft_config(out, max_steps=2, save_steps=1))
     processor = AutoProcessor.from_pretrained(out)
     model = AutoModelForImageTextToText.from_pretrained(out).eval()
@@ -131,7 +131,7 @@ def test_save_load_generate_identical_and_resume(corpus, tmp_path):
 
 def test_hub_upload_holds_exactly_what_from_pretrained_needs(corpus, tmp_path):
     out = tmp_path / "tiny"
-    main(AnatomyArguments(model_name_or_path="tiny", corpus_dir=str(corpus), lora=False), sft_config(out, max_steps=1, save_steps=1))
+    main(AnatomyArguments(model_name_or_path="tiny", corpus_dir=str(corpus), lora=False, train_vision=True), sft_config(out, max_steps=1, save_steps=1))
 
     class FakeApi:
         def create_repo(self, *a, **k):
@@ -151,3 +151,12 @@ def test_hub_upload_holds_exactly_what_from_pretrained_needs(corpus, tmp_path):
         (mirror / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(out / f, mirror / f)
     assert AutoModelForImageTextToText.from_pretrained(mirror) is not None and AutoProcessor.from_pretrained(mirror) is not None
+
+
+def test_tiny_from_scratch_trains_its_vision_tower(corpus, tmp_path):
+    with pytest.raises(ValueError, match="train_vision"):
+        AnatomyArguments(model_name_or_path="tiny", lora=False, train_vision=False)
+    args = AnatomyArguments(model_name_or_path="tiny", corpus_dir=str(corpus), lora=False, train_vision=True)
+    trainer, _ = build_trainer(args, sft_config(tmp_path / "out", max_steps=1))
+    frozen = [n for n, p in trainer.model.named_parameters() if not p.requires_grad]
+    assert not frozen, frozen[:3]  # a randomly initialised vision tower must learn

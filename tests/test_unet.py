@@ -57,7 +57,7 @@ def test_training_saves_a_model_that_segments_at_the_image_size(corpus, rows, tm
     model = AnatomyUNet.from_pretrained(str(out)).eval()
     assert model.structures == default_structures(rows["structures"])
     image = rows[0]["image"]
-    masks = model.segment(image.resize((80, 80)), ["lung_left", "heart"])
+    masks = model.segment_masks(image.resize((80, 80)), ["lung_left", "heart"])
     assert set(masks) == {"lung_left", "heart"} and masks["heart"].shape == (80, 80) and masks["heart"].dtype == bool
     with pytest.raises(KeyError, match="not trained"):
-        model.segment(image, ["brain"])
+        model.segment_masks(image, ["brain"])

@@ -56,6 +56,9 @@ class AnatomyArguments:
     def __post_init__(self):
         if self.model_name_or_path == "tiny" and self.lora:
             raise ValueError("model_name_or_path 'tiny' is trained from scratch: set --lora false")
+        if self.model_name_or_path == "tiny" and not self.train_vision:
+            # A frozen, randomly initialised vision tower would leave the model localising from noise features.
+            raise ValueError("model_name_or_path 'tiny' is trained from scratch: set --train_vision true")
 
 
 def load_model_and_processor(args: AnatomyArguments, on_gpu: bool):

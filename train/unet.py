@@ -3,10 +3,10 @@
     python -m train.unet --corpus_dir outputs/drr --output_dir outputs/unet --epochs 40
     python -m train.unet --corpus_dir outputs/drr --output_dir outputs/unet --push_to_hub chexanatomy/unet-anatomy
 
-``segmentation-models-pytorch`` supplies the network (no pretrained encoder weights: nothing is downloaded);
-``PyTorchModelHubMixin`` gives ``save_pretrained``/``from_pretrained``/``push_to_hub``; ``accelerate`` places it on
-the GPU when there is one. Same splits, resolution and scale/offset augmentation as the VLM; ``segment`` has the
-VLM's inference interface: an image and structure names in, one full-resolution bool mask per structure out.
+The network (``chexanatomy.unet.AnatomyUNet``, smp + ``PyTorchModelHubMixin``) lives in the core so that evaluation
+and the Space load it without training code; ``accelerate`` places it on the GPU when there is one. Same splits,
+resolution and scale/offset augmentation as the VLM; ``chexanatomy.inference.UNetSegmenter`` gives it the VLM's
+inference interface.
 """
 
 from __future__ import annotations
@@ -21,55 +21,18 @@ import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
-from huggingface_hub import PyTorchModelHubMixin
-from PIL import Image
 from tqdm.auto import tqdm
 
 from chexanatomy.anatomy import STRUCTURES
+from chexanatomy.unet import AnatomyUNet
+
+__all__ = ["AnatomyUNet", "UNetTrainConfig", "augment", "default_structures", "loss_fn", "row_tensors", "train"]
 
 
 def default_structures(corpus_rows) -> list[str]:
     """Every structure that appears in the rows, in vocabulary order."""
     seen = {s["name"] for row in corpus_rows for s in row}
     return [n for n in STRUCTURES if n in seen]
-
-
-class AnatomyUNet(
-    torch.nn.Module,
-    PyTorchModelHubMixin,
-    library_name="chexanatomy",
-    tags=["chexanatomy", "chest-x-ray", "anatomy", "image-segmentation", "unet"],
-):
-    """U-Net over a grey radiograph [B, 1, S, S] in [0, 1] -> logits [B, C, S, S], one channel per structure.
-
-    Args:
-        structures: the C structure names, channel order.
-        size: input side in pixels (images are resized to it; masks come back at the original size).
-        encoder: an smp encoder name, randomly initialised.
-    """
-
-    def __init__(self, structures: list[str], size: int = 256, encoder: str = "resnet18"):
-        super().__init__()
-        self.structures, self.size = list(structures), size
-        self.net = smp.Unet(encoder_name=encoder, encoder_weights=None, in_channels=1, classes=len(self.structures))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images)
-
-    @torch.no_grad()
-    def segment(self, image: Image.Image | np.ndarray, structures: list[str] | None = None) -> dict[str, np.ndarray]:
-        """Masks of ``structures`` (default all) as bool [H, W] at the image's own size (sigmoid > 0.5)."""
-        grey = np.asarray(image.convert("L") if isinstance(image, Image.Image) else image, dtype=np.float32)
-        if grey.max() > 1:
-            grey = grey / 255.0
-        h, w = grey.shape
-        x = F.interpolate(torch.from_numpy(grey)[None, None], size=(self.size, self.size), mode="bilinear", antialias=True)
-        logits = F.interpolate(self(x.to(next(self.parameters()).device)).cpu(), size=(h, w), mode="bilinear")[0]
-        names = structures or self.structures
-        unknown = [n for n in names if n not in self.structures]
-        if unknown:
-            raise KeyError(f"this U-Net was not trained on {unknown}")
-        return {n: (logits[self.structures.index(n)] > 0).numpy() for n in names}
 
 
 def row_tensors(row: dict, structures: list[str], size: int, rng: random.Random | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,364 @@
+"""One inference interface for every model: ``segment(image, structures) -> {name: Prediction}``.
+
+    from chexanatomy.inference import load_segmenter
+    segmenter = load_segmenter("outputs/tiny_vlm")          # a VLM folder (full or LoRA adapter), a U-Net, or a Hub id
+    predictions = segmenter.segment(image, ["heart", "lung_left"])
+    predictions["lung_left"].mask                           # bool [H, W] at the image's own size
+
+Conventions shared by both model kinds:
+    * input: a radiograph as PIL (any mode) or an array [H, W]; frontal views in radiological convention
+      (the patient's right on the image left). Colour, 16-bit and alpha inputs are reduced to grey ("L").
+    * structure names: vocabulary ids (``chexanatomy.anatomy.STRUCTURES``), sides are the patient's
+      (``lung_left`` is the patient's left lung, on the image right of a PA view).
+    * output masks: bool [H, W] at the input's resolution; boxes (y0, x0, y1, x1) integer pixel edges, y0/x0
+      inclusive, y1/x1 exclusive (``chexanatomy.mask_tokens``).
+
+For the VLM, all requested structures of one image are answered by one batched ``generate`` call that runs the
+vision tower once: the image features are computed once and handed to every prompt of the batch through
+transformers' ``mm_encoder_outputs`` (instead of re-encoding the same pixels once per prompt). Decoding is greedy;
+answers are decoded with the model's own codec (``mask_codec/`` in its folder, else the bundled default). An answer
+that breaks the token contract is returned with ``valid=False`` and an empty mask, never raised.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .anatomy import STRUCTURES, get_structure
+from .mask_tokens import MaskTokenizer, decode_detections
+
+VLM_TASKS = ("segment", "detect")
+BUNDLED_MODELS_DIR = Path(__file__).parent / "assets" / "models"
+BUNDLED_MODELS = {"vlm": "tiny_vlm", "unet": "unet"}  # the embedded default's demonstration models
+
+
+@dataclass(eq=False)  # `==` on the mask array would be ambiguous
+class Prediction:
+    """One structure's answer.
+
+    Attributes:
+        name: the vocabulary id that was asked for.
+        mask: bool [H, W] at the input image's resolution (all False when invalid).
+        box: (y0, x0, y1, x1) integer pixel edges, or None when the mask is empty or the answer invalid.
+        valid: False when the model's answer broke the token contract (always True for the U-Net).
+        answer: the model's raw text for this structure ("" for the U-Net).
+    """
+
+    name: str
+    mask: np.ndarray = field(repr=False)
+    box: tuple[int, int, int, int] | None
+    valid: bool = True
+    answer: str = ""
+
+    @property
+    def area_px(self) -> int:
+        """Number of mask pixels."""
+        return int(self.mask.sum())
+
+
+class Segmenter(Protocol):
+    """What evaluation and the Space need from a model."""
+
+    kind: str
+    structures: list[str]
+
+    def segment(self, image: Image.Image | np.ndarray, structures: list[str] | None = None) -> dict[str, Prediction]:
+        """Predictions for ``structures`` (default: every structure the model knows), keyed by name."""
+        ...
+
+
+def as_grey(image: Image.Image | np.ndarray) -> Image.Image:
+    """A PIL "L" image from PIL (any mode: RGB, RGBA, I;16, I, F) or a 2-D array, intensities rescaled to 0..255.
+
+    16-bit and float inputs are min-max scaled (an "I;16" radiograph would otherwise clip to white).
+
+    Raises:
+        ValueError: for arrays that are not 2-D or 3-D with 1, 3 or 4 channels, or images smaller than 2x2.
+    """
+    if isinstance(image, Image.Image):
+        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            image = np.asarray(image, dtype=np.float32)
+        else:
+            grey = image.convert("L")
+            return _checked_size(grey)
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[-1] in (1, 3, 4):
+        array = array[..., :3].mean(axis=-1) if array.shape[-1] >= 3 else array[..., 0]
+    if array.ndim != 2:
+        raise ValueError(f"expected a 2-D grey image or an RGB(A) image, got an array of shape {array.shape}")
+    if array.dtype != np.uint8:
+        array = array.astype(np.float32)
+        low, high = float(np.nanmin(array)), float(np.nanmax(array))
+        array = np.zeros_like(array) if high <= low else (array - low) / (high - low) * 255.0
+        array = np.nan_to_num(array).round().astype(np.uint8)
+    return _checked_size(Image.fromarray(array, mode="L"))
+
+
+def _checked_size(image: Image.Image) -> Image.Image:
+    if min(image.size) < 2:
+        raise ValueError(f"the image is {image.size[0]}x{image.size[1]} pixels: too small to segment")
+    return image
+
+
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Tight (y0, x0, y1, x1) pixel edges of a bool [H, W] mask (y1, x1 exclusive), None when empty."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+
+
+def resolve_names(names: list[str] | None, known: list[str]) -> list[str]:
+    """Vocabulary ids for names given as ids, display names or synonyms; default ``known``; order kept, no repeats.
+
+    Raises:
+        KeyError: for names outside the vocabulary (with the closest names) or outside ``known``.
+    """
+    if not names:
+        return list(known)
+    resolved = list(dict.fromkeys(get_structure(n).name for n in names))
+    missing = [n for n in resolved if n not in known]
+    if missing:
+        raise KeyError(f"this model does not segment {missing}")
+    return resolved
+
+
+# --------------------------------------------------------------------------------------------------
+# U-Net
+# --------------------------------------------------------------------------------------------------
+
+
+class UNetSegmenter:
+    """``segment`` for an ``AnatomyUNet`` (sigmoid > 0.5 per channel)."""
+
+    kind = "unet"
+
+    def __init__(self, model):
+        self.model = model.eval()
+        self.structures = list(model.structures)
+
+    def segment(self, image: Image.Image | np.ndarray, structures: list[str] | None = None) -> dict[str, Prediction]:
+        """See ``Segmenter.segment``."""
+        names = resolve_names(structures, self.structures)
+        masks = self.model.segment_masks(as_grey(image), names)
+        return {n: Prediction(n, masks[n], mask_box(masks[n])) for n in names}
+
+
+# --------------------------------------------------------------------------------------------------
+# Vision-language model
+# --------------------------------------------------------------------------------------------------
+
+
+def default_vlm_structures() -> list[str]:
+    """Structures a VLM is asked for by default: the vocabulary minus the multipart ones (detect targets only)."""
+    return [s.name for s in STRUCTURES.values() if not s.multipart]
+
+
+class VLMSegmenter:
+    """``segment``/``detect`` for a PaliGemma-architecture model trained on the anatomy targets.
+
+    Args:
+        model: a ``PaliGemmaForConditionalGeneration`` (or a ``PeftModel`` around one), eval mode.
+        processor: its ``PaliGemmaProcessor``.
+        tokenizer: the ``MaskTokenizer`` whose codec made the training targets.
+        structures: what ``segment`` asks for by default.
+        batch_size: prompts per ``generate`` call (all structures of an image share the image features).
+        max_new_tokens: answer length cap; one object is 4 + 16 + name tokens.
+    """
+
+    kind = "vlm"
+
+    def __init__(
+        self,
+        model,
+        processor,
+        tokenizer: MaskTokenizer,
+        structures: list[str] | None = None,
+        batch_size: int = 128,
+        max_new_tokens: int = 32,
+    ):
+        self.model, self.processor, self.tokenizer = model.eval(), processor, tokenizer
+        self.processor.tokenizer.padding_side = "left"  # generation appends on the right
+        self.structures = list(structures or default_vlm_structures())
+        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+
+    def segment(
+        self,
+        image: Image.Image | np.ndarray,
+        structures: list[str] | None = None,
+        task: str = "segment",
+        prompt_names: list[str] | None = None,
+    ) -> dict[str, Prediction]:
+        """Greedy answers to ``{task} {display name}``, one prompt per structure, decoded at the image's size.
+
+        Args:
+            image: the radiograph (see the module docstring).
+            structures: vocabulary names (default: ``self.structures``).
+            task: "segment" (box + mask) or "detect" (box only; the mask is the filled box).
+            prompt_names: the words used in the prompts (default: each structure's display name).
+        """
+        if task not in VLM_TASKS:
+            raise ValueError(f"task must be one of {VLM_TASKS}, got {task!r}")
+        grey = as_grey(image)
+        names = resolve_names(structures, self.structures)
+        words = prompt_names or [STRUCTURES[n].display for n in names]
+        answers = self.generate_answers(grey, [f"{task} {w}" for w in words])
+        size = (grey.size[1], grey.size[0])
+        return {n: self._prediction(n, a, size, task) for n, a in zip(names, answers, strict=True)}
+
+    def _prediction(self, name: str, answer: str, size: tuple[int, int], task: str) -> Prediction:
+        objects = self.tokenizer.decode(answer, size) if task == "segment" else decode_detections(answer, size)
+        if not objects or not objects[0].valid:
+            return Prediction(name, np.zeros(size, dtype=bool), None, False, answer)
+        mask = objects[0].mask
+        return Prediction(name, mask, mask_box(mask), True, answer)
+
+    @torch.no_grad()
+    def generate_answers(self, image: Image.Image, prompts: list[str]) -> list[str]:
+        """Greedy answers (special tokens kept: ``<loc>``/``<seg>``) to ``prompts`` about one image, in order."""
+        pixels = self.processor.image_processor(image.convert("RGB"), return_tensors="pt")["pixel_values"]
+        features = self._image_features(pixels)
+        answers = []
+        for start in range(0, len(prompts), self.batch_size):
+            answers += self._generate_chunk(prompts[start : start + self.batch_size], pixels, features)
+        return answers
+
+    def _image_features(self, pixels: torch.Tensor):
+        """The vision tower + projector output for one image [1, 3, S, S], or None when generate cannot take it."""
+        base = _paligemma(self.model)
+        if not base._supports_mm_encoder_outputs():
+            return None  # older transformers: fall back to re-encoding per prompt
+        return base.get_image_features(pixels.to(base.device, base.dtype), return_dict=True)
+
+    def _generate_chunk(self, prompts: list[str], pixels: torch.Tensor, features) -> list[str]:
+        # The processor lays the text out (image tokens, <bos>, prompt, "\n"); a 1x1 placeholder keeps it from
+        # preprocessing the real image once per prompt. The real pixels enter once, through `features`.
+        placeholder = [Image.new("RGB", (1, 1))] * len(prompts)
+        inputs = self.processor(
+            text=[f"<image>{p}" for p in prompts], images=placeholder, return_tensors="pt", padding="longest"
+        )
+        inputs.pop("labels", None)
+        inputs = inputs.to(self.model.device)
+        if features is None:
+            inputs["pixel_values"] = pixels.expand(len(prompts), -1, -1, -1).to(self.model.device, self.model.dtype)
+        else:
+            inputs.pop("pixel_values")
+            batch_features = _expand_features(features, len(prompts))
+            inputs["mm_encoder_outputs"] = {"image": batch_features}
+        out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+        return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def _paligemma(model):
+    """The ``PaliGemmaForConditionalGeneration`` inside a possible ``PeftModel`` wrapper."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _expand_features(features, batch: int):
+    """The same projected image features [batch, T, D] for every prompt (a view: no copy, no recompute)."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    return BaseModelOutputWithPooling(pooler_output=features.pooler_output.expand(batch, -1, -1))
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+
+def bundled_model_path(kind: str) -> Path:
+    """Folder of the bundled demonstration model ``kind`` ("vlm" or "unet"), trained on the embedded corpus.
+
+    Raises:
+        FileNotFoundError: when this installation does not carry it.
+    """
+    if kind not in BUNDLED_MODELS:
+        raise ValueError(f"kind must be one of {sorted(BUNDLED_MODELS)}, got {kind!r}")
+    path = BUNDLED_MODELS_DIR / BUNDLED_MODELS[kind]
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"the bundled {kind} model is missing from this installation: {path}")
+    return path
+
+
+def load_segmenter(
+    name_or_path: str | Path,
+    device: str | None = None,
+    codec: str | Path | None = None,
+    base_model: str | None = None,
+    **kwargs,
+) -> Segmenter:
+    """A ready ``Segmenter`` from a model folder, a Hub id or "bundled-vlm"/"bundled-unet".
+
+    U-Net (``config.json`` with ``structures``), full VLM or
+    LoRA adapter (``adapter_config.json``; its base model comes from the adapter config or ``base_model``).
+
+    Args:
+        name_or_path: the model folder, Hub id, or "bundled-vlm"/"bundled-unet".
+        device: "cpu", "cuda", ... (default: CUDA when available).
+        codec: the mask codec (default: the folder's ``mask_codec/``, else the bundled codec).
+        base_model: the base of a LoRA adapter when its adapter config does not name a reachable one.
+        kwargs: passed to ``VLMSegmenter`` (batch_size, max_new_tokens, structures).
+
+    Raises:
+        FileNotFoundError: when a local path has no model in it.
+    """
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if str(name_or_path) in ("bundled-vlm", "bundled-unet"):
+        name_or_path = bundled_model_path(str(name_or_path).removeprefix("bundled-"))
+    path = _local_or_hub(name_or_path)
+    config = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
+    if "structures" in config and "encoder" in config:
+        from .unet import AnatomyUNet
+
+        return UNetSegmenter(AnatomyUNet.from_pretrained(str(path)).to(device))
+    return _load_vlm(path, device, codec, base_model, **kwargs)
+
+
+def _local_or_hub(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if path.exists():
+        if not any((path / f).exists() for f in ("config.json", "adapter_config.json")):
+            raise FileNotFoundError(f"{path} has neither config.json nor adapter_config.json: not a model folder")
+        return path
+    if str(name_or_path).startswith((".", "/")):
+        raise FileNotFoundError(f"no model folder at {name_or_path}")
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(name_or_path)))
+
+
+def _load_vlm(path: Path, device: str, codec, base_model: str | None, **kwargs) -> VLMSegmenter:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from .codec import default_tokenizer, load_codec
+
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    adapter = path / "adapter_config.json"
+    if adapter.exists():
+        from peft import PeftModel
+
+        base = base_model or json.loads(adapter.read_text())["base_model_name_or_path"]
+        model = AutoModelForImageTextToText.from_pretrained(base, dtype=dtype, attn_implementation="eager")
+        model = PeftModel.from_pretrained(model, str(path))
+    else:
+        model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=dtype, attn_implementation="eager")
+    processor = AutoProcessor.from_pretrained(str(path))
+    codec = codec or (path / "mask_codec" if (path / "mask_codec" / "config.json").exists() else None)
+    return VLMSegmenter(model.to(device), processor, default_tokenizer(load_codec(codec)), **kwargs)
+
+
+def timed_segment(
+    segmenter: Segmenter, image, structures: list[str] | None = None
+) -> tuple[dict[str, Prediction], float]:
+    """``segment`` and the seconds it took (wall clock)."""
+    start = time.perf_counter()
+    predictions = segmenter.segment(image, structures)
+    return predictions, time.perf_counter() - start

@@ -1,0 +1,1 @@
+"""Evaluation: score functions, the ``evaluate`` module, real chest radiograph loaders, studies and reports."""

@@ -1,0 +1,261 @@
+"""Evaluate the VLM and the U-Net: per-structure scores, real-X-ray benchmarks and the paper's three studies.
+
+    python -m eval                                                  # bundled models, embedded corpus, test split
+    python -m eval --vlm outputs/tiny-vlm --unet outputs/unet --corpus_dir outputs/drr --output_dir outputs/eval
+    python -m eval --studies robustness domain_gap few_shot --real_dir /data/real_cxr_png
+    python -m eval --jsrt /data/JSRT --scr /data/SCR --montgomery /data/MontgomerySet --shenzhen /data/ChinaSet \
+                   --chexmask /data/chexmask/MIMIC-CXR-JPG.csv --chexmask_images /data/mimic-cxr-jpg
+
+Writes ``results.json`` (the model card reads it), ``report.md`` (a per-structure table per model and dataset,
+the studies' tables) and PNG plots into ``--output_dir``; prints each summary line and what it wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import datasets
+
+from chexanatomy.inference import load_segmenter
+
+from . import report
+from .corpus_eval import evaluate_on_corpus
+
+STUDIES = ("robustness", "domain_gap", "few_shot")
+# The robustness study and the gallery look at these (scoring every structure at every perturbation costs minutes).
+KEY_STRUCTURES = (
+    "lung_left",
+    "lung_right",
+    "heart",
+    "trachea",
+    "aorta",
+    "clavicle_left",
+    "clavicle_right",
+    "liver",
+    "stomach",
+    "spleen",
+    "thoracic_spine",
+    "scapula_left",
+    "scapula_right",
+)
+
+
+@dataclass
+class EvalConfig:
+    """Options of ``python -m eval``."""
+
+    vlm: str = field(default="bundled-vlm", metadata={"help": "VLM folder, Hub id, 'bundled-vlm' or 'none'."})
+    unet: str = field(default="bundled-unet", metadata={"help": "U-Net folder, Hub id, 'bundled-unet' or 'none'."})
+    corpus_dir: str = field(default="outputs/drr", metadata={"help": "DRR corpus folder or Hub dataset id."})
+    split: str = field(default="test", metadata={"help": "Corpus split to score."})
+    output_dir: str = field(default="outputs/eval", metadata={"help": "Where results.json, report.md, plots go."})
+    max_images: int | None = field(default=None, metadata={"help": "Score only the first N images of the split."})
+    studies: list[str] = field(default_factory=lambda: ["robustness", "few_shot"], metadata={"help": f"Of {STUDIES}."})
+    robustness_images: int = field(default=2, metadata={"help": "Images per perturbation in the robustness study."})
+    robustness_kinds: list[str] = field(
+        default_factory=lambda: ["rotate", "scale", "translate_x", "translate_y", "crop", "pad"],
+        metadata={"help": "Perturbation kinds of the robustness sweep."},
+    )
+    robustness_structures: list[str] = field(
+        default_factory=lambda: list(KEY_STRUCTURES), metadata={"help": "Structures scored in the robustness study."}
+    )
+    real_dir: str | None = field(default=None, metadata={"help": "Folder of real radiographs for the domain gap."})
+    few_shot_k: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16], metadata={"help": "k examples."})
+    few_shot_steps: int = field(default=40, metadata={"help": "Fine-tuning steps per few-shot run."})
+    jsrt: str | None = field(default=None, metadata={"help": "JSRT folder (.IMG files); needs --scr."})
+    scr: str | None = field(default=None, metadata={"help": "SCR masks folder (for JSRT)."})
+    montgomery: str | None = field(default=None, metadata={"help": "Montgomery set folder."})
+    shenzhen: str | None = field(default=None, metadata={"help": "Shenzhen set folder."})
+    chexmask: str | None = field(default=None, metadata={"help": "CheXmask CSV; needs --chexmask_images."})
+    chexmask_images: str | None = field(default=None, metadata={"help": "Images root for the CheXmask CSV."})
+    real_max_images: int | None = field(default=None, metadata={"help": "Images per real dataset."})
+    device: str | None = field(default=None, metadata={"help": "cpu / cuda (default: cuda when available)."})
+    max_new_tokens: int = field(default=32, metadata={"help": "VLM answer length cap (one object: 4 + 16 + name)."})
+
+    def __post_init__(self):
+        unknown = [s for s in self.studies if s not in STUDIES]
+        if unknown:
+            raise ValueError(f"--studies: unknown {unknown}; choose from {STUDIES}")
+        if self.vlm == "none" and self.unet == "none":
+            raise ValueError("--vlm and --unet are both 'none': nothing to evaluate")
+        if bool(self.jsrt) != bool(self.scr):
+            raise ValueError("--jsrt and --scr go together (images and their masks)")
+        if bool(self.chexmask) != bool(self.chexmask_images):
+            raise ValueError("--chexmask and --chexmask_images go together")
+
+
+def load_models(config: EvalConfig) -> dict:
+    """``{"vlm": Segmenter, "unet": Segmenter}`` for the models that are not 'none'."""
+    sources = {"vlm": config.vlm, "unet": config.unet}
+    options = {"vlm": {"max_new_tokens": config.max_new_tokens}, "unet": {}}
+    return {k: load_segmenter(src, device=config.device, **options[k]) for k, src in sources.items() if src != "none"}
+
+
+def corpus_rows(config: EvalConfig):
+    """The split's rows (a fresh cache per run: a rebuilt local corpus must not be served from a stale cache)."""
+    cache = Path(config.output_dir) / ".hf_cache"
+    rows = datasets.load_dataset(config.corpus_dir, cache_dir=str(cache))[config.split]
+    return rows.select(range(min(config.max_images, len(rows)))) if config.max_images else rows
+
+
+def real_benchmarks(config: EvalConfig) -> dict[str, tuple[dict, object]]:
+    """``{key: (dataset description, record iterator factory)}`` for the real datasets given on the command line."""
+    from . import real_cxr
+
+    n = config.real_max_images
+    found = {}
+    if config.jsrt:
+        found["jsrt"] = (
+            {"id": "jsrt-scr", "name": "JSRT + SCR", "split": "all"},
+            lambda: real_cxr.load_jsrt_scr(config.jsrt, config.scr),
+        )
+    if config.montgomery:
+        found["montgomery"] = (
+            {"id": "montgomery", "name": "Montgomery", "split": "all"},
+            lambda: real_cxr.load_montgomery(config.montgomery),
+        )
+    if config.shenzhen:
+        found["shenzhen"] = (
+            {"id": "shenzhen", "name": "Shenzhen", "split": "all"},
+            lambda: real_cxr.load_shenzhen(config.shenzhen),
+        )
+    if config.chexmask:
+        found["chexmask"] = (
+            {"id": "chexmask", "name": "CheXmask", "split": "all"},
+            lambda: real_cxr.load_chexmask(config.chexmask, config.chexmask_images),
+        )
+    return {k: (d, _take(f, n)) for k, (d, f) in found.items()}
+
+
+def _take(factory, n: int | None):
+    import itertools
+
+    return lambda: itertools.islice(factory(), n) if n else factory()
+
+
+def run(config: EvalConfig, argv: list[str] | None = None) -> dict:
+    """The whole evaluation; returns the results dict it wrote."""
+    start = time.perf_counter()
+    out = Path(config.output_dir)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    models = load_models(config)
+    rows = corpus_rows(config)
+    dataset = {
+        "id": "chexanatomy/drr",
+        "name": f"CheXanatomy DRR ({Path(config.corpus_dir).name})",
+        "config": "default",
+        "split": config.split,
+        "source": config.corpus_dir,
+        "images": len(rows),
+        "synthetic": True,
+        "lung_definition": "full",
+    }
+    evaluations, galleries = [], {}
+    for key, segmenter in models.items():
+        evaluation, galleries[key] = evaluate_on_corpus(segmenter, rows, key, dataset)
+        evaluations.append(evaluation)
+        print(report.summary_line(evaluation))
+    evaluations += score_real(models, config)
+    plots = {"per_structure": "plots/per_structure_dice.png", "gallery": "plots/gallery.png"}
+    report.plot_per_structure([e for e in evaluations if e["dataset"] is dataset], out / plots["per_structure"])
+    report.plot_gallery(galleries, out / plots["gallery"], structures=KEY_STRUCTURES)
+    studies, tables = run_studies(config, models, rows, out, plots)
+    results = {
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": "python -m eval " + shlex.join(argv or []),
+        "config": asdict(config),
+        "models": [
+            {"id": k, "kind": s.kind, "source": getattr(config, k), "parameters": _parameters(s)}
+            for k, s in models.items()
+        ],
+        "evaluations": evaluations,
+        "studies": studies,
+        "plots": plots,
+    }
+    path = report.write_results(results, out)
+    md = report.write_markdown(results, tables, out)
+    print(f"wrote {path}, {md} and {len(plots)} plots in {out}/plots ({time.perf_counter() - start:.0f} s)")
+    return results
+
+
+def _parameters(segmenter) -> int:
+    return int(sum(p.numel() for p in segmenter.model.parameters()))
+
+
+def score_real(models: dict, config: EvalConfig) -> list[dict]:
+    """Evaluation entries on each real dataset given on the command line, for every model."""
+    from .real_eval import evaluate_on_real
+
+    entries = []
+    for _, (description, records) in real_benchmarks(config).items():
+        for key, segmenter in models.items():
+            entries.append(evaluate_on_real(segmenter, records(), key, description))
+            print(report.summary_line(entries[-1]))
+    return entries
+
+
+def run_studies(config: EvalConfig, models: dict, rows, out: Path, plots: dict) -> tuple[dict, dict]:
+    """The requested studies: results for the JSON, Markdown tables; plot paths are added to ``plots``."""
+    studies, tables = {}, {}
+    if "robustness" in config.studies:
+        from .perturb import DEFAULT_SWEEP
+        from .robustness import plot_robustness, robustness_study, robustness_table
+
+        sweep = [p for p in DEFAULT_SWEEP if p.kind in config.robustness_kinds]
+        known = [n for n in config.robustness_structures if all(n in m.structures for m in models.values())]
+        studies["robustness"] = robustness_study(
+            models, rows, structures=known, sweep=sweep, max_images=config.robustness_images
+        )
+        plots["robustness"] = str(
+            plot_robustness(studies["robustness"], out / "plots" / "robustness.png").relative_to(out)
+        )
+        tables["robustness"] = robustness_table(studies["robustness"])
+    if "domain_gap" in config.studies:
+        _domain_gap(config, rows, out, plots, studies, tables)
+    if "few_shot" in config.studies:
+        _few_shot(config, models, out, plots, studies, tables)
+    return studies, tables
+
+
+def _domain_gap(config: EvalConfig, rows, out: Path, plots: dict, studies: dict, tables: dict) -> None:
+    from .domain_gap import corpus_images, domain_gap_study, domain_gap_table, load_image_folder, plot_domain_gap
+
+    if not config.real_dir:
+        print("domain_gap skipped: give --real_dir, a folder of real radiographs (none ships with the repository)")
+        return
+    drr = corpus_images(rows, views=("PA", "AP"))  # the real benchmarks are frontal
+    studies["domain_gap"] = domain_gap_study(drr, load_image_folder(config.real_dir, max_images=200))
+    plots["domain_gap"] = str(plot_domain_gap(studies["domain_gap"], out / "plots" / "domain_gap.png").relative_to(out))
+    tables["domain_gap"] = domain_gap_table(studies["domain_gap"])
+
+
+def _few_shot(config: EvalConfig, models: dict, out: Path, plots: dict, studies: dict, tables: dict) -> None:
+    from .few_shot import FewShotConfig, few_shot_study, few_shot_table, plot_few_shot
+
+    if "vlm" not in models:
+        print("few_shot skipped: it fine-tunes the VLM (--vlm is 'none')")
+        return
+    splits = datasets.load_dataset(config.corpus_dir, cache_dir=str(out / ".hf_cache"))
+    settings = FewShotConfig(ks=tuple(config.few_shot_k), steps=config.few_shot_steps)
+    studies["few_shot"] = few_shot_study(models["vlm"], splits["train"], splits[config.split], settings)
+    plots["few_shot"] = str(plot_few_shot(studies["few_shot"], out / "plots" / "few_shot.png").relative_to(out))
+    tables["few_shot"] = few_shot_table(studies["few_shot"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from chexanatomy.cli import parse_config
+
+    argv = sys.argv[1:] if argv is None else argv
+    run(parse_config(EvalConfig, argv), argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,562 @@
+"""Domain gap: how far a set of DRRs is from a set of real radiographs, in intensity, texture and spectrum.
+
+    import datasets
+    from eval.domain_gap import corpus_images, domain_gap_study, domain_gap_table, load_image_folder, plot_domain_gap
+
+    drr = corpus_images(datasets.load_dataset("outputs/drr")["test"], views=("PA", "AP"))
+    real = load_image_folder("/data/montgomery_shenzhen_sample")      # PNG, JPEG, DICOM
+    study = domain_gap_study(drr, real)
+    plot_domain_gap(study, "reports/domain_gap.png")
+    print(domain_gap_table(study))
+
+Why more than a histogram: on 12 real radiographs, the intensity histogram of a percentile-normalised DRR was as
+close to them (1-Wasserstein 0.139) as they were to each other (0.140) (ANCHORS.md, "Domain gap, first look"),
+so the report adds texture and spectrum features and a classifier two-sample test.
+
+Every image is reduced the same way: grey (16-bit and DICOM values kept as floats), resized to
+``SIDE`` x ``SIDE`` (aspect ratio not kept; PIL bilinear with antialiasing), then percentile-normalised
+(1st -> 0, 99th -> 1, clipped). Features per image (:func:`image_features`):
+
+* ``histogram``: ``HIST_BINS`` bins on [0, 1], summing to 1.
+* ``mean``, ``std``, ``skewness``, ``kurtosis`` (excess: 0 for a Gaussian) of the normalised intensities.
+* ``entropy``: Shannon entropy of ``histogram``, in bits (at most log2(64) = 6).
+* ``edge_density``: mean Sobel gradient magnitude, in normalised intensity per pixel of the 256 grid.
+* ``hf_energy_ratio``: share of the power spectrum's energy (within the Nyquist disc, DC excluded) above
+  ``HF_CUTOFF`` = 0.25 cycles per pixel (the upper half of the band): noise and fine texture.
+* ``spectrum_slope``: slope of log10 power against log10 frequency of the radially averaged power spectrum, fitted
+  over ``SLOPE_BAND`` = 0.02-0.4 cycles per pixel; natural images sit near -2, smoother images are steeper.
+  The spectrum is taken after removing the mean and applying a 2-D Hann window, so that the image border does
+  not add a spurious 1/f^2 component.
+
+Set-level measures (:func:`domain_gap_study`): 1-Wasserstein distance between pooled intensity distributions
+(DRR vs real, next to real vs real and DRR vs DRR on seeded random halves: a gap is only a gap if it exceeds those),
+standardised mean differences per feature, and a classifier two-sample test: leave-one-out nearest-centroid
+balanced accuracy of telling DRR from real on the standardised scalar features (0.5 = indistinguishable), with a
+permutation p-value. Per image: the distance of its standardised feature vector to the other set's centroid
+(which DRRs look most real, which real images look most synthetic).
+
+Written by hand on numpy/scipy: the features are a few lines each, and no library offers this report.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage, stats
+
+SIDE = 256
+HIST_BINS = 64
+W1_BINS = 256  # finer bins for the Wasserstein distance (binning error <= 1 / 512)
+HF_CUTOFF = 0.25  # cycles per pixel
+SLOPE_BAND = (0.02, 0.4)  # cycles per pixel
+SCALAR_FEATURES = (
+    "mean",
+    "std",
+    "skewness",
+    "kurtosis",
+    "entropy",
+    "edge_density",
+    "hf_energy_ratio",
+    "spectrum_slope",
+)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+Images = Mapping[str, Image.Image | np.ndarray] | Sequence[Image.Image | np.ndarray]
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------------
+
+
+def _read_dicom(path: Path) -> Image.Image:
+    """A DICOM radiograph as a PIL "F" image, MONOCHROME1 inverted so that bone is bright; first frame only."""
+    try:
+        import pydicom
+    except ImportError as err:
+        raise ValueError("pydicom is not installed (pip install pydicom)") from err
+    ds = pydicom.dcmread(path)
+    pixels = ds.pixel_array.astype(np.float32)
+    if int(ds.get("SamplesPerPixel", 1)) > 1:
+        pixels = pixels.mean(axis=-1)
+    if pixels.ndim == 3:
+        pixels = pixels[0]
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+        pixels = pixels.max() - pixels
+    return Image.fromarray(pixels)
+
+
+def _read_image(path: Path) -> Image.Image:
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return _read_dicom(path)
+    image = Image.open(path)
+    image.load()
+    return image
+
+
+def load_image_folder(path: str | Path, max_images: int | None = None) -> dict[str, Image.Image]:
+    """Radiographs under ``path`` (searched recursively): PNG, JPEG, and DICOM (``.dcm``) when pydicom is installed.
+
+    Unreadable files are skipped and named in one warning.
+
+    Args:
+        path: a folder.
+        max_images: stop after this many readable images (files taken in sorted path order).
+
+    Returns:
+        ``{id: PIL image}``, id = the path relative to ``path`` without suffix. Images keep their stored depth
+        ("L", "I;16", RGB, ...); DICOM comes as mode "F" with MONOCHROME1 inverted (bone bright).
+
+    Raises:
+        FileNotFoundError: when ``path`` is not a folder.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: folder of radiographs not found")
+    suffixes = IMAGE_SUFFIXES + DICOM_SUFFIXES
+    images, skipped = {}, []
+    for file in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes):
+        if max_images is not None and len(images) >= max_images:
+            break
+        try:
+            images[file.relative_to(root).with_suffix("").as_posix()] = _read_image(file)
+        except Exception as err:  # noqa: BLE001 - any decoder error means "skip this file", reported below
+            skipped.append(f"{file.relative_to(root)} ({type(err).__name__}: {err})")
+    if skipped:
+        warnings.warn(f"{root}: skipped {len(skipped)} unreadable file(s): {'; '.join(skipped)}", stacklevel=2)
+    return images
+
+
+def corpus_images(
+    rows: Iterable[Mapping[str, Any]], views: Sequence[str] | None = ("PA", "AP"), max_images: int | None = None
+) -> dict[str, Image.Image]:
+    """``{id: image}`` from DRR corpus rows, keeping ``views`` (default frontal: real benchmarks are frontal).
+
+    The id is ``{subject_id}/{view}/{pose_index}`` when the row has those columns, else the row index.
+    """
+    out = {}
+    for index, row in enumerate(rows):
+        if max_images is not None and len(out) >= max_images:
+            break
+        if views is not None and row.get("view") not in views:
+            continue
+        keys = ("subject_id", "view", "pose_index")
+        out["/".join(str(row[k]) for k in keys) if all(k in row for k in keys) else str(index)] = row["image"]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-image features
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_float(image: Image.Image | np.ndarray) -> np.ndarray:
+    """float32 [H, W] grey values; 16-bit, integer and float images keep their values, colour is averaged."""
+    if isinstance(image, Image.Image):
+        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            return np.asarray(image, dtype=np.float32)
+        return np.asarray(image.convert("L"), dtype=np.float32)
+    array = np.asarray(image, dtype=np.float32)
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        array = array[..., :3].mean(axis=-1)
+    if array.ndim != 2:
+        raise ValueError(f"expected a 2-D grey image or an RGB(A) image, got an array of shape {array.shape}")
+    return array
+
+
+def normalised(image: Image.Image | np.ndarray, side: int = SIDE) -> np.ndarray:
+    """An image as float32 [side, side] in [0, 1]: resized, then 1st percentile -> 0 and 99th -> 1, clipped.
+
+    A flat image (99th percentile = 1st) comes back all zeros.
+    """
+    resized = np.asarray(Image.fromarray(_as_float(image)).resize((side, side), Image.Resampling.BILINEAR))
+    low, high = np.percentile(resized, [1, 99])
+    if high <= low:
+        return np.zeros((side, side), dtype=np.float32)
+    return np.clip((resized - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+def _power_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Power spectrum of a square [N, N] image (mean removed, Hann window) and each bin's radius in cycles/image."""
+    n = x.shape[0]
+    window = np.outer(np.hanning(n), np.hanning(n))
+    power = np.abs(np.fft.fftshift(np.fft.fft2((x - x.mean()) * window))) ** 2
+    yy, xx = np.indices(power.shape) - n // 2
+    return power, np.hypot(yy, xx)
+
+
+def radial_spectrum(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Radially averaged power spectrum of a square [N, N] image.
+
+    Returns:
+        (frequency, power): float [N/2], frequencies 1/N .. 1/2 cycles per pixel (integer radii 1 .. N/2),
+        and the mean power over each one-pixel-wide annulus.
+    """
+    power, radius = _power_2d(x)
+    ring = np.rint(radius).astype(int).ravel()
+    mean = np.bincount(ring, power.ravel()) / np.maximum(np.bincount(ring), 1)
+    radii = np.arange(1, x.shape[0] // 2 + 1)
+    return radii / x.shape[0], mean[radii]
+
+
+def _hf_energy_ratio(x: np.ndarray) -> float:
+    power, radius = _power_2d(x)
+    disc = (radius > 0) & (radius <= x.shape[0] / 2)
+    total = power[disc].sum()
+    return float(power[disc & (radius > HF_CUTOFF * x.shape[0])].sum() / total) if total > 0 else 0.0
+
+
+def _spectrum_slope(x: np.ndarray) -> float:
+    frequency, power = radial_spectrum(x)
+    band = (frequency >= SLOPE_BAND[0]) & (frequency <= SLOPE_BAND[1]) & (power > 0)
+    if band.sum() < 2:
+        return 0.0
+    return float(np.polyfit(np.log10(frequency[band]), np.log10(power[band]), 1)[0])
+
+
+def _entropy_bits(histogram: np.ndarray) -> float:
+    p = histogram[histogram > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+def _features_of(x: np.ndarray) -> dict[str, Any]:
+    """The features of a normalised image float [SIDE, SIDE] in [0, 1]."""
+    values = x.ravel().astype(np.float64)
+    histogram = np.histogram(values, bins=HIST_BINS, range=(0.0, 1.0))[0] / values.size
+    flat = values.std() == 0  # skewness/kurtosis are undefined for a constant image: report 0
+    gradient = np.hypot(ndimage.sobel(x, axis=0), ndimage.sobel(x, axis=1)) / 8.0  # Sobel weights sum to 8
+    return {
+        "histogram": histogram.tolist(),
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "skewness": 0.0 if flat else float(stats.skew(values)),
+        "kurtosis": 0.0 if flat else float(stats.kurtosis(values)),
+        "entropy": _entropy_bits(histogram),
+        "edge_density": float(gradient.mean()),
+        "hf_energy_ratio": _hf_energy_ratio(x),
+        "spectrum_slope": _spectrum_slope(x),
+    }
+
+
+def image_features(image: Image.Image | np.ndarray) -> dict[str, Any]:
+    """The features of one image (see the module docstring for definitions and units).
+
+    Returns:
+        ``{"histogram": list[HIST_BINS] summing to 1, "mean", "std", "skewness", "kurtosis", "entropy",
+        "edge_density", "hf_energy_ratio", "spectrum_slope"}`` (plain floats).
+    """
+    return _features_of(normalised(image))
+
+
+def _describe(image: Image.Image | np.ndarray) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """One normalisation, three uses: features, a ``W1_BINS`` pixel-count histogram, the radial power spectrum."""
+    x = normalised(image)
+    fine = np.histogram(x, bins=W1_BINS, range=(0.0, 1.0))[0].astype(np.float64)
+    return _features_of(x), fine, radial_spectrum(x)[1]
+
+
+# --------------------------------------------------------------------------------------------------
+# Set-level measures
+# --------------------------------------------------------------------------------------------------
+
+
+def histogram_w1(a: np.ndarray, b: np.ndarray) -> float:
+    """1-Wasserstein distance on [0, 1] intensities between two pooled sets of ``W1_BINS``-bin histograms.
+
+    Args:
+        a: float [n, W1_BINS] pixel counts per image of one set (every image has SIDE x SIDE pixels, so summing
+            them pools the pixels).
+        b: float [m, W1_BINS], the other set.
+    """
+    centres = (np.arange(W1_BINS) + 0.5) / W1_BINS
+    return float(stats.wasserstein_distance(centres, centres, a.sum(axis=0), b.sum(axis=0)))
+
+
+def _halves_w1(fine: np.ndarray, rng: np.random.Generator) -> float | None:
+    """W1 between two seeded random halves of one set (its sampling noise floor); None below 2 images."""
+    if len(fine) < 2:
+        return None
+    order = rng.permutation(len(fine))
+    return histogram_w1(fine[order[: len(fine) // 2]], fine[order[len(fine) // 2 :]])
+
+
+def standardise(features: np.ndarray) -> np.ndarray:
+    """z-scores per column of float [n, k], with the pooled mean and std (columns with std 0 become 0).
+
+    Pooling both sets is label-free, so it does not leak labels into the leave-one-out test.
+    """
+    std = features.std(axis=0)
+    return (features - features.mean(axis=0)) / np.where(std > 0, std, 1.0)
+
+
+def loo_nearest_centroid_accuracy(x: np.ndarray, labels: np.ndarray) -> float:
+    """Leave-one-out balanced accuracy of a nearest-centroid classifier.
+
+    Args:
+        x: float [n, k] feature vectors.
+        labels: int [n] in {0, 1}, each class with at least 2 members.
+
+    Returns:
+        Mean over the two classes of the share of members whose own-class centroid (computed without them) is
+        nearer than the other class's centroid (Euclidean); a tie counts as half. 0.5 = chance.
+    """
+    counts = np.bincount(labels, minlength=2).astype(np.float64)
+    sums = np.stack([x[labels == c].sum(axis=0) for c in (0, 1)])
+    own = (sums[labels] - x) / (counts[labels] - 1)[:, None]
+    other = sums[1 - labels] / counts[1 - labels][:, None]
+    d_own, d_other = np.linalg.norm(x - own, axis=1), np.linalg.norm(x - other, axis=1)
+    correct = (d_own < d_other) + 0.5 * (d_own == d_other)
+    return float(np.mean([correct[labels == c].mean() for c in (0, 1)]))
+
+
+def permutation_test(x: np.ndarray, labels: np.ndarray, n_permutations: int = 200, seed: int = 0) -> dict[str, float]:
+    """The classifier two-sample test: observed accuracy against accuracies with shuffled labels.
+
+    Returns:
+        ``{"accuracy", "p_value", "null_mean"}``; p = (1 + #{null >= observed}) / (1 + n_permutations), so the
+        smallest possible p is 1 / (1 + n_permutations).
+    """
+    observed = loo_nearest_centroid_accuracy(x, labels)
+    rng = np.random.default_rng(seed)
+    null = np.array([loo_nearest_centroid_accuracy(x, rng.permutation(labels)) for _ in range(n_permutations)])
+    p_value = (1 + int((null >= observed - 1e-12).sum())) / (1 + n_permutations)
+    return {"accuracy": observed, "p_value": p_value, "null_mean": float(null.mean()) if n_permutations else None}
+
+
+def _smd(a: np.ndarray, b: np.ndarray) -> float:
+    """(mean a - mean b) / sqrt((var a + var b) / 2), 0 when both sets are constant."""
+    pooled = np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2) if min(len(a), len(b)) > 1 else 0.0
+    return float((a.mean() - b.mean()) / pooled) if pooled > 0 else 0.0
+
+
+def _named(images: Images, prefix: str) -> dict[str, Image.Image | np.ndarray]:
+    if isinstance(images, Mapping):
+        return dict(images)
+    return {f"{prefix}_{i}": image for i, image in enumerate(images)}
+
+
+def _feature_stats(drr: np.ndarray, real: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per scalar feature: each set's mean and sample std (sets have >= 2 images), and the SMD DRR - real."""
+    out = {}
+    for k, name in enumerate(SCALAR_FEATURES):
+        a, b = drr[:, k], real[:, k]
+        out[name] = {
+            "drr_mean": float(a.mean()),
+            "drr_std": float(a.std(ddof=1)),
+            "real_mean": float(b.mean()),
+            "real_std": float(b.std(ddof=1)),
+            "smd": _smd(a, b),
+        }
+    return out
+
+
+def _per_image(names: list[tuple[str, str]], features: list[dict], z: np.ndarray, labels: np.ndarray) -> list[dict]:
+    """Each image's features and its distances to the other set's and its own set's centroid (z units)."""
+    centroids = np.stack([z[labels == c].mean(axis=0) for c in (0, 1)])
+    out = []
+    for (kind, image_id), feats, vector, label in zip(names, features, z, labels, strict=True):
+        out.append(
+            {
+                "set": kind,
+                "id": image_id,
+                **feats,
+                "distance_to_other": float(np.linalg.norm(vector - centroids[1 - label])),
+                "distance_to_own": float(np.linalg.norm(vector - centroids[label])),
+            }
+        )
+    return out
+
+
+def _curves(features: dict[str, list[dict]], spectra: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Mean 64-bin histogram and geometric-mean radial power spectrum of each set, for plots."""
+    curves: dict[str, Any] = {
+        "histogram_edges": np.linspace(0, 1, HIST_BINS + 1).tolist(),
+        "frequency": (np.arange(1, SIDE // 2 + 1) / SIDE).tolist(),
+    }
+    for kind in features:
+        curves[f"{kind}_histogram"] = np.mean([f["histogram"] for f in features[kind]], axis=0).tolist()
+        curves[f"{kind}_spectrum"] = np.exp(np.log(spectra[kind] + 1e-30).mean(axis=0)).tolist()
+    return curves
+
+
+def domain_gap_study(
+    drr_images: Images, real_images: Images, n_permutations: int = 200, seed: int = 0
+) -> dict[str, Any]:
+    """How far DRRs are from real radiographs.
+
+    Args:
+        drr_images: DRRs as ``{id: image}`` or a list (ids ``drr_0``, ...); PIL (any mode) or arrays [H, W].
+        real_images: real radiographs, the same way (ids ``real_0``, ...); e.g. :func:`load_image_folder`.
+        n_permutations: label shuffles for the classifier test's p-value.
+        seed: for the permutations and the random halves.
+
+    Returns:
+        A JSON-serialisable dict::
+
+            {"summary": {"n_drr", "n_real",
+                         "histogram_w1_drr_vs_real", "histogram_w1_real_vs_real", "histogram_w1_drr_vs_drr",
+                         "classifier_accuracy" (balanced, LOO nearest centroid), "classifier_p_value",
+                         "classifier_null_mean", "n_permutations",
+                         "features": {name: {"drr_mean", "drr_std", "real_mean", "real_std", "smd"}},
+                         "settings": {...}},
+             "per_image": [{"set": "drr" | "real", "id", "histogram", <scalar features>, "distance_to_other",
+                            "distance_to_own"}],
+             "curves": {"histogram_edges", "drr_histogram", "real_histogram", "frequency", "drr_spectrum",
+                        "real_spectrum"}}
+
+        W1 values are in normalised intensity units ([0, 1]); the within-set values compare two random halves.
+
+    Raises:
+        ValueError: when either set has fewer than 2 images.
+    """
+    sets = {"drr": _named(drr_images, "drr"), "real": _named(real_images, "real")}
+    for kind, images in sets.items():
+        if len(images) < 2:
+            raise ValueError(f"{kind}_images has {len(images)} image(s); the leave-one-out test needs at least 2")
+    described = {kind: [_describe(im) for im in images.values()] for kind, images in sets.items()}
+    features = {kind: [d[0] for d in ds] for kind, ds in described.items()}
+    fine = {kind: np.stack([d[1] for d in ds]) for kind, ds in described.items()}
+    matrix = {kind: np.array([[f[n] for n in SCALAR_FEATURES] for f in feats]) for kind, feats in features.items()}
+    labels = np.repeat([0, 1], [len(sets["drr"]), len(sets["real"])])  # 0 = DRR, 1 = real
+    z = standardise(np.concatenate([matrix["drr"], matrix["real"]]))
+    test = permutation_test(z, labels, n_permutations, seed)
+    rng = np.random.default_rng(seed)
+    summary = {
+        "n_drr": len(sets["drr"]),
+        "n_real": len(sets["real"]),
+        "histogram_w1_drr_vs_real": histogram_w1(fine["drr"], fine["real"]),
+        "histogram_w1_real_vs_real": _halves_w1(fine["real"], rng),
+        "histogram_w1_drr_vs_drr": _halves_w1(fine["drr"], rng),
+        "classifier_accuracy": test["accuracy"],
+        "classifier_p_value": test["p_value"],
+        "classifier_null_mean": test["null_mean"],
+        "n_permutations": n_permutations,
+        "features": _feature_stats(matrix["drr"], matrix["real"]),
+        "settings": {
+            "side": SIDE,
+            "hist_bins": HIST_BINS,
+            "w1_bins": W1_BINS,
+            "hf_cutoff_cycles_per_px": HF_CUTOFF,
+            "slope_band_cycles_per_px": list(SLOPE_BAND),
+            "percentiles": [1, 99],
+            "seed": seed,
+        },
+    }
+    names = [(kind, image_id) for kind, images in sets.items() for image_id in images]
+    per_image = _per_image(names, features["drr"] + features["real"], z, labels)
+    curves = _curves(features, {kind: np.stack([d[2] for d in ds]) for kind, ds in described.items()})
+    return {"summary": summary, "per_image": per_image, "curves": curves}
+
+
+# --------------------------------------------------------------------------------------------------
+# Reports
+# --------------------------------------------------------------------------------------------------
+
+COLOURS = {"drr": "tab:blue", "real": "tab:orange"}
+
+
+def _plot_curves(fig, grid, curves: Mapping[str, Any]) -> None:
+    hist_ax, spec_ax = fig.add_subplot(grid[0, :2]), fig.add_subplot(grid[0, 2:])
+    centres = np.convolve(curves["histogram_edges"], [0.5, 0.5], mode="valid")
+    for kind, colour in COLOURS.items():
+        hist_ax.plot(centres, curves[f"{kind}_histogram"], color=colour, label=kind)
+        spec_ax.loglog(curves["frequency"], curves[f"{kind}_spectrum"], color=colour, label=kind)
+    hist_ax.set(title="mean intensity histogram", xlabel="normalised intensity", ylabel="share of pixels")
+    spec_ax.set(title="radial power spectrum (geometric mean)", xlabel="cycles / pixel", ylabel="power")
+    spec_ax.axvline(HF_CUTOFF, color="grey", linestyle=":", linewidth=1)
+    hist_ax.legend()
+
+
+def _plot_features(fig, grid, per_image: Sequence[Mapping[str, Any]]) -> None:
+    for k, name in enumerate(SCALAR_FEATURES):
+        ax = fig.add_subplot(grid[1 + k // 4, k % 4])
+        groups = [[r[name] for r in per_image if r["set"] == kind] for kind in COLOURS]
+        ax.boxplot(groups, tick_labels=list(COLOURS), showfliers=False)
+        for i, (values, colour) in enumerate(zip(groups, COLOURS.values(), strict=True)):
+            jitter = np.random.default_rng(k).uniform(-0.12, 0.12, len(values))
+            ax.scatter(np.full(len(values), i + 1.0) + jitter, values, s=8, color=colour, alpha=0.7)
+        ax.set_title(name, fontsize=9)
+
+
+def plot_domain_gap(study: Mapping[str, Any], path: str | Path) -> Path:
+    """Overlaid mean histograms and power spectra (top), one box plot with points per scalar feature (below).
+
+    Returns:
+        The written image path (format from the suffix, e.g. ``.png``).
+    """
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, renders with Agg
+
+    fig = Figure(figsize=(13, 9), layout="constrained")
+    grid = fig.add_gridspec(3, 4)
+    _plot_curves(fig, grid, study["curves"])
+    _plot_features(fig, grid, study["per_image"])
+    s = study["summary"]
+    fig.suptitle(
+        f"DRR ({s['n_drr']}) vs real ({s['n_real']}): classifier accuracy {s['classifier_accuracy']:.2f} "
+        f"(p = {s['classifier_p_value']:.3f}), W1 {s['histogram_w1_drr_vs_real']:.3f}"
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def domain_gap_table(study: Mapping[str, Any], closest: int = 3) -> str:
+    """Markdown: set-level distances, the classifier test, per-feature statistics, and the most real-looking DRRs.
+
+    Args:
+        study: a :func:`domain_gap_study` result.
+        closest: how many DRRs nearest to the real centroid (and real images nearest the DRR centroid) to list.
+    """
+    s = study["summary"]
+    lines = [
+        f"DRR images: {s['n_drr']}, real images: {s['n_real']}",
+        "",
+        "| measure | value |",
+        "|---|---:|",
+        f"| intensity W1, DRR vs real | {_fmt(s['histogram_w1_drr_vs_real'])} |",
+        f"| intensity W1, real vs real (halves) | {_fmt(s['histogram_w1_real_vs_real'])} |",
+        f"| intensity W1, DRR vs DRR (halves) | {_fmt(s['histogram_w1_drr_vs_drr'])} |",
+        f"| classifier balanced accuracy (0.5 = indistinguishable) | {_fmt(s['classifier_accuracy'], 2)} |",
+        f"| permutation p-value ({s['n_permutations']} shuffles) | {_fmt(s['classifier_p_value'])} |",
+        "",
+        "| feature | DRR mean ± sd | real mean ± sd | SMD |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, f in s["features"].items():
+        lines.append(
+            f"| {name} | {f['drr_mean']:.3g} ± {f['drr_std']:.2g} | {f['real_mean']:.3g} ± "
+            f"{f['real_std']:.2g} | {f['smd']:+.2f} |"
+        )
+    for kind, other in (("drr", "real"), ("real", "drr")):
+        ranked = sorted((r for r in study["per_image"] if r["set"] == kind), key=lambda r: r["distance_to_other"])
+        listed = ", ".join(f"{r['id']} ({r['distance_to_other']:.2f})" for r in itertools.islice(ranked, closest))
+        lines += ["", f"{kind} images closest to the {other} centroid (z units): {listed}"]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = [
+    "corpus_images",
+    "domain_gap_study",
+    "domain_gap_table",
+    "histogram_w1",
+    "image_features",
+    "load_image_folder",
+    "loo_nearest_centroid_accuracy",
+    "normalised",
+    "permutation_test",
+    "plot_domain_gap",
+    "radial_spectrum",
+    "standardise",
+]

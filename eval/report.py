@@ -1,0 +1,142 @@
+"""Reports of an evaluation run: ``results.json`` (the model card reads it), Markdown tables and PNG plots.
+
+Plots are drawn with matplotlib (Agg, no display): per-structure Dice bars per model and dataset, and an overlay
+gallery (ground truth beside each model's masks). Study plots come from their own modules.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from chexanatomy.anatomy import STRUCTURES
+
+RESULTS_SCHEMA_VERSION = 1
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def structure_table(evaluation: dict) -> str:
+    """Markdown table of one evaluation, best Dice first: Dice, IoU, HD95 px/mm, box IoU, count, invalid rate."""
+    lines = [
+        "| structure | Dice | IoU | HD95 px | HD95 mm | box IoU | n | invalid |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    ranked = sorted(evaluation["per_structure"].items(), key=lambda kv: -(kv[1]["dice"] or 0))
+    for name, s in ranked:
+        lines.append(
+            f"| {name} | {_fmt(s['dice'])} | {_fmt(s['iou'])} | {_fmt(s['hd95_px'], 1)} | {_fmt(s['hd95_mm'], 1)} "
+            f"| {_fmt(s['box_iou'])} | {s['count']} | {_fmt(s['invalid_rate'], 2)} |"
+        )
+    return "\n".join(lines)
+
+
+def summary_line(evaluation: dict) -> str:
+    """One line: model, dataset/split, macro and micro Dice, macro HD95, invalid rate, time per image."""
+    s, d = evaluation["summary"], evaluation["dataset"]
+    large = s.get("macro_dice_ge_1pct")
+    return (
+        f"{evaluation['model']} on {d.get('name', '?')} [{d.get('split', '?')}], {d.get('images', '?')} images, "
+        f"{s['structures']} structures: macro Dice {_fmt(s['macro']['dice'])}"
+        f"{f' (>= 1 % area: {large:.3f})' if large is not None else ''}, micro Dice {_fmt(s['micro']['dice'])}, "
+        f"macro HD95 {_fmt(s['macro']['hd95_px'], 1)} px, invalid {_fmt(s['invalid_rate'], 3)}, "
+        f"{_fmt(evaluation.get('seconds_per_image'), 2)} s/image"
+    )
+
+
+def plot_per_structure(evaluations: list[dict], path: Path) -> Path:
+    """Horizontal Dice bars per structure (vocabulary order), one bar per model, for the first dataset's evaluations."""
+    plt = _plt()
+    names = [n for n in STRUCTURES if any(n in e["per_structure"] for e in evaluations)]
+    names += sorted({n for e in evaluations for n in e["per_structure"]} - set(names))
+    fig, ax = plt.subplots(figsize=(7, max(3.0, 0.16 * len(names) * max(1, len(evaluations)) ** 0.5 + 1)))
+    height = 0.8 / max(len(evaluations), 1)
+    for i, e in enumerate(evaluations):
+        values = [(e["per_structure"].get(n) or {}).get("dice") or 0.0 for n in names]
+        ax.barh(np.arange(len(names)) + i * height, values, height=height, label=e["model"])
+    ax.set_yticks(np.arange(len(names)) + 0.4 - height / 2, names, fontsize=5)
+    ax.invert_yaxis()
+    ax.set(xlabel="Dice", xlim=(0, 1), title=f"per-structure Dice: {evaluations[0]['dataset'].get('name', '')}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def _overlay(image, masks: dict[str, np.ndarray]) -> np.ndarray:
+    """RGB float [H, W, 3]: the grey image with each mask tinted in its own colour (alpha 0.45)."""
+    grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    colours = _plt().get_cmap("tab20")
+    for i, name in enumerate(sorted(masks)):
+        colour = np.asarray(colours(i % 20)[:3])
+        m = masks[name]
+        rgb[m] = 0.55 * rgb[m] + 0.45 * colour
+    return rgb
+
+
+def plot_gallery(galleries: dict[str, list], path: Path, structures: tuple[str, ...] | None = None) -> Path:
+    """Rows = images, columns = ground truth then each model; ``galleries`` maps model id -> ``GalleryItem`` list."""
+    plt = _plt()
+    models = list(galleries)
+    rows = min(len(v) for v in galleries.values()) if galleries else 0
+    if rows == 0:
+        raise ValueError("no gallery images to draw")
+    fig, axes = plt.subplots(rows, 1 + len(models), figsize=(3 * (1 + len(models)), 3 * rows), squeeze=False)
+    for r in range(rows):
+        first = galleries[models[0]][r]
+        keep = [n for n in (structures or first.truth) if n in first.truth]
+        axes[r, 0].imshow(_overlay(first.image, {n: first.truth[n] for n in keep}))
+        axes[r, 0].set_title(f"ground truth ({first.view})", fontsize=8)
+        for c, model in enumerate(models, start=1):
+            item = galleries[model][r]
+            axes[r, c].imshow(_overlay(item.image, {n: item.predicted[n] for n in keep if n in item.predicted}))
+            axes[r, c].set_title(model, fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_results(results: dict, output_dir: Path) -> Path:
+    """``results.json`` (schema version, models, evaluations, studies, plots) in ``output_dir``."""
+    path = output_dir / "results.json"
+    path.write_text(json.dumps({"schema_version": RESULTS_SCHEMA_VERSION, **results}, indent=2, default=float) + "\n")
+    return path
+
+
+def write_markdown(results: dict, tables: dict[str, str], output_dir: Path) -> Path:
+    """``report.md``: a summary line and the per-structure table of each evaluation, then each study's table."""
+    parts = ["# CheXanatomy evaluation", "", f"Command: `{results.get('command', '')}`", ""]
+    for e in results["evaluations"]:
+        parts += [
+            f"## {e['model']} on {e['dataset'].get('name', '')} ({e['dataset'].get('split', '')})",
+            "",
+            summary_line(e),
+            "",
+            structure_table(e),
+            "",
+        ]
+    for name, table in tables.items():
+        parts += [f"## {name.replace('_', ' ')}", "", table, ""]
+    for name, plot in results.get("plots", {}).items():
+        parts += [f"![{name}]({plot})", ""]
+    path = output_dir / "report.md"
+    path.write_text("\n".join(parts))
+    return path

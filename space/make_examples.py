@@ -1,0 +1,98 @@
+"""Export a few held-out corpus images as the Space's examples, with their ground-truth masks.
+
+    python space/make_examples.py --corpus_dir outputs/drr            # 3 test-split images -> space/examples/
+
+For each chosen row it writes ``NAME.png`` (the radiograph, 8-bit grey, as in the corpus) and ``NAME.npz``
+(``names`` str [N], ``shape`` int64 [2] = (H, W), ``masks`` uint8 [N, ceil(H*W/8)] = ``np.packbits`` of the
+bool [N, H, W] masks flattened per structure, compressed), plus ``examples.json`` describing them. Views are
+taken in turn (PA, LAT, PA, ...), so the default 3 are 2 PA + 1 lateral. The app matches an upload to its
+ground truth by the PNG's SHA-256, so the PNGs must be committed byte for byte as written here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from itertools import zip_longest
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def interleave_views(rows: list[dict], views: list[str]) -> list[dict]:
+    """Rows reordered so that the views take turns (``views`` order first), each view keeping corpus order."""
+    by_view = [[r for r in rows if r["view"] == v] for v in views]
+    return [r for group in zip_longest(*by_view) for r in group if r is not None]
+
+
+def example_name(row: dict) -> str:
+    """A file stem such as ``pa_embedded-ps008_pose0``."""
+    return f"{row['view'].lower()}_{row['subject_id']}_pose{row['pose_index']}"
+
+
+def pack_masks(structures: list[dict]) -> dict[str, np.ndarray]:
+    """The npz arrays (``names``, ``shape``, ``masks``) for a row's structures (masks PIL "1", all one size)."""
+    masks = np.stack([np.asarray(s["mask"], dtype=bool) for s in structures])
+    count, height, width = masks.shape
+    return {
+        "names": np.array([s["name"] for s in structures]),
+        "shape": np.array([height, width], dtype=np.int64),
+        "masks": np.packbits(masks.reshape(count, -1), axis=1),
+    }
+
+
+def write_example(row: dict, out_dir: Path) -> dict:
+    """Write one row's PNG + npz; return its ``examples.json`` entry."""
+    name = example_name(row)
+    png = out_dir / f"{name}.png"
+    row["image"].convert("L").save(png, optimize=True)
+    np.savez_compressed(out_dir / f"{name}.npz", **pack_masks(row["structures"]))
+    return {
+        "image": png.name,
+        "masks": f"{name}.npz",
+        "sha256": hashlib.sha256(png.read_bytes()).hexdigest(),
+        "view": row["view"],
+        "subject_id": row["subject_id"],
+        "source": row["source"],
+        "pose_index": row["pose_index"],
+        "size": list(row["image"].size),
+        "structures": len(row["structures"]),
+    }
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus_dir", default="outputs/drr", help="a built corpus (Parquet + README)")
+    parser.add_argument("--out_dir", default=str(HERE / "examples"), help="where the examples go")
+    parser.add_argument("--n", type=int, default=3, help="how many images")
+    parser.add_argument("--split", default="test", help="corpus split (test = held-out pseudo-subjects)")
+    parser.add_argument("--views", nargs="+", default=["PA", "LAT"], help="views, taken in turn")
+    parser.add_argument("--cache_dir", default=None, help="datasets cache folder")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    """Export ``args.n`` examples and print a one-line summary."""
+    import datasets
+
+    start = time.perf_counter()
+    rows = list(datasets.load_dataset(args.corpus_dir, split=args.split, cache_dir=args.cache_dir))
+    chosen = interleave_views(rows, args.views)[: args.n]
+    if len(chosen) < args.n:
+        raise SystemExit(f"--n {args.n}: the {args.split} split has only {len(chosen)} rows with views {args.views}")
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries = [write_example(row, out_dir) for row in chosen]
+    meta = {"corpus_dir": str(args.corpus_dir), "split": args.split, "examples": entries}
+    (out_dir / "examples.json").write_text(json.dumps(meta, indent=2) + "\n")
+    size = sum(p.stat().st_size for p in out_dir.iterdir() if p.is_file())
+    print(f"wrote {len(entries)} examples ({size / 1e6:.2f} MB) to {out_dir} in {time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main(make_parser().parse_args())

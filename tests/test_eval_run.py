@@ -1,0 +1,158 @@
+"""The evaluation command end to end on tiny models: batched inference, scores, studies, reports, model card."""
+
+import json
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from PIL import Image
+
+from chexanatomy.codec import default_tokenizer
+from chexanatomy.inference import UNetSegmenter, VLMSegmenter, as_grey, load_segmenter
+from chexanatomy.unet import AnatomyUNet
+from dataset_builder.build import BuildConfig, build
+from eval.__main__ import EvalConfig, run
+from eval.few_shot import task_mask
+from model_card.card import render_card
+from train.tiny_paligemma import TinySpec, build_model, build_processor
+
+SPEC = TinySpec(image_size=64, vision_layers=1, text_layers=1, hidden=64, heads=2)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval_corpus")
+    build(
+        BuildConfig(source="phantom", output_dir=str(out), num_subjects=3, size_px=64, poses_per_view=1, views=["PA"])
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def rows(corpus):
+    return datasets.load_dataset(str(corpus), cache_dir=str(corpus.parent / "hf"))["train"]
+
+
+@pytest.fixture(scope="module")
+def models(corpus, rows, tmp_path_factory):
+    """Folders of an untrained tiny VLM (+ processor) and a tiny U-Net, as the training scripts save them."""
+    root = tmp_path_factory.mktemp("models")
+    processor = build_processor(SPEC)
+    build_model(processor, SPEC).save_pretrained(root / "vlm")
+    processor.save_pretrained(root / "vlm")
+    names = sorted({s["name"] for r in rows for s in r["structures"]})
+    AnatomyUNet(names, size=64, encoder="resnet18").save_pretrained(root / "unet")
+    return root
+
+
+def test_batched_answers_equal_one_generate_per_prompt(models, rows):
+    segmenter = load_segmenter(models / "vlm", device="cpu", max_new_tokens=6)
+    image = rows[0]["image"]
+    prompts = ["segment heart", "segment left lung", "detect trachea"]
+    batched = segmenter.generate_answers(image, prompts)
+    single = []
+    for prompt in prompts:
+        inputs = segmenter.processor(text=f"<image>{prompt}", images=image.convert("RGB"), return_tensors="pt")
+        inputs.pop("labels")
+        out = segmenter.model.generate(**inputs, max_new_tokens=6, do_sample=False)
+        single += segmenter.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert batched == single
+
+
+def test_vision_tower_runs_once_per_image(models, rows):
+    segmenter = load_segmenter(models / "vlm", device="cpu", max_new_tokens=4)
+    calls = []
+    hook = segmenter.model.model.vision_tower.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    try:
+        predictions = segmenter.segment(rows[0]["image"], ["heart", "lung_left", "lung_right", "trachea"])
+    finally:
+        hook.remove()
+    assert calls == [1]  # one image through the vision tower for all four prompts
+    assert set(predictions) == {"heart", "lung_left", "lung_right", "trachea"}
+    for p in predictions.values():  # an untrained model's answers are invalid: empty masks, never an exception
+        assert p.mask.shape == (64, 64) and p.mask.dtype == bool
+        assert p.valid or (not p.mask.any() and p.box is None)
+
+
+def test_segmenters_share_one_interface(models, rows):
+    unet = load_segmenter(models / "unet", device="cpu")
+    assert isinstance(unet, UNetSegmenter) and unet.kind == "unet"
+    vlm = load_segmenter(models / "vlm", device="cpu")
+    assert isinstance(vlm, VLMSegmenter) and vlm.kind == "vlm"
+    out = unet.segment(rows[0]["image"].resize((80, 70)), ["heart", "left lung"])  # display names resolve too
+    assert set(out) == {"heart", "lung_left"} and out["heart"].mask.shape == (70, 80)
+    with pytest.raises(KeyError, match="brain"):
+        unet.segment(rows[0]["image"], ["brain"])
+
+
+def test_valid_vlm_answer_decodes_to_the_structure_mask(models, rows):
+    """A model whose answer is the stored target gives back the corpus mask (the decode path of segment)."""
+    segmenter = load_segmenter(models / "vlm", device="cpu")
+    row = rows[0]
+    heart = next(s for s in row["structures"] if s["name"] == "heart")
+    segmenter.generate_answers = lambda image, prompts: [heart["segment_target"]] * len(prompts)
+    prediction = segmenter.segment(row["image"], ["heart"])["heart"]
+    truth = np.asarray(heart["mask"], dtype=bool)
+    assert prediction.valid and 2 * (prediction.mask & truth).sum() / (prediction.mask.sum() + truth.sum()) > 0.8
+
+
+def test_as_grey_handles_16_bit_rgba_and_tiny():
+    ramp = np.linspace(0, 4095, 64 * 64).reshape(64, 64).astype(np.uint16)
+    grey = np.asarray(as_grey(Image.fromarray(ramp)))
+    assert grey.min() == 0 and grey.max() == 255  # 12-bit data stretched, not clipped to white
+    rgba = Image.new("RGBA", (32, 16), (200, 100, 50, 0))
+    assert as_grey(rgba).size == (32, 16)
+    with pytest.raises(ValueError, match="too small"):
+        as_grey(Image.new("L", (1, 1)))
+
+
+def test_eval_command_writes_results_report_plots_and_a_card(models, corpus, rows, tmp_path):
+    assert any(task_mask(r) is not None for r in rows)
+    out = tmp_path / "eval"
+    config = EvalConfig(
+        vlm=str(models / "vlm"),
+        unet=str(models / "unet"),
+        corpus_dir=str(corpus),
+        split="train",
+        output_dir=str(out),
+        studies=["robustness", "few_shot"],
+        robustness_images=1,
+        robustness_kinds=["rotate", "scale"],
+        robustness_structures=["heart", "lung_left"],
+        max_new_tokens=4,
+        few_shot_k=[1, 2],
+        few_shot_steps=1,
+        device="cpu",
+    )
+    torch.manual_seed(0)
+    results = run(config, ["--split", "train"])
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["schema_version"] == 1 and {m["id"] for m in saved["models"]} == {"vlm", "unet"}
+    unet_eval = next(e for e in saved["evaluations"] if e["model"] == "unet")
+    assert set(unet_eval["per_structure"]) >= {"heart", "lung_left"}
+    assert 0 <= unet_eval["summary"]["macro"]["dice"] <= 1
+    assert {r["k"] for r in saved["studies"]["few_shot"]["rows"]} == {0, 1, 2}
+    assert {r["perturbation"] for r in saved["studies"]["robustness"]["rows"]} == {"rotate", "scale"}
+    for plot in results["plots"].values():
+        assert (out / plot).stat().st_size > 1000
+    report = (out / "report.md").read_text()
+    assert "| heart |" in report and "few shot" in report
+    card = render_card(saved, "unet", models / "unet")
+    card.save(tmp_path / "README.md")
+    assert ModelCard.load(tmp_path / "README.md").data.eval_results
+
+
+def test_eval_config_rejects_what_cannot_run():
+    with pytest.raises(ValueError, match="studies"):
+        EvalConfig(studies=["typo"])
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        EvalConfig(vlm="none", unet="none")
+    with pytest.raises(ValueError, match="scr"):
+        EvalConfig(jsrt="/data/jsrt")
+
+
+def test_default_tokenizer_is_the_models_codec(models):
+    segmenter = load_segmenter(models / "vlm", device="cpu")  # no mask_codec/ in the folder: the bundled default
+    assert segmenter.tokenizer.settings() == default_tokenizer().settings()
