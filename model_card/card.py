@@ -191,7 +191,8 @@ def training_datasets(evaluations: list[dict], folder: ModelFolder) -> list[str]
     whose test split is the held-out part of that corpus. ``None`` when there is none.
     """
     corpus = folder.training.get("anatomy", {}).get("corpus_dir") or folder.training.get("corpus_dir")
-    ids = [corpus] if _hub_id(corpus) else []
+    local = {e["dataset"].get("source") for e in evaluations}  # folders the evaluation read: not Hub ids
+    ids = [corpus] if _hub_id(corpus) and corpus not in local else []
     ids += [e["dataset"]["id"] for e in evaluations if e["dataset"].get("synthetic") and e["dataset"].get("id")]
     return list(dict.fromkeys(ids)) or None
 
