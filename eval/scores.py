@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from chexanatomy.inference import mask_box as core_mask_box
+
 Box = tuple[int, int, int, int]
 Spacing = tuple[float, float]
 
@@ -141,11 +143,7 @@ def mask_box(mask: Any) -> Box | None:
     Returns:
         The box as Python ints, or ``None`` for an empty mask.
     """
-    mask = _as_mask(mask)
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        return None
-    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+    return core_mask_box(_as_mask(mask))
 
 
 def _box_area(box: Box) -> int:
