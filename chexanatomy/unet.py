@@ -28,12 +28,23 @@ class AnatomyUNet(
         structures: the C structure names, channel order.
         size: input side in pixels (images are resized to it; masks come back at the original size).
         encoder: an smp encoder name, randomly initialised.
+        decoder_channels: the decoder's widths, deepest stage first (smp's default 256..16). Narrower stages
+            make a high-resolution U-Net cheaper on CPU; the last one runs at full resolution.
     """
 
-    def __init__(self, structures: list[str], size: int = 256, encoder: str = "resnet18"):
+    def __init__(
+        self,
+        structures: list[str],
+        size: int = 256,
+        encoder: str = "resnet18",
+        decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
+    ):
         super().__init__()
         self.structures, self.size = list(structures), size
-        self.net = smp.Unet(encoder_name=encoder, encoder_weights=None, in_channels=1, classes=len(self.structures))
+        self.net = smp.Unet(
+            encoder_name=encoder, encoder_weights=None, in_channels=1, classes=len(self.structures),
+            decoder_channels=tuple(decoder_channels),
+        )  # fmt: skip
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits [B, C, S, S] of images [B, 1, S, S] in [0, 1]."""

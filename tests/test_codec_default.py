@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from chexanatomy.codec import codec_fingerprint, default_tokenizer, load_codec, load_default_codec
-from chexanatomy.mask_tokens import decode_detections
+from chexanatomy.mask_tokens import MaskTokenizer, decode_detections
 from dataset_builder.corpus import mask_bbox, to_row
 
 
@@ -51,6 +51,21 @@ def test_corpus_rows_carry_targets_that_decode_to_their_masks(phantom_views, tok
     box = decode_detections(ribs["detect_target"], view.image.shape)[0]
     y0, x0, y1, x1 = mask_bbox(view.masks["ribs_left"])
     assert box.valid and np.allclose(box.box_yxyx, (y0, x0, y1, x1), atol=1)
+
+
+def test_bfloat16_tokenizer_decodes_the_same_structures_almost_identically(phantom_views, tokenizer):
+    """The fast (bfloat16) codec is a speed option: its masks stay within a Dice hair of float32's."""
+    view = phantom_views["PA"]
+    names = ["lung_left", "lung_right", "heart", "trachea", "thoracic_spine", "clavicle_left"]
+    masks = np.stack([view.masks[n] for n in names])
+    fast = MaskTokenizer(tokenizer.codec, precision="bfloat16")
+    exact = tokenizer.decode(" ; ".join(tokenizer.encode(masks, names)), view.image.shape)
+    quick = fast.decode(" ; ".join(fast.encode(masks, names)), view.image.shape)
+    assert [q.name for q in quick] == names and all(q.valid for q in quick)
+    for e, q in zip(exact, quick):
+        assert dice(e.mask, q.mask) > 0.95, e.name
+    with pytest.raises(ValueError, match="precision"):
+        MaskTokenizer(tokenizer.codec, precision="float16")
 
 
 def test_rows_without_a_codec_have_no_targets(phantom_views):

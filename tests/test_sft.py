@@ -16,7 +16,8 @@ from train.collator import AnatomyCollator
 from huggingface_hub.utils import filter_repo_objects
 from transformers import TrainerCallback
 
-from train.sft import AnatomyArguments, _last_checkpoint, answer_only_loss, answer_positions, build_trainer, main, push_model
+from train.lm_loss import answer_only_loss, answer_positions
+from train.sft import AnatomyArguments, _last_checkpoint, build_trainer, main, push_model
 from train.tiny_paligemma import TinySpec, build_model, build_processor
 
 SPEC = TinySpec(image_size=64, vision_layers=1, text_layers=1, hidden=64, heads=2)

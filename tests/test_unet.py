@@ -53,9 +53,10 @@ def test_a_step_lowers_the_loss_on_a_fixed_batch(rows):
 
 def test_training_saves_a_model_that_segments_at_the_image_size(corpus, rows, tmp_path):
     out = tmp_path / "unet"
-    train(UNetTrainConfig(corpus_dir=str(corpus), output_dir=str(out), size=64, max_steps=2, batch_size=2))
+    train(UNetTrainConfig(corpus_dir=str(corpus), output_dir=str(out), size=64, max_steps=2, batch_size=2, decoder_channels=[64, 32, 16, 16, 8]))
     model = AnatomyUNet.from_pretrained(str(out)).eval()
     assert model.structures == default_structures(rows["structures"])
+    assert model.net.segmentation_head[0].in_channels == 8  # the narrow decoder came back from config.json
     image = rows[0]["image"]
     masks = model.segment_masks(image.resize((80, 80)), ["lung_left", "heart"])
     assert set(masks) == {"lung_left", "heart"} and masks["heart"].shape == (80, 80) and masks["heart"].dtype == bool

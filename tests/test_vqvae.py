@@ -92,6 +92,34 @@ def test_codec_maps_64x64_masks_to_16_codes_and_back(codec):
     assert decoded.shape == (3, 64, 64) and decoded.dtype == torch.float32
 
 
+def test_inference_path_gives_the_training_path_codes_and_maps(codec):
+    """encode_indices/decode_indices run channels-last with a matrix-vector output layer: same codes, same masks."""
+    masks = _blob_masks(8, seed=3)
+    latents = codec.encode_latents(masks).detach()
+    reference_codes = codec.quantizer.nearest(latents.reshape(-1, 512)).reshape(-1, 16)
+    assert torch.equal(codec.encode_indices(masks), reference_codes)
+    reference_maps = codec.decode_latents(codec.quantizer.codebook[reference_codes]).detach()
+    maps = codec.decode_indices(reference_codes)
+    assert maps.is_contiguous() or maps.shape == reference_maps.shape
+    torch.testing.assert_close(maps, reference_maps, rtol=1e-4, atol=1e-5)
+    assert torch.equal(maps > 0, reference_maps > 0)
+
+
+def test_bfloat16_autocast_keeps_codes_and_masks_close():
+    """On the trained (bundled) codec; an untrained codebook has near ties that any rounding flips."""
+    from chexanatomy.codec import load_default_codec
+
+    codec = load_default_codec()
+    masks = _blob_masks(16, seed=4)
+    codes = codec.encode_indices(masks)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast_codes = codec.encode_indices(masks)
+        fast_maps = codec.decode_indices(codes)
+    assert fast_maps.dtype == torch.float32
+    assert (fast_codes == codes).float().mean() > 0.9
+    assert ((fast_maps > 0) == (codec.decode_indices(codes) > 0)).float().mean() > 0.98
+
+
 def test_codec_rejects_wrong_shapes_and_out_of_range_codes(codec):
     with pytest.raises(ValueError, match=r"\[B, 64, 64\]"):
         codec.encode_indices(torch.zeros(2, 32, 32))
