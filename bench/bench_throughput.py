@@ -7,7 +7,8 @@ The embedded CT is written once in the TotalSegmentator dataset layout (``ct.nii
 ``segmentations/<name>.nii.gz`` per structure, gzip-compressed as in the public dataset) under
 ``outputs/bench_totalseg/``; the benchmark subjects are links to it, so every subject really reads and
 decompresses its files. Each subject is read, rendered (PA + lateral, 3 poses each, 512 px, all masks, text
-targets) and written; the time is split into read / render (+ tokens) / write. Writes bench/results/throughput_<device>.json.
+targets) and written; the time is split into read / render (+ tokens) / write. Writes
+bench/results/throughput_<device>.json.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def main():
     per_ct = {k: s[k] / max(s["built"], 1) for k in ("read_s", "render_s", "write_s")}
     result = {
         "subjects": s["built"], "failed": s["failed"], "images": s["images"], "num_proc": args.num_proc,
-        "device": resolve_device(config.device), "wall_s": round(wall, 1), "cts_per_hour": round(3600 * s["built"] / wall, 1),
+        "device": resolve_device(config.device), "wall_s": round(wall, 1),
+        "cts_per_hour": round(3600 * s["built"] / wall, 1),
         "per_ct_s": {k: round(v, 1) for k, v in per_ct.items()},
     }  # fmt: skip
     share = {k: v / sum(per_ct.values()) for k, v in per_ct.items()}

@@ -20,8 +20,8 @@ radiograph in radiological convention shows on the image's right.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 GROUPS = (
     "lungs",
@@ -79,6 +79,7 @@ class Structure:
 
     @property
     def derived(self) -> bool:
+        """True if this structure is the union of other structures (``members``), not of TotalSegmentator labels."""
         return bool(self.members)
 
     @property
@@ -121,7 +122,9 @@ def _vertebrae() -> list[Structure]:
     ]
 
 
-def _paired(base: str, display: str, group: str, ts_base: str | None = None, syn: Iterable[str] = ()) -> list[Structure]:
+def _paired(
+    base: str, display: str, group: str, ts_base: str | None = None, syn: Iterable[str] = ()
+) -> list[Structure]:
     """Left/right pair ``{base}_left``/``{base}_right`` from TotalSegmentator ``{ts_base}_left`` etc."""
     ts_base = ts_base or base
     return [
@@ -184,7 +187,15 @@ _PRIMARY: list[Structure] = [
     # ribs, sternum
     *_ribs(),
     _s("sternum", "sternum", "ribs", None, ["breastbone"]),
-    Structure("costal_cartilages", "costal cartilages", "ribs", None, ("costal cartilage",), ("costal_cartilages",), multipart=True),
+    Structure(
+        "costal_cartilages",
+        "costal cartilages",
+        "ribs",
+        None,
+        ("costal cartilage",),
+        ("costal_cartilages",),
+        multipart=True,
+    ),
     # spine
     *_vertebrae(),
     _s("sacrum", "sacrum", "spine"),

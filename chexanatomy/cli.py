@@ -1,5 +1,6 @@
 """Command-line parsing shared by every entry point: dataclass configs, optionally from a YAML recipe.
 
+Example:
     python -m <package> ... --config recipe.yaml --some_field value   # the command line overrides the recipe
 """
 

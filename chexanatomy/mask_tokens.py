@@ -451,7 +451,8 @@ def decode_batch(
     parsed = [
         [_parse_segment(chunk, size) for chunk in split_objects(text)] for text, size in zip(texts, sizes, strict=True)
     ]
-    maps = iter(_decode_codes([obj.codes for objs in parsed for obj in objs if obj.codes is not None], codec, precision))
+    codes = [obj.codes for objs in parsed for obj in objs if obj.codes is not None]
+    maps = iter(_decode_codes(codes, codec, precision))
     return [[_to_decoded(obj, size, maps) for obj in objs] for objs, size in zip(parsed, sizes, strict=True)]
 
 

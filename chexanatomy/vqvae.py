@@ -125,7 +125,8 @@ def run_inference(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
             if isinstance(layer, nn.ReLU):
                 x = torch.relu_(x)
             elif i == last and _is_channel_projection(layer):
-                x = (x.permute(0, 2, 3, 1) @ layer.weight.reshape(1, -1).T.to(x.dtype) + layer.bias.to(x.dtype)).permute(0, 3, 1, 2)
+                weight, bias = layer.weight.reshape(1, -1).T.to(x.dtype), layer.bias.to(x.dtype)  # [C, 1], [1]
+                x = (x.permute(0, 2, 3, 1) @ weight + bias).permute(0, 3, 1, 2)
             else:
                 x = layer(x)
     return x

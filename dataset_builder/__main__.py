@@ -1,5 +1,6 @@
 """Command line of the corpus builder.
 
+Examples:
     python -m dataset_builder build --source embedded --output_dir outputs/drr
     python -m dataset_builder build --config dataset_builder/recipes/embedded.yaml --size_px 256
 """

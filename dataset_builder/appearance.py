@@ -39,6 +39,7 @@ class Appearance:
     noise_std: float = 0.0
 
     def to_dict(self) -> dict:
+        """The parameters as a plain ``{field: value}`` dict (JSON-serialisable floats)."""
         return asdict(self)
 
 

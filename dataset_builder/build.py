@@ -4,7 +4,8 @@
     python -m dataset_builder build --source phantom --size_px 128 --num_subjects 4 --output_dir /tmp/drr
     python -m dataset_builder build --source totalsegmentator --root Totalsegmentator_dataset_v201 \
         --output_dir outputs/drr_ts --num_proc 2 --shard 0/8
-    python -m dataset_builder build --source pairs --pairs_csv ct_rate_pairs.csv --label_names v2 --output_dir outputs/ct_rate
+    python -m dataset_builder build --source pairs --pairs_csv ct_rate_pairs.csv --label_names v2 \
+        --output_dir outputs/ct_rate
     python -m dataset_builder card --output_dir outputs/drr_ts      # re-render the card once all shards are in
 
 A subject that cannot be used (unreadable or truncated file, label map that does not match the CT, no lungs,
@@ -46,12 +47,18 @@ class BuildConfig:
 
     source: str = field(default="embedded", metadata={"help": f"Where the CTs come from: one of {SOURCES}."})
     output_dir: str = field(default="outputs/drr", metadata={"help": "Corpus folder (created; resumable)."})
-    root: str | None = field(default=None, metadata={"help": "totalsegmentator: the dataset folder (one folder per CT)."})
+    root: str | None = field(
+        default=None, metadata={"help": "totalsegmentator: the dataset folder (one folder per CT)."}
+    )
     ct: str | None = field(default=None, metadata={"help": "pairs: a CT (NIfTI file or DICOM series folder)."})
     labels: str | None = field(default=None, metadata={"help": "pairs: its multilabel map (NIfTI)."})
     label_names: str = field(default="v2", metadata={"help": "pairs: label ids: v1, v2 or a CSV/JSON id -> name file."})
-    pairs_csv: str | None = field(default=None, metadata={"help": "pairs: CSV with subject_id, ct, labels[, label_names, split]."})
-    num_subjects: int = field(default=10, metadata={"help": "embedded/phantom: pseudo-subjects (deformed copies) to make."})
+    pairs_csv: str | None = field(
+        default=None, metadata={"help": "pairs: CSV with subject_id, ct, labels[, label_names, split]."}
+    )
+    num_subjects: int = field(
+        default=10, metadata={"help": "embedded/phantom: pseudo-subjects (deformed copies) to make."}
+    )
     deformation_strength: float = field(default=1.0, metadata={"help": "Scale of the pseudo-subject warps; 0 = none."})
     views: list[str] = field(default_factory=lambda: ["PA", "LAT"], metadata={"help": f"Views among {VIEWS}."})
     poses_per_view: int = field(default=3, metadata={"help": "Poses per view; pose 0 is the standard position."})
@@ -60,12 +67,18 @@ class BuildConfig:
     min_area_px: int = field(default=8, metadata={"help": "Omit structures smaller than this in a view."})
     randomize: bool = field(default=True, metadata={"help": "Random poses (beyond pose 0) and appearance."})
     seed: int = field(default=0, metadata={"help": "Base seed of every random draw."})
-    split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1], metadata={"help": "train/validation/test."})
-    codec: str = field(default="default", metadata={"help": "Mask codec for text targets: default, a folder, a Hub id, none."})
+    split_fractions: list[float] = field(
+        default_factory=lambda: [0.8, 0.1, 0.1], metadata={"help": "train/validation/test."}
+    )
+    codec: str = field(
+        default="default", metadata={"help": "Mask codec for text targets: default, a folder, a Hub id, none."}
+    )
     num_proc: int = field(default=1, metadata={"help": "Worker processes (one CT in memory each)."})
     shard: str = field(default="0/1", metadata={"help": "i/N: build only part i of N (for N machines)."})
     device: str = field(default="auto", metadata={"help": "torch device for projection: auto, cpu, cuda."})
-    push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset repo to upload to, e.g. chexanatomy/drr."})
+    push_to_hub: str | None = field(
+        default=None, metadata={"help": "Hub dataset repo to upload to, e.g. chexanatomy/drr."}
+    )
     private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
 
     def __post_init__(self):
@@ -87,6 +100,7 @@ class BuildConfig:
         split_of("check", tuple(self.split_fractions))  # validates the fractions
 
     def shard_index(self) -> tuple[int, int]:
+        """``--shard i/N`` parsed to ``(i, N)`` with ``0 <= i < N``; raises ``ValueError`` if malformed."""
         try:
             index, count = (int(v) for v in self.shard.split("/"))
         except ValueError:
@@ -96,6 +110,7 @@ class BuildConfig:
         return index, count
 
     def render_settings(self) -> RenderSettings:
+        """The rendering part of this config (size, views, poses, mask threshold, ...) as ``RenderSettings``."""
         return RenderSettings(
             self.size_px, tuple(self.views), self.poses_per_view, self.mask_threshold_mm, self.min_area_px,
             self.randomize, seed=self.seed,
@@ -109,6 +124,7 @@ class BuildConfig:
         return out
 
     def subjects(self) -> list[Subject]:
+        """This shard's subjects of the configured source; raises ``ValueError`` if subject ids repeat."""
         if self.source in ("embedded", "phantom"):
             subjects = pseudo_subjects(self.source, self.num_subjects, self.seed, self.deformation_strength)
         elif self.source == "totalsegmentator":
@@ -117,7 +133,8 @@ class BuildConfig:
             subjects = pair_subjects(self.ct, self.labels, self.label_names, self.pairs_csv)
         ids = [s.subject_id for s in subjects]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"subject ids are not unique in {self.source}: {sorted({i for i in ids if ids.count(i) > 1})}")
+            duplicates = sorted({i for i in ids if ids.count(i) > 1})
+            raise ValueError(f"subject ids are not unique in {self.source}: {duplicates}")
         return shard_subjects(subjects, *self.shard_index())
 
 
@@ -128,10 +145,12 @@ def _tokenizer(codec: str) -> MaskTokenizer | None:
 
 
 def resolve_device(name: str) -> str:
+    """Torch device name for ``--device``: ``auto`` becomes ``cuda`` if available, else ``cpu``; others pass through."""
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
 def subject_split(subject: Subject, config: BuildConfig) -> str:
+    """The subject's own split if it has one (``CTInputError`` if unknown), else a hash of its id by the fractions."""
     if subject.split is not None:
         if subject.split not in SPLITS:
             raise CTInputError(f"{subject.subject_id}: split {subject.split!r} is not one of {SPLITS}")
@@ -150,7 +169,9 @@ def build_subject(subject: Subject, config: BuildConfig) -> dict:
         ct = subject.load()
         t1 = time.perf_counter()
         views = render_subject(ct, config.render_settings(), resolve_device(config.device))
-        rows = [to_row(v, subject.subject_id, ct.source, config.mask_threshold_mm, _tokenizer(config.codec)) for v in views]
+        rows = [
+            to_row(v, subject.subject_id, ct.source, config.mask_threshold_mm, _tokenizer(config.codec)) for v in views
+        ]
         t2 = time.perf_counter()
         write_shard(rows, path)
         t3 = time.perf_counter()
@@ -197,6 +218,7 @@ def _check_resume(root: Path, content: dict) -> None:
 
 
 def failures_path(root: Path, config: BuildConfig) -> Path:
+    """Failure log of this build in ``root``: ``failures.jsonl``, or ``failures-{i}-of-{N}.jsonl`` for a shard."""
     index, count = config.shard_index()
     return root / ("failures.jsonl" if count == 1 else f"failures-{index}-of-{count}.jsonl")
 

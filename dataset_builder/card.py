@@ -51,12 +51,12 @@ def render_example(root: Path, out: Path) -> bool:
     rgb = np.asarray(row["image"].convert("RGB")).astype(np.float32)
     # Largest first, so that the heart and trachea are blended over the lungs rather than hidden by them.
     names = sorted((s for s in row["structures"] if s["name"] in EXAMPLE_STRUCTURES), key=lambda s: -s["area_px"])
-    for colour, s in zip(_COLOURS, names):
+    for colour, s in zip(_COLOURS, names, strict=False):  # at most len(_COLOURS) structures are drawn
         m = np.asarray(s["mask"], dtype=bool)
         rgb[m] = 0.6 * rgb[m] + 0.4 * np.array(colour)
     img = Image.fromarray(rgb.astype(np.uint8))
     draw = ImageDraw.Draw(img)
-    for i, (colour, s) in enumerate(zip(_COLOURS, names)):
+    for i, (colour, s) in enumerate(zip(_COLOURS, names, strict=False)):
         draw.text((4, 4 + 12 * i), s["name"], fill=colour)
     img.save(out)
     return True
@@ -101,12 +101,16 @@ def build_card(root: Path, config: dict, provenance: list[str], repo_id: str) ->
         failed_subjects=stats["failed"],
         views=", ".join(config["views"]),
         size_px=config["size_px"],
-        split_fractions=" / ".join(f"{s} {f:g}" for s, f in zip(SPLITS, config["split_fractions"])),
+        split_fractions=" / ".join(f"{s} {f:g}" for s, f in zip(SPLITS, config["split_fractions"], strict=False)),
         min_area_px=config["min_area_px"],
         threshold_mm=config["mask_threshold_mm"],
         structure_counts=stats["structures"],
         mask_tokens=config.get("mask_tokens"),
-        codec_id=f"{DEFAULT_CODEC_REPO} ({DEFAULT_CODEC_VERSION}, bundled)" if config.get("codec") == "default" else config.get("codec"),
+        codec_id=(
+            f"{DEFAULT_CODEC_REPO} ({DEFAULT_CODEC_VERSION}, bundled)"
+            if config.get("codec") == "default"
+            else config.get("codec")
+        ),
         provenance=provenance,
         extra_limitations=(
             "* One patient's anatomy: pseudo-subjects vary shape and pose, not age, sex, body habitus or disease."

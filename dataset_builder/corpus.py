@@ -107,15 +107,21 @@ def token_targets(view: RenderedView, tokenizer: MaskTokenizer | None) -> dict[s
         return {name: (None, None) for name in view.masks}
     hw = view.image.shape
     single = [n for n in view.masks if not STRUCTURES[n].multipart]
-    segment = tokenizer.encode(np.stack([view.masks[n] for n in single]), [STRUCTURES[n].display for n in single]) if single else []
-    seg_by_name = dict(zip(single, segment))
+    segment = (
+        tokenizer.encode(np.stack([view.masks[n] for n in single]), [STRUCTURES[n].display for n in single])
+        if single
+        else []
+    )
+    seg_by_name = dict(zip(single, segment, strict=True))  # encode returns one target per mask
     return {
         name: (seg_by_name.get(name), format_detect_target(mask_bbox(mask), hw, STRUCTURES[name].display))
         for name, mask in view.masks.items()
     }
 
 
-def to_row(view: RenderedView, subject_id: str, source: str, threshold_mm: float, tokenizer: MaskTokenizer | None = None) -> dict:
+def to_row(
+    view: RenderedView, subject_id: str, source: str, threshold_mm: float, tokenizer: MaskTokenizer | None = None
+) -> dict:
     """One dataset row (see ``FEATURES``) for a rendered view; text targets when a tokenizer is given."""
     targets = token_targets(view, tokenizer)
     g = view.geometry
@@ -151,6 +157,7 @@ def to_row(view: RenderedView, subject_id: str, source: str, threshold_mm: float
 
 
 def shard_path(root: Path, split: str, subject_id: str) -> Path:
+    """Shard file of one subject: ``root/data/{split}-{safe subject id}.parquet``."""
     return Path(root) / "data" / f"{split}-{safe_name(subject_id)}.parquet"
 
 
@@ -167,5 +174,5 @@ def write_shard(rows: list[dict], path: Path) -> None:
 
 
 def existing_shards(root: Path) -> dict[str, list[Path]]:
-    """split -> sorted shard files present in a corpus folder (temporary files ignored)."""
+    """Split -> sorted shard files present in a corpus folder (temporary files ignored)."""
     return {s: sorted((Path(root) / "data").glob(f"{s}-*.parquet")) for s in SPLITS}

@@ -57,11 +57,12 @@ class CTVolume:
 
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
+        """Voxel size (mm) along the array axes I, J, K: the column norms of the affine's 3x3 part."""
         return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
 
     @property
     def structure_labels(self) -> dict[int, str]:
-        """label id -> our structure name, for the labels of this volume that are in the vocabulary."""
+        """Label id -> our structure name, for the labels of this volume that are in the vocabulary."""
         return map_label_names(self.label_names)
 
     def world_center_of(self, names: set[str]) -> np.ndarray | None:
@@ -101,7 +102,10 @@ def load_embedded() -> CTVolume:
     with importlib.resources.as_file(data / "structures.csv") as table:
         with open(table, newline="") as fh:
             names = {int(row["id"]): row["structure"] for row in csv.DictReader(fh)}
-    with importlib.resources.as_file(data / "cxr.nii.gz") as ct, importlib.resources.as_file(data / "mask.nii.gz") as lab:
+    with (
+        importlib.resources.as_file(data / "cxr.nii.gz") as ct,
+        importlib.resources.as_file(data / "mask.nii.gz") as lab,
+    ):
         volume = read_pair(ct, lab, names, "embedded", "embedded")
     volume.provenance = EMBEDDED_PROVENANCE
     return volume
@@ -115,9 +119,11 @@ def remove_outside_body(hu: np.ndarray, threshold_hu: float = -500.0) -> np.ndar
 
     Args:
         hu: float32 [I, J, K] Hounsfield units.
+        threshold_hu: voxels above this (HU) are dense: candidates for the body or for outside objects.
 
     Returns:
-        A copy with outside-body dense voxels set to -1000 HU.
+        A copy with outside-body dense voxels set to -1000 HU (``hu`` itself when it has at most one dense
+        component, so nothing to remove).
     """
     dense = hu > threshold_hu
     components, n = ndimage.label(dense)
@@ -215,7 +221,17 @@ def read_pair(ct_path, labels_path, label_names, subject_id: str, source: str = 
     """A CT (NIfTI or DICOM folder) + multilabel map (NIfTI) pair, validated as a chest CT.
 
     Args:
+        ct_path: the CT, a NIfTI file or a DICOM series folder (``str`` or ``Path``).
+        labels_path: its multilabel map, a NIfTI file on the same voxel grid (shape and affine).
         label_names: ``v1``, ``v2``, a CSV/JSON path, or an id -> name dict.
+        subject_id: id of the subject, used in the volume and in error messages.
+        source: source name stored in the volume and its provenance.
+
+    Returns:
+        The validated ``CTVolume`` (int16 labels).
+
+    Raises:
+        CTInputError: unreadable files, a label map that does not match the CT, or not a usable chest CT.
     """
     names = label_names if isinstance(label_names, dict) else resolve_label_names(label_names)
     hu, affine = read_volume(ct_path, "CT")
@@ -277,7 +293,7 @@ def read_totalsegmentator_subject(folder: str | Path, subject_id: str | None = N
     # Decompression dominates reading and zlib releases the GIL: read the ~100 files on a few threads.
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         masks = pool.map(lambda p: _read_segmentation(p, hu.shape, affine, subject_id), paths)
-        for path, voxels in zip(paths, masks):
+        for path, voxels in zip(paths, masks, strict=True):  # pool.map yields one result per path
             name = path.name[: -len(".nii.gz")]
             flat[voxels] = ids[name]
             names[ids[name]] = name
@@ -287,7 +303,7 @@ def read_totalsegmentator_subject(folder: str | Path, subject_id: str | None = N
 
 
 def read_totalsegmentator_splits(root: str | Path) -> dict[str, str]:
-    """subject id -> split from the dataset's ``meta.csv`` (``;`` or ``,`` separated), if present."""
+    """Subject id -> split from the dataset's ``meta.csv`` (``;`` or ``,`` separated), if present."""
     meta = Path(root) / "meta.csv"
     if not meta.exists():
         return {}

@@ -41,6 +41,11 @@ class Deformation:
 
 
 def random_deformation(rng: np.random.Generator, strength: float = 1.0) -> Deformation:
+    """A random pseudo-subject warp drawn from ``rng``; ``strength`` scales every range (0 gives the identity).
+
+    Ranges at strength 1: scales 1 +- (0.12, 0.08, 0.08), rotations +- (4, 4, 6) degrees, shifts +- 5 mm per
+    axis, elastic amplitude bound (12, 12, 8) mm.
+    """
     s = float(strength)
     return Deformation(
         tuple(float(v) for v in 1 + rng.uniform(-1, 1, 3) * np.array([0.12, 0.08, 0.08]) * s),
@@ -75,7 +80,8 @@ def _source_index_grid(ct: CTVolume, d: Deformation, rng: np.random.Generator, s
     src_world = src_world + _elastic(world, extent, d.max_displacement_mm, rng)
     src_idx = (src_world - aff[:3, 3]) @ torch.linalg.inv(aff[:3, :3]).T
     grid = src_idx.permute(3, 0, 1, 2)[None].float()
-    return F.interpolate(grid, size=tuple(int(n) for n in shape), mode="trilinear", align_corners=True)[0].permute(1, 2, 3, 0)
+    full = F.interpolate(grid, size=tuple(int(n) for n in shape), mode="trilinear", align_corners=True)
+    return full[0].permute(1, 2, 3, 0)
 
 
 def _resample(volume: np.ndarray, grid_idx: torch.Tensor, mode: str, fill: float, chunk: int = 16) -> np.ndarray:

@@ -72,6 +72,7 @@ class ViewGeometry:
     isocenter_mm: tuple[float, float, float]
 
     def to_dict(self) -> dict:
+        """The fields as a plain ``{field: value}`` dict (``isocenter_mm`` stays a tuple)."""
         return asdict(self)
 
 

@@ -23,12 +23,13 @@ def _grid(shape, spacing_mm):
     """World coordinates (x, y, z) in mm of every voxel centre, and the voxel->world affine."""
     affine = np.diag([*spacing_mm, 1.0])
     affine[:3, 3] = -(np.asarray(shape) - 1) / 2 * np.asarray(spacing_mm)
-    axes = [np.arange(n) * s + o for n, s, o in zip(shape, spacing_mm, affine[:3, 3])]
+    axes = [np.arange(n) * s + o for n, s, o in zip(shape, spacing_mm, affine[:3, 3], strict=False)]
     return np.meshgrid(*axes, indexing="ij"), affine
 
 
 def _ellipsoid(x, y, z, centre, radii):
-    return ((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + ((z - centre[2]) / radii[2]) ** 2 <= 1
+    d2 = ((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + ((z - centre[2]) / radii[2]) ** 2
+    return d2 <= 1
 
 
 def _segment_tube(x, y, z, p0, p1, radius):
@@ -63,7 +64,7 @@ def make_thorax_phantom(shape=(96, 80, 72), spacing_mm=(4.0, 4.0, 5.0), subject_
         "right": _ellipsoid(x, y, z, (68, -5, 20), (55, 72, 115)),
         "left": _ellipsoid(x, y, z, (-70, -5, 15), (52, 72, 112)),
     }
-    for side, mask in lungs.items():
+    for mask in lungs.values():
         hu[mask] = -850
     lobes = {
         "lung_upper_lobe_right": lungs["right"] & (z > 40 - 0.3 * y),

@@ -91,7 +91,7 @@ class SlabProjector:
 
     # --- rays -------------------------------------------------------------------------------------------
     def _rays(self, sources: torch.Tensor, targets: torch.Tensor) -> _Rays:
-        """sources [B, 3], targets [B, H, W, 3] in world mm -> rays in voxel coordinates."""
+        """Sources [B, 3], targets [B, H, W, 3] in world mm -> rays in voxel coordinates."""
         b, h, w, _ = targets.shape
         src = sources[:, None, None, :].expand(b, h, w, 3).reshape(-1, 3).double()
         tgt = targets.reshape(-1, 3).double()

@@ -15,6 +15,8 @@ from torchio import LabelMap, ScalarImage
 from .ct import CTVolume
 from .geometry import Pose, ViewGeometry, camera_to_world
 
+_STANDARD_POSE = Pose()  # no perturbation; Pose is frozen, so one shared default instance is safe
+
 
 def _drr(ct: CTVolume, geometry: ViewGeometry, **kwargs) -> DRR:
     subject = read(
@@ -27,7 +29,9 @@ def _drr(ct: CTVolume, geometry: ViewGeometry, **kwargs) -> DRR:
     return DRR(subject, geometry.sid_mm, n, geometry.pixel_mm, reverse_x_axis=geometry.view == "AP", **kwargs)
 
 
-def siddon_path_lengths(ct: CTVolume, geometry: ViewGeometry, pose: Pose = Pose(), device="cpu") -> torch.Tensor:
+def siddon_path_lengths(
+    ct: CTVolume, geometry: ViewGeometry, pose: Pose = _STANDARD_POSE, device="cpu"
+) -> torch.Tensor:
     """Geometric path length (mm) through every label id, diffdrr Siddon with ``mask_to_channels=True``.
 
     Returns:
@@ -39,11 +43,14 @@ def siddon_path_lengths(ct: CTVolume, geometry: ViewGeometry, pose: Pose = Pose(
 
 
 def siddon_default_renderer(ct: CTVolume, geometry: ViewGeometry, device="cpu"):
-    """diffdrr's default renderer (Siddon, HU-derived density) for the view, as a callable returning the image
-    with all label channels [C, H, W] for a pose: the speed anchor. Building it (moving the CT) is not timed.
+    """The default diffdrr renderer (Siddon, HU-derived density) for the view: the speed anchor.
+
+    Returns:
+        A callable ``pose -> [C, H, W]`` tensor, the image with all label channels (``pose`` defaults to the
+        standard position). Building it (moving the CT to ``device``) is not part of the timed call.
     """
     drr = _drr(ct, geometry).to(device)
-    return lambda pose=Pose(): _render(drr, geometry, pose)
+    return lambda pose=_STANDARD_POSE: _render(drr, geometry, pose)
 
 
 def _render(drr: DRR, geometry: ViewGeometry, pose: Pose) -> torch.Tensor:

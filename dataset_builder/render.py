@@ -92,11 +92,19 @@ def _pose(settings: RenderSettings, rng: np.random.Generator, index: int) -> Pos
     return Pose(tuple(float(v) for v in rot), tuple(float(v) for v in shift))
 
 
-def structure_paths(projected: torch.Tensor, label_ids: list[int], id_to_structure: dict[int, str]) -> dict[str, torch.Tensor]:
+def structure_paths(
+    projected: torch.Tensor, label_ids: list[int], id_to_structure: dict[int, str]
+) -> dict[str, torch.Tensor]:
     """Path length (mm) per structure name: labels mapping to one structure and derived members are summed.
 
     Args:
         projected: float32 [L, ...] path lengths per label id (order of ``label_ids``).
+        label_ids: the L label ids, one per row of ``projected``.
+        id_to_structure: label id -> structure name; every id in ``label_ids`` must be a key.
+
+    Returns:
+        Structure name -> [...] path length (mm), for every primary structure present and every derived
+        structure whose members are all present.
     """
     primary: dict[str, torch.Tensor] = {}
     for row, label_id in enumerate(label_ids):
@@ -140,9 +148,12 @@ def render_subject(ct: CTVolume, settings: RenderSettings, device: str = "cpu") 
     out = []
     for view in settings.views:
         geometry = view_geometry(view, settings.size_px, iso)
-        rngs = [np.random.default_rng(stable_seed(settings.seed, ct.subject_id, view, i)) for i in range(settings.poses_per_view)]
+        rngs = [
+            np.random.default_rng(stable_seed(settings.seed, ct.subject_id, view, i))
+            for i in range(settings.poses_per_view)
+        ]
         poses = [_pose(settings, rng, i) for i, rng in enumerate(rngs)]
-        for i, (pose, rng) in enumerate(zip(poses, rngs)):
+        for i, (pose, rng) in enumerate(zip(poses, rngs, strict=True)):  # one pose per rng
             # One projection per pose: its slab thickness then depends on this pose alone, so a view
             # renders identically however the poses are grouped.
             proj = projector.project(*rays(geometry, pose))

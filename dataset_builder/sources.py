@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import csv
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .ct import (
     EMBEDDED_PROVENANCE,
@@ -31,7 +31,8 @@ PROVENANCE = {
     "phantom": "Procedural thorax phantom (dataset_builder/phantom.py): synthetic shapes, no patient data.",
     "totalsegmentator": "CTs and per-structure segmentations in the TotalSegmentator dataset layout "
     "(Wasserthal et al., 2023; CC BY 4.0 for the public dataset).",
-    "pairs": "CT + TotalSegmentator multilabel map pairs supplied by the user (e.g. CT-RATE with TotalSegmentator --ml).",
+    "pairs": "CT + TotalSegmentator multilabel map pairs supplied by the user "
+    "(e.g. CT-RATE with TotalSegmentator --ml).",
 }
 
 
@@ -61,6 +62,10 @@ def load_pseudo_subject(source: str, subject_id: str, seed: int, strength: float
 
 
 def pseudo_subjects(source: str, count: int, seed: int, strength: float) -> list[Subject]:
+    """``count`` lazily loaded pseudo-subjects ``{source}-ps000``, ... of ``source`` (embedded or phantom).
+
+    Each is the base volume deformed with a seed derived from ``seed`` and its id, scaled by ``strength``.
+    """
     ids = [f"{source}-ps{i:03d}" for i in range(count)]
     return [Subject(i, functools.partial(load_pseudo_subject, source, i, seed, strength)) for i in ids]
 
@@ -72,12 +77,18 @@ def totalsegmentator_subjects(root: str | Path) -> list[Subject]:
         raise CTInputError(f"--root {root} is not a folder")
     splits = read_totalsegmentator_splits(root)
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return [Subject(f.name, functools.partial(read_totalsegmentator_subject, f, f.name), splits.get(f.name)) for f in folders]
+    return [
+        Subject(f.name, functools.partial(read_totalsegmentator_subject, f, f.name), splits.get(f.name))
+        for f in folders
+    ]
 
 
 def pair_subjects(ct: str | None, labels: str | None, label_names: str, pairs_csv: str | None) -> list[Subject]:
-    """One ``--ct``/``--labels`` pair, or every row of ``--pairs_csv`` (columns ``subject_id, ct, labels`` and
-    optional ``label_names``, ``split``; relative paths are relative to the CSV)."""
+    """Subjects of CT + label map pairs: one ``--ct``/``--labels`` pair, or every row of ``--pairs_csv``.
+
+    The CSV has columns ``subject_id, ct, labels`` and optional ``label_names``, ``split``; relative paths are
+    relative to the CSV. A single pair's subject id is the CT file name up to its first dot.
+    """
     if pairs_csv is None:
         subject_id = Path(ct).name.split(".")[0]
         return [Subject(subject_id, functools.partial(read_pair, ct, labels, label_names, subject_id))]
@@ -90,7 +101,9 @@ def pair_subjects(ct: str | None, labels: str | None, label_names: str, pairs_cs
     return [
         Subject(
             r["subject_id"],
-            functools.partial(read_pair, base / r["ct"], base / r["labels"], r.get("label_names") or label_names, r["subject_id"]),
+            functools.partial(
+                read_pair, base / r["ct"], base / r["labels"], r.get("label_names") or label_names, r["subject_id"]
+            ),
             r.get("split") or None,
         )
         for r in rows

@@ -19,7 +19,11 @@ def small_config(out: Path, **kw) -> BuildConfig:
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +111,7 @@ def test_card_yaml_parses_and_lists_the_shards(corpus):
     config = card.data.configs[0]
     assert config["config_name"] == "default"
     patterns = {d["split"]: d["path"] for d in config["data_files"]}
-    for split, pattern in patterns.items():
+    for pattern in patterns.values():
         assert list(out.glob(pattern)), f"{pattern} matches no shard"
     assert "medical" in card.data.tags and card.data.license == "other"
     assert "lung_left" in card.text and "patient's right on the image" in card.text

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from dataset_builder.ct import CTVolume
 from dataset_builder.geometry import Pose, rays, view_geometry
 from dataset_builder.projector import SlabProjector
 from dataset_builder.reference import siddon_path_lengths
@@ -14,11 +13,14 @@ def dice(a, b):
     return 2 * (a & b).sum() / max(a.sum() + b.sum(), 1)
 
 
-@pytest.mark.parametrize("view,pose", [("PA", Pose()), ("LAT", Pose()), ("AP", Pose((3.0, -2.0, 4.0), (10.0, -5.0, 8.0)))])
+@pytest.mark.parametrize(
+    "view,pose", [("PA", Pose()), ("LAT", Pose()), ("AP", Pose((3.0, -2.0, 4.0), (10.0, -5.0, 8.0)))]
+)
 def test_label_masks_match_diffdrr_siddon(phantom, view, pose):
     ids = sorted(i for i in np.unique(phantom.labels) if i)
     geometry = view_geometry(view, 64)
-    ours = SlabProjector(np.zeros_like(phantom.hu), phantom.labels, phantom.affine, ids).project(*rays(geometry, pose)).path_mm[0]
+    projector = SlabProjector(np.zeros_like(phantom.hu), phantom.labels, phantom.affine, ids)
+    ours = projector.project(*rays(geometry, pose)).path_mm[0]
     ref = siddon_path_lengths(phantom, geometry, pose)
     for row, label_id in enumerate(ids):
         a, b = ours[row].numpy() > 1.5, ref[label_id].numpy() > 1.5

@@ -87,8 +87,9 @@ def test_command_fails_only_when_no_subject_succeeds(totalseg_root, tmp_path):
     bad_root.mkdir()
     (bad_root / "s_x").mkdir()
     flags = ["--size_px", "48", "--poses_per_view", "1", "--views", "PA", "--codec", "none"]
-    assert main(["build", "--source", "totalsegmentator", "--root", str(bad_root), "--output_dir", str(tmp_path / "a"), *flags]) == 1
-    assert main(["build", "--source", "totalsegmentator", "--root", str(totalseg_root), "--output_dir", str(tmp_path / "b"), *flags]) == 0
+    command = ["build", "--source", "totalsegmentator"]
+    assert main([*command, "--root", str(bad_root), "--output_dir", str(tmp_path / "a"), *flags]) == 1
+    assert main([*command, "--root", str(totalseg_root), "--output_dir", str(tmp_path / "b"), *flags]) == 0
 
 
 def test_v1_and_v2_multilabel_pairs_from_a_csv(tmp_path):
@@ -105,7 +106,13 @@ def test_v1_and_v2_multilabel_pairs_from_a_csv(tmp_path):
     save(tmp_path / "b_seg.nii.gz", v1.astype(np.uint8), ct.affine)
     with open(tmp_path / "pairs.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerows([["subject_id", "ct", "labels", "label_names"], ["a", "a_ct.nii.gz", "a_seg.nii.gz", "v2"], ["b", "a_ct.nii.gz", "b_seg.nii.gz", "v1"]])
+        w.writerows(
+            [
+                ["subject_id", "ct", "labels", "label_names"],
+                ["a", "a_ct.nii.gz", "a_seg.nii.gz", "v2"],
+                ["b", "a_ct.nii.gz", "b_seg.nii.gz", "v1"],
+            ]
+        )
     out = tmp_path / "corpus"
     summary = build(BuildConfig(source="pairs", pairs_csv=str(tmp_path / "pairs.csv"), output_dir=str(out), **SMALL))
     assert summary["built"] == 2 and summary["failed"] == 0

@@ -16,7 +16,9 @@ from train.codec_data import Augmentation, augmented_batch, load_mask_bank
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("codec_corpus")
-    build(BuildConfig(source="phantom", output_dir=str(out), num_subjects=3, size_px=64, poses_per_view=1, codec="none"))
+    build(
+        BuildConfig(source="phantom", output_dir=str(out), num_subjects=3, size_px=64, poses_per_view=1, codec="none")
+    )
     return out
 
 
@@ -43,7 +45,9 @@ def test_learning_rate_warms_up_then_decays():
 
 def test_training_changes_every_parameter_and_saves_a_loadable_codec(corpus, tmp_path):
     out = tmp_path / "codec"
-    cfg = CodecTrainConfig(corpus_dir=str(corpus), output_dir=str(out), steps=3, batch_size=8, log_every=1, device="cpu")
+    cfg = CodecTrainConfig(
+        corpus_dir=str(corpus), output_dir=str(out), steps=3, batch_size=8, log_every=1, device="cpu"
+    )
     torch.manual_seed(0)
     before = MaskVQVAE().state_dict()
     metrics = train(cfg)

@@ -35,7 +35,9 @@ def default_structures(corpus_rows) -> list[str]:
     return [n for n in STRUCTURES if n in seen]
 
 
-def row_tensors(row: dict, structures: list[str], size: int, rng: random.Random | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def row_tensors(
+    row: dict, structures: list[str], size: int, rng: random.Random | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(image [1, S, S] in [0, 1], targets [C, S, S] in {0, 1}) of a corpus row, scale/offset augmented if ``rng``."""
     image = torch.from_numpy(np.asarray(row["image"].convert("L"), dtype=np.float32) / 255.0)
     target = torch.zeros(len(structures), *image.shape)
@@ -110,8 +112,9 @@ def train(config: UNetTrainConfig) -> dict:
         order = list(range(len(rows)))
         rng.shuffle(order)
         for start in range(0, len(order), config.batch_size):
-            batch = [augment(image, target.float(), rng) for image, target in (cached[i] for i in order[start : start + config.batch_size])]
-            images, targets = (torch.stack(t).to(accelerator.device) for t in zip(*batch))
+            picked = (cached[i] for i in order[start : start + config.batch_size])
+            batch = [augment(image, target.float(), rng) for image, target in picked]
+            images, targets = (torch.stack(t).to(accelerator.device) for t in zip(*batch, strict=True))
             loss = loss_fn(model(images), targets)
             optimiser.zero_grad()
             accelerator.backward(loss)
