@@ -9,7 +9,8 @@ answer tokens, 20 structures = 20 x 22). Rows:
 
 * ``1 structure, full logits``: the anchor's configuration (the model's own loss over every position);
 * ``20 packed, full logits``: packing alone;
-* ``20 packed, answer-only logits``: ours (``train.lm_loss.answer_only_loss``: the LM head runs on answer positions only).
+* ``20 packed, answer-only logits``: ours (``train.lm_loss.answer_only_loss``: the LM head runs on answer
+  positions only).
 
 Goal on an H200 for 3B/448: >= 300 structures/s at <= 80 GB (anchor: 192/s at 123 GB for 20 packed, batch 8).
 Results: bench/results/sft_<shape>_<device>.json.

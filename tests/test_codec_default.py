@@ -33,7 +33,7 @@ def test_single_structures_round_trip_through_tokens(phantom_views, tokenizer):
     texts = tokenizer.encode(masks, names)
     decoded = tokenizer.decode(" ; ".join(texts), view.image.shape)
     assert [d.name for d in decoded] == names and all(d.valid for d in decoded)
-    scores = {n: dice(m, d.mask) for n, m, d in zip(names, masks, decoded)}
+    scores = {n: dice(m, d.mask) for n, m, d in zip(names, masks, decoded, strict=True)}
     assert min(scores.values()) > 0.8, scores
     assert np.mean(list(scores.values())) > 0.9, scores
 
@@ -62,7 +62,7 @@ def test_bfloat16_tokenizer_decodes_the_same_structures_almost_identically(phant
     exact = tokenizer.decode(" ; ".join(tokenizer.encode(masks, names)), view.image.shape)
     quick = fast.decode(" ; ".join(fast.encode(masks, names)), view.image.shape)
     assert [q.name for q in quick] == names and all(q.valid for q in quick)
-    for e, q in zip(exact, quick):
+    for e, q in zip(exact, quick, strict=True):  # one decoded object per " ; "-joined answer
         assert dice(e.mask, q.mask) > 0.95, e.name
     with pytest.raises(ValueError, match="precision"):
         MaskTokenizer(tokenizer.codec, precision="float16")

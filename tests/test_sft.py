@@ -1,4 +1,7 @@
-"""PaliGemma fine-tuning on CPU with the tiny model: collator masks, LoRA steps, save/load/generate, resume, upload set."""
+"""PaliGemma fine-tuning on CPU with the tiny model.
+
+Collator masks, LoRA steps, save/load/generate, resume, upload set.
+"""
 
 import shutil
 from pathlib import Path
@@ -7,15 +10,13 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from huggingface_hub.utils import filter_repo_objects
+from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
 from trl import SFTConfig
 
 from chexanatomy.codec import default_tokenizer
 from dataset_builder.build import BuildConfig, build
 from train.collator import AnatomyCollator
-from huggingface_hub.utils import filter_repo_objects
-from transformers import TrainerCallback
-
 from train.lm_loss import answer_only_loss, answer_positions
 from train.sft import AnatomyArguments, _last_checkpoint, build_trainer, main, push_model
 from train.tiny_paligemma import TinySpec, build_model, build_processor
@@ -26,7 +27,9 @@ SPEC = TinySpec(image_size=64, vision_layers=1, text_layers=1, hidden=64, heads=
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("sft_corpus")
-    build(BuildConfig(source="phantom", output_dir=str(out), num_subjects=3, size_px=64, poses_per_view=1, views=["PA"]))
+    build(
+        BuildConfig(source="phantom", output_dir=str(out), num_subjects=3, size_px=64, poses_per_view=1, views=["PA"])
+    )
     return out
 
 
@@ -59,7 +62,8 @@ def test_collator_puts_only_the_answer_and_eos_in_the_loss(rows):
         assert (batch["input_ids"][i][~answer] == processor.image_token_id).sum() == (SPEC.image_size // 16) ** 2
         labelled = batch["labels"][i][answer]
         assert labelled[-1] == tok.eos_token_id and (labelled[:-1] != tok.eos_token_id).all()
-        prompt = tok.decode(batch["input_ids"][i][(~answer) & (batch["attention_mask"][i] == 1)], skip_special_tokens=True)
+        prompt_ids = batch["input_ids"][i][(~answer) & (batch["attention_mask"][i] == 1)]
+        prompt = tok.decode(prompt_ids, skip_special_tokens=True)
         text = tok.decode(labelled[:-1])
         task, names = prompt.strip().split(" ", 1)
         assert task in ("segment", "detect")
@@ -85,7 +89,9 @@ def test_answer_only_loss_equals_the_full_loss(rows):
 def test_augmented_answers_decode_to_the_moved_masks(rows):
     processor = build_processor(SPEC)
     tok = default_tokenizer()
-    collator = AnatomyCollator(processor, tok, structures_per_sample=50, augment_fraction=1.0, detect_fraction=0.0, seed=3)
+    collator = AnatomyCollator(
+        processor, tok, structures_per_sample=50, augment_fraction=1.0, detect_fraction=0.0, seed=3
+    )
     row = rows[0]
     sample = collator.make_sample(row)
     objects = tok.decode(sample.answer, (64, 64))
@@ -112,14 +118,17 @@ def test_two_lora_steps_change_every_lora_parameter(corpus, tmp_path):
 
 def test_save_load_generate_identical_and_resume(corpus, tmp_path):
     out = tmp_path / "tiny"
-    args = AnatomyArguments(model_name_or_path="tiny", corpus_dir=str(corpus), lora=False, train_vision=True, structures_per_sample=3)
+    args = AnatomyArguments(
+        model_name_or_path="tiny", corpus_dir=str(corpus), lora=False, train_vision=True, structures_per_sample=3
+    )
     main(args, sft_config(out, max_steps=2, save_steps=1))
     processor = AutoProcessor.from_pretrained(out)
     model = AutoModelForImageTextToText.from_pretrained(out).eval()
     image = datasets.load_dataset(str(corpus), cache_dir=str(tmp_path / "hf"))["train"][0]["image"].convert("RGB")
     inputs = processor(text="<image>segment heart", images=image, return_tensors="pt")
     first = model.generate(**inputs, max_new_tokens=8, do_sample=False)
-    again = AutoModelForImageTextToText.from_pretrained(out).eval().generate(**inputs, max_new_tokens=8, do_sample=False)
+    reloaded = AutoModelForImageTextToText.from_pretrained(out).eval()
+    again = reloaded.generate(**inputs, max_new_tokens=8, do_sample=False)
     assert torch.equal(first, again)
     assert (out / "mask_codec" / "model.safetensors").exists() and (out / "training_config.json").exists()
     # resume: a run with more steps continues from checkpoint-2 and trains only the missing step
@@ -132,7 +141,10 @@ def test_save_load_generate_identical_and_resume(corpus, tmp_path):
 
 def test_hub_upload_holds_exactly_what_from_pretrained_needs(corpus, tmp_path):
     out = tmp_path / "tiny"
-    main(AnatomyArguments(model_name_or_path="tiny", corpus_dir=str(corpus), lora=False, train_vision=True), sft_config(out, max_steps=1, save_steps=1))
+    main(
+        AnatomyArguments(model_name_or_path="tiny", corpus_dir=str(corpus), lora=False, train_vision=True),
+        sft_config(out, max_steps=1, save_steps=1),
+    )
 
     class FakeApi:
         def create_repo(self, *a, **k):
@@ -140,18 +152,27 @@ def test_hub_upload_holds_exactly_what_from_pretrained_needs(corpus, tmp_path):
 
         def upload_folder(self, folder_path, ignore_patterns, **k):
             local = sorted(str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*") if p.is_file())
-            self.files = list(filter_repo_objects(local, ignore_patterns=ignore_patterns))  # upload_folder's own filter
+            # upload_folder's own filter
+            self.files = list(filter_repo_objects(local, ignore_patterns=ignore_patterns))
             return "ok"
 
     api = FakeApi()
     push_model(out, "chexanatomy/tiny-vlm", api=api)
     assert not any(f.startswith("checkpoint") or f.endswith(".bin") for f in api.files)
-    assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "mask_codec/model.safetensors"} <= set(api.files)
+    needed = {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "processor_config.json",
+        "mask_codec/model.safetensors",
+    }
+    assert needed <= set(api.files)
     mirror = tmp_path / "hub_copy"
     for f in api.files:
         (mirror / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(out / f, mirror / f)
-    assert AutoModelForImageTextToText.from_pretrained(mirror) is not None and AutoProcessor.from_pretrained(mirror) is not None
+    assert AutoModelForImageTextToText.from_pretrained(mirror) is not None
+    assert AutoProcessor.from_pretrained(mirror) is not None
 
 
 def test_tiny_from_scratch_trains_its_vision_tower(corpus, tmp_path):

@@ -14,7 +14,12 @@ from train.unet import AnatomyUNet, UNetTrainConfig, default_structures, loss_fn
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("unet_corpus")
-    build(BuildConfig(source="phantom", output_dir=str(out), num_subjects=2, size_px=64, poses_per_view=1, views=["PA"], codec="none"))
+    build(
+        BuildConfig(
+            source="phantom", output_dir=str(out), num_subjects=2, size_px=64, poses_per_view=1, views=["PA"],
+            codec="none",
+        )
+    )  # fmt: skip
     return out
 
 
@@ -29,7 +34,8 @@ def test_targets_follow_the_structure_order_and_augmentation_moves_them_together
     image, target = row_tensors(rows[0], structures, 64, None)
     lung = target[structures.index("lung_left")]
     assert image.shape == (1, 64, 64) and target.shape == (len(structures), 64, 64)
-    assert torch.equal(lung > 0.5, torch.from_numpy(np.asarray(next(s["mask"] for s in rows[0]["structures"] if s["name"] == "lung_left"), dtype=bool)))
+    stored = next(s["mask"] for s in rows[0]["structures"] if s["name"] == "lung_left")
+    assert torch.equal(lung > 0.5, torch.from_numpy(np.asarray(stored, dtype=bool)))
     image_a, target_a = row_tensors(rows[0], structures, 64, random.Random(1))
     image_b, target_b = row_tensors(rows[0], structures, 64, random.Random(1))
     assert torch.equal(target_a, target_b)
@@ -39,7 +45,8 @@ def test_a_step_lowers_the_loss_on_a_fixed_batch(rows):
     torch.manual_seed(0)
     structures = default_structures(rows["structures"])
     model = AnatomyUNet(structures, size=64)
-    images, targets = (torch.stack(t) for t in zip(*[row_tensors(r, structures, 64, None) for r in rows]))
+    # every row_tensors result is an (image, target) pair, so the transposed tuples are equally long
+    images, targets = (torch.stack(t) for t in zip(*[row_tensors(r, structures, 64, None) for r in rows], strict=True))
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(5):
@@ -53,7 +60,12 @@ def test_a_step_lowers_the_loss_on_a_fixed_batch(rows):
 
 def test_training_saves_a_model_that_segments_at_the_image_size(corpus, rows, tmp_path):
     out = tmp_path / "unet"
-    train(UNetTrainConfig(corpus_dir=str(corpus), output_dir=str(out), size=64, max_steps=2, batch_size=2, decoder_channels=[64, 32, 16, 16, 8]))
+    train(
+        UNetTrainConfig(
+            corpus_dir=str(corpus), output_dir=str(out), size=64, max_steps=2, batch_size=2,
+            decoder_channels=[64, 32, 16, 16, 8],
+        )
+    )  # fmt: skip
     model = AnatomyUNet.from_pretrained(str(out)).eval()
     assert model.structures == default_structures(rows["structures"])
     assert model.net.segmentation_head[0].in_channels == 8  # the narrow decoder came back from config.json

@@ -73,6 +73,11 @@ def soft_dice(reconstruction: torch.Tensor, masks: torch.Tensor) -> float:
 
 
 def initial_codec(config: CodecTrainConfig) -> MaskVQVAE:
+    """The codec that training starts from (``train`` moves it to the device and sets train mode).
+
+    A freshly initialised ``MaskVQVAE`` when ``init_from`` is None; else loaded from a big_vision ``vae-oid``
+    ``.npz`` checkpoint, or from a folder saved by ``MaskVQVAE.save_pretrained``.
+    """
     if config.init_from is None:
         return MaskVQVAE()
     if config.init_from.endswith(".npz"):
@@ -84,8 +89,11 @@ def initial_codec(config: CodecTrainConfig) -> MaskVQVAE:
 
 @torch.no_grad()
 def seed_codebook(codec: MaskVQVAE, masks: torch.Tensor, gen: torch.Generator) -> None:
-    """Start every code on a random encoder output: a random codebook far from the encoder's outputs sends
-    every latent to one code, and the codebook collapses before any restart can help."""
+    """Start every code on a random encoder output.
+
+    A random codebook far from the encoder's outputs sends every latent to one code, and the codebook collapses
+    before any restart can help.
+    """
     latents = codec.encode_latents(masks)
     codec.quantizer.restart_dead_codes(latents.reshape(-1, latents.shape[-1]), 0, gen)
 
@@ -98,7 +106,11 @@ def train(config: CodecTrainConfig) -> dict:
     bank = load_mask_bank(config.corpus_dir)
     codec = initial_codec(config).to(device).train()
     if config.init_from is None:
-        seed_codebook(codec, augmented_batch(bank, 512, Augmentation() if config.augment else None, gen, device, config.resize), gen)
+        seed_codebook(
+            codec,
+            augmented_batch(bank, 512, Augmentation() if config.augment else None, gen, device, config.resize),
+            gen,
+        )
     optimiser = torch.optim.AdamW(codec.parameters(), lr=config.learning_rate, weight_decay=0.0)
     aug = Augmentation() if config.augment else None
     out = Path(config.output_dir)
@@ -115,7 +127,9 @@ def train(config: CodecTrainConfig) -> dict:
         result.loss.backward()
         optimiser.step()
         codec.ema_update(result.latents, result.indices)
-        restarted = codec.quantizer.restart_dead_codes(result.latents.reshape(-1, result.latents.shape[-1]), config.restart_after, gen)
+        restarted = codec.quantizer.restart_dead_codes(
+            result.latents.reshape(-1, result.latents.shape[-1]), config.restart_after, gen
+        )
         steps_done = step + 1
         if step % config.log_every == 0 or step == config.steps - 1:
             metrics = {
@@ -140,6 +154,7 @@ def train(config: CodecTrainConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m train.codec``: parse ``argv`` (default ``sys.argv[1:]``), train, print a summary."""
     import sys
 
     from chexanatomy.cli import parse_config

@@ -70,7 +70,9 @@ def load_mask_bank(corpus_dir: str | Path, splits=("train",), min_area_px: int =
     crops, names, subjects = [], [], []
     for f in files:
         table = pq.read_table(f, columns=["subject_id", "structures"])
-        for subject, structures in zip(table.column("subject_id").to_pylist(), table.column("structures").to_pylist()):
+        # Two columns of one table: equal length.
+        columns = table.column("subject_id").to_pylist(), table.column("structures").to_pylist()
+        for subject, structures in zip(*columns, strict=True):
             for s in structures:
                 if s["area_px"] < min_area_px or not tokenisable(s["name"]):
                     continue
@@ -89,7 +91,9 @@ def full_masks(corpus_dir: str | Path, splits=("validation", "test")):
         for row in table.to_pylist():
             size = row["geometry"]["size_px"]
             names = [s["name"] for s in row["structures"]]
-            masks = np.stack([np.asarray(Image.open(io.BytesIO(s["mask"]["bytes"])), dtype=bool) for s in row["structures"]])
+            masks = np.stack(
+                [np.asarray(Image.open(io.BytesIO(s["mask"]["bytes"])), dtype=bool) for s in row["structures"]]
+            )
             yield row["subject_id"], row["view"], (size, size), names, masks
 
 
@@ -117,14 +121,17 @@ def _affine_grid(n: int, aug: Augmentation, gen: torch.Generator, device) -> tor
     return F.affine_grid(mat, (n, 1, CANVAS, CANVAS), align_corners=False)
 
 
-def augmented_batch(bank: MaskBank, batch: int, aug: Augmentation | None, gen: torch.Generator, device, resize="bilinear"):
+def augmented_batch(
+    bank: MaskBank, batch: int, aug: Augmentation | None, gen: torch.Generator, device, resize="bilinear"
+):
     """A training batch: [B, 64, 64] float32 in [0, 1] codec inputs (tight-box crops of warped masks)."""
     idx = torch.randint(len(bank.crops), (batch,), generator=gen)
     x = bank.crops[idx].to(device, torch.float32)[:, None]
     if aug is not None:
         grid = _affine_grid(batch, aug, gen, device)
         coarse = (torch.rand(batch, 2, 5, 5, generator=gen) * 2 - 1).to(device) * (2 * aug.elastic_px / CANVAS)
-        grid = grid + F.interpolate(coarse, size=(CANVAS, CANVAS), mode="bicubic", align_corners=True).permute(0, 2, 3, 1)
+        displacement = F.interpolate(coarse, size=(CANVAS, CANVAS), mode="bicubic", align_corners=True)
+        grid = grid + displacement.permute(0, 2, 3, 1)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     masks = (x[:, 0] > 0.5).cpu().numpy()
     keep = masks.reshape(batch, -1).any(1)

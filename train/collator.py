@@ -34,8 +34,10 @@ def _as_pil(mask) -> Image.Image:
 
 
 def lazy_masks(dataset):
-    """``dataset`` with structure masks left as PNG bytes: rows decode in microseconds; the collator decodes
-    only the masks a sample uses (a row holds ~95)."""
+    """``dataset`` with structure masks left as PNG bytes.
+
+    Rows then decode in microseconds; the collator decodes only the masks a sample uses (a row holds ~95).
+    """
     import datasets
 
     features = dataset.features.copy()
@@ -84,6 +86,11 @@ class AnatomyCollator:
         self.rng = random.Random(self.seed)
 
     def prompt_name(self, name: str) -> str:
+        """The name a prompt uses for structure ``name``.
+
+        Returns a random one of its synonyms with probability ``synonym_fraction`` (when it has any), else its
+        display name. Draws from the collator's ``rng``.
+        """
         s = STRUCTURES[name]
         if s.synonyms and self.rng.random() < self.synonym_fraction:
             return self.rng.choice(s.synonyms)
@@ -100,7 +107,8 @@ class AnatomyCollator:
         moved = []
         for s in structures:
             mask = Image.new("1", (w, h))
-            mask.paste(s["mask"].convert("L").resize((nw, nh), Image.BILINEAR).point(lambda v: 255 if v >= 128 else 0).convert("1"), (ox, oy))
+            small = s["mask"].convert("L").resize((nw, nh), Image.BILINEAR)
+            mask.paste(small.point(lambda v: 255 if v >= 128 else 0).convert("1"), (ox, oy))
             if np.asarray(mask).any():
                 moved.append({**s, "mask": mask, "segment_target": None, "detect_target": None})
         return canvas, moved
@@ -110,7 +118,7 @@ class AnatomyCollator:
         boxes = tight_boxes(masks)
         single = [i for i, s in enumerate(structures) if not STRUCTURES[s["name"]].multipart]
         seg = self.tokenizer.encode(masks[single], [structures[i]["name"] for i in single]) if single else []
-        seg_by_index = dict(zip(single, seg))
+        seg_by_index = dict(zip(single, seg, strict=True))  # encode returns one target per mask
         return [
             {**s, "segment_target": seg_by_index.get(i), "detect_target": format_detect_target(boxes[i], hw, s["name"])}
             for i, s in enumerate(structures)
@@ -131,14 +139,21 @@ class AnatomyCollator:
         chosen = self.rng.sample(usable, self.rng.randint(1, min(self.structures_per_sample, len(usable))))
         if self.tokenizer is not None and self.rng.random() < self.augment_fraction:
             shrunk, moved = self._augment(image, [{**s, "mask": _as_pil(s["mask"])} for s in chosen])
-            moved = [s for s in self._retokenise(moved, (shrunk.size[1], shrunk.size[0])) if s.get(key)] if moved else []
+            if moved:
+                moved = [s for s in self._retokenise(moved, (shrunk.size[1], shrunk.size[0])) if s.get(key)]
             if moved:  # (if every chosen mask left the canvas, the sample stays unaugmented)
                 image, chosen = shrunk, moved
         names = [self.prompt_name(s["name"]) for s in chosen]
-        answer = " ; ".join(_answer_with_name(s[key], n) for s, n in zip(chosen, names))
+        answer = " ; ".join(_answer_with_name(s[key], n) for s, n in zip(chosen, names, strict=True))
         return Sample(image.convert("RGB"), f"{task} " + " ; ".join(names), answer)
 
     def __call__(self, rows: list[dict]) -> dict:
+        """Collate a batch of corpus rows into PaliGemma inputs.
+
+        Returns the processor's ``BatchFeature`` of ``[B, L]`` tensors padded to the longest sequence:
+        ``input_ids``, ``attention_mask``, ``token_type_ids`` (1 on the answer and its ``<eos>``) and ``labels``
+        (-100 except on answer positions), plus ``pixel_values`` ``[B, 3, H, W]``.
+        """
         samples = [self.make_sample(r) for r in rows]
         return self.processor(
             text=["<image>" + s.prompt for s in samples],

@@ -31,12 +31,13 @@ from .collator import AnatomyCollator, lazy_masks
 from .lm_loss import LORA_TARGETS, VISION_LORA_TARGETS, answer_only_loss
 
 
-
 @dataclass
 class AnatomyArguments:
     """What to train on and how (the optimiser and schedule are ``SFTConfig``'s own flags)."""
 
-    model_name_or_path: str = field(default="google/paligemma2-3b-pt-448", metadata={"help": "Hub id, folder or 'tiny'."})
+    model_name_or_path: str = field(
+        default="google/paligemma2-3b-pt-448", metadata={"help": "Hub id, folder or 'tiny'."}
+    )
     corpus_dir: str = field(default="outputs/drr", metadata={"help": "Corpus folder or Hub dataset id."})
     codec: str = field(default="default", metadata={"help": "Mask codec (re-tokenises augmented masks)."})
     lora: bool = field(default=True, metadata={"help": "Train LoRA adapters (False: all language-model weights)."})
@@ -86,15 +87,31 @@ def freeze(model, args: AnatomyArguments) -> None:
 
 
 def peft_config(args: AnatomyArguments):
+    """The PEFT ``LoraConfig`` of ``args``, or None when training without LoRA.
+
+    Targets the language model's q/k/v/o/gate/up/down projections (``LORA_TARGETS``), plus the vision tower's
+    (``VISION_LORA_TARGETS``) when ``train_vision`` is set.
+    """
     if not args.lora:
         return None
     from peft import LoraConfig
 
     targets = LORA_TARGETS if not args.train_vision else f"({LORA_TARGETS})|({VISION_LORA_TARGETS})"
-    return LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
 
 
 def load_splits(args: AnatomyArguments):
+    """The ``(train, validation)`` splits of ``args.corpus_dir`` with masks left undecoded (``lazy_masks``).
+
+    ``train`` keeps only its first ``max_train_samples`` rows when that is set; ``validation`` is None when the
+    corpus has no validation split.
+    """
     ds = datasets.load_dataset(args.corpus_dir)
     train = ds["train"]
     if args.max_train_samples:
@@ -144,6 +161,11 @@ class AnatomySFTTrainer(SFTTrainer):
     """``SFTTrainer`` whose loss computes logits only where there are labels (see ``answer_only_loss``)."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The scalar training loss (cross-entropy over answer tokens) of one batch.
+
+        With ``return_outputs`` (evaluation paths that want logits) TRL's own computation runs and returns
+        ``(loss, outputs)``; otherwise only the loss tensor, from ``answer_only_loss``.
+        """
         if return_outputs:  # evaluation paths that want logits keep TRL's full computation
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         return answer_only_loss(model, inputs)
@@ -200,6 +222,7 @@ def _last_checkpoint(output_dir: str) -> str | None:
 
 
 def make_parser() -> TrlParser:
+    """The parser of ``python -m train.sft``: ``AnatomyArguments`` and ``SFTConfig`` flags plus ``--config``."""
     return TrlParser((AnatomyArguments, SFTConfig))
 
 

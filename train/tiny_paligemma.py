@@ -55,7 +55,9 @@ def build_tokenizer(vocab_size: int = 640) -> GemmaTokenizer:
     byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL + byte_tokens, show_progress=False)
     tok.train_from_iterator(_training_text(), trainer)
-    return GemmaTokenizer(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
+    return GemmaTokenizer(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 def build_processor(spec: TinySpec = TinySpec()) -> PaliGemmaProcessor:
@@ -70,7 +72,9 @@ def build_processor(spec: TinySpec = TinySpec()) -> PaliGemmaProcessor:
     return PaliGemmaProcessor(image_processor=image_processor, tokenizer=build_tokenizer(spec.bpe_vocab))
 
 
-def build_model(processor: PaliGemmaProcessor, spec: TinySpec = TinySpec(), seed: int = 0) -> PaliGemmaForConditionalGeneration:
+def build_model(
+    processor: PaliGemmaProcessor, spec: TinySpec = TinySpec(), seed: int = 0
+) -> PaliGemmaForConditionalGeneration:
     """A randomly initialised tiny PaliGemma whose vocabulary matches ``processor``'s tokenizer."""
     import torch
 
