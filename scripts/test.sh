@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up the virtual environment (once) and run the test suite, fully offline.
+# Set up the virtual environment (once), lint, and run the test suite, fully offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The Space's browser test drives Debian's headless Chromium (never a browser downloaded by a test framework).
@@ -8,4 +8,5 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 source scripts/setup.sh
+"$VENV/bin/ruff" check --quiet . || { echo "ruff found problems (pyproject.toml [tool.ruff]); fix them first" >&2; exit 1; }
 exec "$VENV/bin/python" -m pytest -q "$@"
