@@ -353,10 +353,33 @@ def final_loss(metrics: list[dict]) -> float | None:
     return losses[-1] if losses else None
 
 
+def training_stages(training: dict) -> list[dict]:
+    """The stages of a VLM trained in several runs, first first: each a ``training_config.json`` dict.
+
+    ``train.sft`` records the configuration of the model a run started from under ``initialised_from``.
+    """
+    stages = []
+    while training:
+        stages.insert(0, training)
+        training = training.get("initialised_from") or {}
+    return stages
+
+
+def stage_summary(training: dict) -> str:
+    """One stage as text: corpus, steps, batch and learning rate."""
+    anatomy, sft = training.get("anatomy", {}), training.get("sft", {})
+    steps = sft.get("max_steps", -1)
+    length = f"{steps} steps" if steps and steps > 0 else f"{sft.get('num_train_epochs')} epochs"
+    batch = sft.get("per_device_train_batch_size", "?")
+    return f"`{anatomy.get('corpus_dir')}`, {length} of {batch}, lr {sft.get('learning_rate')}"
+
+
 def vlm_recipe(folder: ModelFolder) -> list[tuple[str, str]]:
     """``(setting, value)`` rows of a VLM's training recipe, from ``training_config.json`` and the adapter config."""
+    stages = training_stages(folder.training)
     anatomy, sft = folder.training.get("anatomy", {}), folder.training.get("sft", {})
-    name = anatomy.get("model_name_or_path") or (folder.adapter or {}).get("base_model_name_or_path")
+    first = stages[0].get("anatomy", {}) if stages else {}
+    name = first.get("model_name_or_path") or (folder.adapter or {}).get("base_model_name_or_path")
     tiny = "none: a tiny PaliGemma-architecture model built from a config, trained from scratch"
     rows = [("base model", tiny if name == "tiny" else f"`{name}`")] if name else []
     if folder.adapter is not None or anatomy.get("lora"):
@@ -374,13 +397,16 @@ def vlm_recipe(folder: ModelFolder) -> list[tuple[str, str]]:
         rows.append(("vision tower", "trained" if anatomy.get("train_vision") else "frozen"))
         rows.append(("training corpus", f"`{anatomy.get('corpus_dir')}`"))
         rows.append(("structures per answer", str(anatomy.get("structures_per_sample"))))
+    if len(stages) > 1:
+        rows.append(("training stages", "; ".join(f"{i}: {stage_summary(s)}" for i, s in enumerate(stages, 1))))
     if sft:
         steps = sft.get("max_steps", -1)
         batch = sft.get("per_device_train_batch_size", "?")
         accumulation = sft.get("gradient_accumulation_steps", 1)
         rows += [
             ("optimiser", f"{sft.get('optim')}, lr {sft.get('learning_rate')}, {sft.get('lr_scheduler_type')} decay"),
-            ("steps", str(steps) if steps and steps > 0 else f"{sft.get('num_train_epochs')} epochs"),
+            ("steps" if len(stages) < 2 else "steps (last stage)",
+             str(steps) if steps and steps > 0 else f"{sft.get('num_train_epochs')} epochs"),
             ("batch", f"{batch} per device" + (f" x {accumulation} accumulation" if accumulation != 1 else "")),
             ("precision", "bf16" if sft.get("bf16") else "fp16" if sft.get("fp16") else "fp32"),
         ]  # fmt: skip

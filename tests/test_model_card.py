@@ -158,6 +158,19 @@ def test_training_recipe_comes_from_the_model_folder(results, tmp_path):
     assert "`resnet18`" in unet and "256 x 256 px" in unet and "| final training loss | 0.35 |" in unet
 
 
+def test_a_model_trained_in_stages_lists_every_stage(results, tmp_path):
+    folder = vlm_folder(tmp_path / "vlm", model_name_or_path="tiny")
+    stage1 = json.loads((folder / "training_config.json").read_text())
+    stage2 = {"anatomy": {**stage1["anatomy"], "model_name_or_path": "outputs/stage1", "corpus_dir": "outputs/drr40"},
+              "sft": {**stage1["sft"], "max_steps": 2000, "learning_rate": 5e-4},
+              "initialised_from": {"path": "outputs/stage1", **stage1}}  # fmt: skip
+    write_json(folder / "training_config.json", stage2)
+    recipe = section(render_card(results, "vlm", folder, None).text, "Training")
+    assert "trained from scratch" in recipe  # the base is the first stage's, not the local folder
+    assert "1: `chexanatomy/drr`, 3000 steps of 8, lr 5e-05; 2: `outputs/drr40`, 2000 steps of 8, lr 0.0005" in recipe
+    assert "| steps (last stage) | 2000 |" in recipe
+
+
 def test_per_structure_table_lists_every_structure_with_its_dice_best_first(results, tmp_path):
     card = render_card(results, "vlm", vlm_folder(tmp_path / "vlm"), None)
     drr = card.text.split("### CheXanatomy DRR (embedded CT)")[1].split("### JSRT")[0]

@@ -3,6 +3,7 @@
 Collator masks, LoRA steps, save/load/generate, resume, upload set.
 """
 
+import json
 import shutil
 from pathlib import Path
 
@@ -137,6 +138,23 @@ def test_save_load_generate_identical_and_resume(corpus, tmp_path):
     trainer.add_callback(counter)
     trainer.train(resume_from_checkpoint=_last_checkpoint(str(out)))
     assert counter.steps == 1 and trainer.state.global_step == 3
+
+
+def test_a_continued_run_records_the_stage_it_started_from(corpus, tmp_path):
+    first, second = tmp_path / "stage1", tmp_path / "stage2"
+    main(
+        AnatomyArguments(model_name_or_path="tiny", corpus_dir=str(corpus), lora=False, train_vision=True),
+        sft_config(first, max_steps=1, save_steps=1),
+    )
+    main(
+        AnatomyArguments(model_name_or_path=str(first), corpus_dir=str(corpus), lora=False, train_vision=True),
+        sft_config(second, max_steps=1, save_steps=1),
+    )
+    config = json.loads((second / "training_config.json").read_text())
+    assert config["anatomy"]["model_name_or_path"] == str(first)
+    assert config["initialised_from"]["path"] == str(first)
+    assert config["initialised_from"]["anatomy"]["model_name_or_path"] == "tiny"
+    assert "initialised_from" not in config["initialised_from"]  # stage 1 started from nothing
 
 
 def test_hub_upload_holds_exactly_what_from_pretrained_needs(corpus, tmp_path):

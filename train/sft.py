@@ -141,12 +141,28 @@ def save_outputs(trainer: SFTTrainer, processor, args: AnatomyArguments, sft: SF
     else:
         load_codec(args.codec).save_pretrained(out / "mask_codec")
     resolved = {"anatomy": asdict(args), "sft": {k: v for k, v in sft.to_dict().items() if _jsonable(v)}}
+    previous = previous_training(args.model_name_or_path)
+    if previous is not None:
+        resolved["initialised_from"] = previous
     (out / "training_config.json").write_text(json.dumps(resolved, indent=2, default=str) + "\n")
     (out / "training_metrics.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")
     if args.merge and args.lora:
         trainer.model.merge_and_unload().save_pretrained(str(out / "merged"))
         processor.save_pretrained(str(out / "merged"))
     return out
+
+
+def previous_training(model_name_or_path: str) -> dict | None:
+    """The training configuration of a local model folder this run continues from (its own lineage included).
+
+    A run started from a model this script trained records that model's ``training_config.json`` under
+    ``initialised_from``, so a model trained in stages keeps every stage's corpus, steps and learning rate.
+    ``None`` for Hub ids, ``tiny`` and folders without a training configuration.
+    """
+    path = Path(model_name_or_path) / "training_config.json"
+    if not path.is_file():
+        return None
+    return {"path": str(model_name_or_path), **json.loads(path.read_text())}
 
 
 def _jsonable(value) -> bool:
