@@ -1,5 +1,6 @@
 """The U-Net baseline: it learns on a fixed batch, saves/loads with the Hub mixin, segments at full size."""
 
+import json
 import random
 
 import datasets
@@ -74,3 +75,19 @@ def test_training_saves_a_model_that_segments_at_the_image_size(corpus, rows, tm
     assert set(masks) == {"lung_left", "heart"} and masks["heart"].shape == (80, 80) and masks["heart"].dtype == bool
     with pytest.raises(KeyError, match="not trained"):
         model.segment_masks(image, ["brain"])
+
+
+def test_training_continues_from_a_saved_unet_at_another_size(corpus, rows, tmp_path):
+    first, second = tmp_path / "unet64", tmp_path / "unet96"
+    train(UNetTrainConfig(corpus_dir=str(corpus), output_dir=str(first), size=64, max_steps=1, batch_size=2,
+                          decoder_channels=[32, 16, 16, 8, 8]))  # fmt: skip
+    train(UNetTrainConfig(corpus_dir=str(corpus), output_dir=str(second), size=96, max_steps=1, batch_size=2,
+                          init_from=str(first)))  # fmt: skip
+    model = AnatomyUNet.from_pretrained(str(second))
+    assert model.size == 96 and model.net.segmentation_head[0].in_channels == 8  # widths from the saved U-Net
+    assert model.segment_masks(rows[0]["image"], ["heart"])["heart"].shape == rows[0]["image"].size[::-1]
+    config = json.loads((first / "config.json").read_text())
+    (first / "config.json").write_text(json.dumps({**config, "structures": config["structures"][:-1]}))
+    with pytest.raises(ValueError, match="other structures"):
+        train(UNetTrainConfig(corpus_dir=str(corpus), output_dir=str(tmp_path / "x"), size=64, max_steps=1,
+                              init_from=str(first)))  # fmt: skip

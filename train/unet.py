@@ -85,7 +85,32 @@ class UNetTrainConfig:
     batch_size: int = field(default=8, metadata={"help": "Images per step."})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (cosine decay)."})
     seed: int = field(default=0, metadata={"help": "Seed."})
+    init_from: str | None = field(
+        default=None,
+        metadata={"help": "Start from a saved U-Net (same structures), e.g. to continue at a higher --size."},
+    )
     push_to_hub: str | None = field(default=None, metadata={"help": "Hub model repo to upload to."})
+
+
+def initial_model(config: UNetTrainConfig, structures: list[str]) -> AnatomyUNet:
+    """A fresh U-Net, or the weights of the U-Net saved in the folder ``config.init_from`` at ``config.size``.
+
+    The network is fully convolutional, so a U-Net trained at one size continues at another; its encoder and
+    decoder widths come from the saved ``config.json`` (``--encoder``/``--decoder_channels`` are ignored then).
+
+    Raises:
+        ValueError: when the saved U-Net's structures differ from the corpus's.
+    """
+    if config.init_from is None:
+        return AnatomyUNet(structures, config.size, config.encoder, tuple(config.decoder_channels))
+    saved = json.loads((Path(config.init_from) / "config.json").read_text())
+    if saved["structures"] != structures:
+        raise ValueError(f"{config.init_from} was trained on other structures than this corpus's: "
+                         f"{sorted(set(saved['structures']) ^ set(structures))}")  # fmt: skip
+    widths = tuple(saved.get("decoder_channels", (256, 128, 64, 32, 16)))
+    model = AnatomyUNet(structures, config.size, saved.get("encoder", "resnet18"), widths)
+    model.load_state_dict(AnatomyUNet.from_pretrained(config.init_from).state_dict())
+    return model
 
 
 def train(config: UNetTrainConfig) -> dict:
@@ -97,7 +122,7 @@ def train(config: UNetTrainConfig) -> dict:
     rng = random.Random(config.seed)
     rows = datasets.load_dataset(config.corpus_dir)["train"]
     structures = default_structures(rows["structures"])
-    model = AnatomyUNet(structures, config.size, config.encoder, tuple(config.decoder_channels))
+    model = initial_model(config, structures)
     steps_per_epoch = -(-len(rows) // config.batch_size)
     total = config.max_steps or config.epochs * steps_per_epoch
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
