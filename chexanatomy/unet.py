@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from PIL import Image
 
+DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)  # smp's default U-Net decoder widths, deepest stage first
+
 
 class AnatomyUNet(
     torch.nn.Module,
@@ -37,7 +39,7 @@ class AnatomyUNet(
         structures: list[str],
         size: int = 256,
         encoder: str = "resnet18",
-        decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
+        decoder_channels: tuple[int, ...] = DEFAULT_DECODER_CHANNELS,
     ):
         super().__init__()
         self.structures, self.size = list(structures), size

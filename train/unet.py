@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from chexanatomy.anatomy import STRUCTURES
-from chexanatomy.unet import AnatomyUNet
+from chexanatomy.unet import DEFAULT_DECODER_CHANNELS, AnatomyUNet
 
 __all__ = ["AnatomyUNet", "UNetTrainConfig", "augment", "default_structures", "loss_fn", "row_tensors", "train"]
 
@@ -78,7 +78,8 @@ class UNetTrainConfig:
     size: int = field(default=256, metadata={"help": "Input side in pixels."})
     encoder: str = field(default="resnet18", metadata={"help": "smp encoder (randomly initialised)."})
     decoder_channels: list[int] = field(
-        default_factory=lambda: [256, 128, 64, 32, 16], metadata={"help": "U-Net decoder widths, deepest first (smp)."}
+        default_factory=lambda: list(DEFAULT_DECODER_CHANNELS),
+        metadata={"help": "U-Net decoder widths, deepest first (smp)."},
     )
     epochs: int = field(default=40, metadata={"help": "Passes over the training split."})
     max_steps: int = field(default=0, metadata={"help": "Stop after this many steps (0: run all epochs)."})
@@ -107,7 +108,7 @@ def initial_model(config: UNetTrainConfig, structures: list[str]) -> AnatomyUNet
     if saved["structures"] != structures:
         raise ValueError(f"{config.init_from} was trained on other structures than this corpus's: "
                          f"{sorted(set(saved['structures']) ^ set(structures))}")  # fmt: skip
-    widths = tuple(saved.get("decoder_channels", (256, 128, 64, 32, 16)))
+    widths = tuple(saved.get("decoder_channels", DEFAULT_DECODER_CHANNELS))
     model = AnatomyUNet(structures, config.size, saved.get("encoder", "resnet18"), widths)
     model.load_state_dict(AnatomyUNet.from_pretrained(config.init_from).state_dict())
     return model
