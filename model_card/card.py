@@ -354,9 +354,10 @@ def final_loss(metrics: list[dict]) -> float | None:
 
 
 def training_stages(training: dict) -> list[dict]:
-    """The stages of a VLM trained in several runs, first first: each a ``training_config.json`` dict.
+    """The stages of a model trained in several runs, first first: each a ``training_config.json`` dict.
 
-    ``train.sft`` records the configuration of the model a run started from under ``initialised_from``.
+    ``train.sft`` and ``train.unet`` record the configuration of the model a run started from under
+    ``initialised_from`` (``train.lineage``).
     """
     stages = []
     while training:
@@ -366,7 +367,12 @@ def training_stages(training: dict) -> list[dict]:
 
 
 def stage_summary(training: dict) -> str:
-    """One stage as text: corpus, steps, batch and learning rate."""
+    """One stage as text: corpus, steps, batch and learning rate (a VLM's nested or a U-Net's flat config)."""
+    if "sft" not in training and "anatomy" not in training:  # train.unet writes one flat dictionary
+        steps, epochs = training.get("max_steps"), training.get("epochs")
+        length = f"{steps} steps" if steps else f"{epochs} epochs"
+        return (f"`{training.get('corpus_dir')}`, {length} of {training.get('batch_size', '?')} at "
+                f"{training.get('size')} px, lr {training.get('learning_rate')}")  # fmt: skip
     anatomy, sft = training.get("anatomy", {}), training.get("sft", {})
     steps = sft.get("max_steps", -1)
     length = f"{steps} steps" if steps and steps > 0 else f"{sft.get('num_train_epochs')} epochs"
@@ -420,13 +426,18 @@ def unet_recipe(folder: ModelFolder) -> list[tuple[str, str]]:
     c = folder.training
     if not c:
         return []
-    return [
+    stages = training_stages(c)
+    rows = [
         ("network", f"U-Net (segmentation-models-pytorch), encoder `{c.get('encoder')}`, no pretrained weights"),
         ("training corpus", f"`{c.get('corpus_dir')}`"),
         ("resolution", f"{c.get('size')} x {c.get('size')} px"),
         ("loss", "Dice + binary cross-entropy, one sigmoid channel per structure"),
-        ("optimiser", f"lr {c.get('learning_rate')}"),
-        ("steps", str(c.get("max_steps") or f"{c.get('epochs')} epochs")),
+    ]
+    if len(stages) > 1:
+        rows.append(("training stages", "; ".join(f"{i}: {stage_summary(s)}" for i, s in enumerate(stages, 1))))
+    return rows + [
+        ("optimiser", f"AdamW, lr {c.get('learning_rate')}, cosine decay"),
+        ("steps" if len(stages) < 2 else "steps (last stage)", str(c.get("max_steps") or f"{c.get('epochs')} epochs")),
         ("batch", str(c.get("batch_size"))),
     ]
 

@@ -171,6 +171,18 @@ def test_a_model_trained_in_stages_lists_every_stage(results, tmp_path):
     assert "| steps (last stage) | 2000 |" in recipe
 
 
+def test_a_unet_continued_at_another_size_lists_both_stages(results, tmp_path):
+    folder = unet_folder(tmp_path / "unet")
+    stage1 = json.loads((folder / "training_config.json").read_text())
+    stage2 = {**stage1, "size": 384, "max_steps": 900, "learning_rate": 5e-4, "init_from": "outputs/unet",
+              "initialised_from": {"path": "outputs/unet", **stage1}}  # fmt: skip
+    write_json(folder / "training_config.json", stage2)
+    recipe = section(render_card(results, "unet", folder, None).text, "Training")
+    assert ("1: `outputs/drr`, 800 steps of 8 at 256 px, lr 0.002; "
+            "2: `outputs/drr`, 900 steps of 8 at 384 px, lr 0.0005") in recipe  # fmt: skip
+    assert "| steps (last stage) | 900 |" in recipe and "384 x 384 px" in recipe
+
+
 def test_per_structure_table_lists_every_structure_with_its_dice_best_first(results, tmp_path):
     card = render_card(results, "vlm", vlm_folder(tmp_path / "vlm"), None)
     drr = card.text.split("### CheXanatomy DRR (embedded CT)")[1].split("### JSRT")[0]

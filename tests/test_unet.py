@@ -86,6 +86,8 @@ def test_training_continues_from_a_saved_unet_at_another_size(corpus, rows, tmp_
     model = AnatomyUNet.from_pretrained(str(second))
     assert model.size == 96 and model.net.segmentation_head[0].in_channels == 8  # widths from the saved U-Net
     assert model.segment_masks(rows[0]["image"], ["heart"])["heart"].shape == rows[0]["image"].size[::-1]
+    lineage = json.loads((second / "training_config.json").read_text())["initialised_from"]
+    assert lineage["path"] == str(first) and lineage["size"] == 64 and "initialised_from" not in lineage
     config = json.loads((first / "config.json").read_text())
     (first / "config.json").write_text(json.dumps({**config, "structures": config["structures"][:-1]}))
     with pytest.raises(ValueError, match="other structures"):

@@ -13,6 +13,7 @@ from chexanatomy.vqvae import (
     MaskVQVAE,
     export_vae_oid_npz,
     load_vae_oid_npz,
+    run_inference,
 )
 
 
@@ -103,6 +104,16 @@ def test_inference_path_gives_the_training_path_codes_and_maps(codec):
     assert maps.shape == (8, 64, 64) and maps.dtype == torch.float32
     torch.testing.assert_close(maps, reference_maps, rtol=1e-4, atol=1e-5)
     assert torch.equal(maps > 0, reference_maps > 0)
+
+
+def test_inference_runs_in_chunks_without_changing_the_result(codec):
+    """run_inference splits the batch into cache-sized chunks; any chunk size gives the same maps."""
+    x = 2 * _blob_masks(10, seed=5)[:, None] - 1
+    whole = run_inference(codec.encoder, x, chunk_size=10)
+    torch.testing.assert_close(run_inference(codec.encoder, x, chunk_size=3), whole, rtol=1e-5, atol=1e-6)
+    assert run_inference(codec.decoder, whole, chunk_size=4).shape == (10, 1, 64, 64)
+    with pytest.raises(ValueError, match="chunk_size"):
+        run_inference(codec.encoder, x, chunk_size=0)
 
 
 def test_bfloat16_autocast_keeps_codes_and_masks_close():

@@ -28,6 +28,7 @@ from trl import SFTConfig, SFTTrainer, TrlParser
 from chexanatomy.codec import DEFAULT_CODEC_DIR, default_tokenizer, load_codec
 
 from .collator import AnatomyCollator, lazy_masks
+from .lineage import previous_training
 from .lm_loss import LORA_TARGETS, VISION_LORA_TARGETS, answer_only_loss
 
 
@@ -150,19 +151,6 @@ def save_outputs(trainer: SFTTrainer, processor, args: AnatomyArguments, sft: SF
         trainer.model.merge_and_unload().save_pretrained(str(out / "merged"))
         processor.save_pretrained(str(out / "merged"))
     return out
-
-
-def previous_training(model_name_or_path: str) -> dict | None:
-    """The training configuration of a local model folder this run continues from (its own lineage included).
-
-    A run started from a model this script trained records that model's ``training_config.json`` under
-    ``initialised_from``, so a model trained in stages keeps every stage's corpus, steps and learning rate.
-    ``None`` for Hub ids, ``tiny`` and folders without a training configuration.
-    """
-    path = Path(model_name_or_path) / "training_config.json"
-    if not path.is_file():
-        return None
-    return {"path": str(model_name_or_path), **json.loads(path.read_text())}
 
 
 def _jsonable(value) -> bool:

@@ -26,6 +26,8 @@ from tqdm.auto import tqdm
 from chexanatomy.anatomy import STRUCTURES
 from chexanatomy.unet import DEFAULT_DECODER_CHANNELS, AnatomyUNet
 
+from .lineage import previous_training
+
 __all__ = ["AnatomyUNet", "UNetTrainConfig", "augment", "default_structures", "loss_fn", "row_tensors", "train"]
 
 
@@ -115,7 +117,10 @@ def initial_model(config: UNetTrainConfig, structures: list[str]) -> AnatomyUNet
 
 
 def train(config: UNetTrainConfig) -> dict:
-    """Train the U-Net; saves it with its training configuration and loss history; returns the last metrics."""
+    """Train the U-Net; saves it with its training configuration and loss history; returns the last metrics.
+
+    A run with ``init_from`` records that folder's ``training_config.json`` under ``initialised_from``.
+    """
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -155,7 +160,11 @@ def train(config: UNetTrainConfig) -> dict:
     out = Path(config.output_dir)
     unwrapped = accelerator.unwrap_model(model).cpu()
     unwrapped.save_pretrained(out)
-    (out / "training_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    record = asdict(config)
+    previous = previous_training(config.init_from)
+    if previous is not None:
+        record["initialised_from"] = previous
+    (out / "training_config.json").write_text(json.dumps(record, indent=2) + "\n")
     (out / "training_metrics.json").write_text(json.dumps(history) + "\n")
     if config.push_to_hub:
         unwrapped.push_to_hub(config.push_to_hub, commit_message="CheXanatomy U-Net baseline")
