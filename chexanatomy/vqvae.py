@@ -103,7 +103,7 @@ def build_decoder(embedding_dim: int = 512) -> nn.Sequential:
     )
 
 
-INFERENCE_CHUNK = 64  # masks per pass of `run_inference`: the activations of one chunk stay in the CPU's caches
+INFERENCE_CHUNK = 64  # masks per pass of `run_inference`: bounds its memory (the decoder's 64x64 layers)
 
 
 def run_inference(layers: nn.Sequential, x: torch.Tensor, chunk_size: int = INFERENCE_CHUNK) -> torch.Tensor:
@@ -111,11 +111,12 @@ def run_inference(layers: nn.Sequential, x: torch.Tensor, chunk_size: int = INFE
 
     Activations are channels-last (NHWC: oneDNN's fast convolution path on CPU, tensor cores on GPU), ReLUs
     run in place, and a final 1x1 convolution to one channel (the decoder's output) is a matrix-vector
-    product over channels instead of a convolution. The batch runs in chunks of `chunk_size`: the decoder's
-    64x64 layers are memory-bound, and a chunk of 64 masks keeps them in cache (2 CPU cores, float32:
-    encoder + decoder about 1,500 masks/s in chunks of 64 against 950 in one batch of 512). Under
-    `torch.autocast` the convolutions run in its dtype (bfloat16: about 1.5x faster again on CPUs with
-    AVX512-BF16).
+    product over channels instead of a convolution. The batch runs in chunks of `chunk_size`, so memory does
+    not grow with it: the decoder's last layers hold 256 KB per mask in float32. Decoding 4,096 masks in one
+    pass raised a process's peak memory by 0.8 GB; in chunks of 64 it stayed at the level of loading the codec
+    (bench/bench_codec.py, docs/codec.md; on a 2-core CPU float32 ran 8 % faster in chunks of 64 than in one
+    pass of 512, bfloat16 14 % slower). Under `torch.autocast` the convolutions run in its dtype
+    (bfloat16: about 1.5-2x faster on CPUs with AVX512-BF16).
 
     Args:
         layers: `build_encoder()` or `build_decoder()` (any Sequential of convolutions, ReLUs, ResBlocks).
