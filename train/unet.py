@@ -106,14 +106,11 @@ def initial_model(config: UNetTrainConfig, structures: list[str]) -> AnatomyUNet
     """
     if config.init_from is None:
         return AnatomyUNet(structures, config.size, config.encoder, tuple(config.decoder_channels))
-    saved = json.loads((Path(config.init_from) / "config.json").read_text())
+    saved = json.loads((Path(config.init_from) / "config.json").read_text())  # checked before any weight loads
     if saved["structures"] != structures:
         raise ValueError(f"{config.init_from} was trained on other structures than this corpus's: "
                          f"{sorted(set(saved['structures']) ^ set(structures))}")  # fmt: skip
-    widths = tuple(saved.get("decoder_channels", DEFAULT_DECODER_CHANNELS))
-    model = AnatomyUNet(structures, config.size, saved.get("encoder", "resnet18"), widths)
-    model.load_state_dict(AnatomyUNet.from_pretrained(config.init_from).state_dict())
-    return model
+    return AnatomyUNet.from_pretrained(config.init_from, size=config.size)  # the rest of config.json is kept
 
 
 def train(config: UNetTrainConfig) -> dict:
