@@ -115,7 +115,7 @@ def main():
 
     ct = load_embedded()
     t0 = time.perf_counter()
-    projector, id_to_structure = make_projector(ct, args.device)
+    projector, id_to_structure, _ = make_projector(ct, args.device)
     setup_s = time.perf_counter() - t0
     geometry = view_geometry("PA", args.size, isocenter_of(ct))
     ours_s, _, masks = time_ours(projector, id_to_structure, geometry, args.device, args.repeats)

@@ -11,6 +11,11 @@ Space) imports it from here. Three layers:
   versions disagree, e.g. ``clavicula_left`` is our ``clavicle_left``); a *derived* structure is the union
   of other structures (``lung_left`` = the two left lobes). Projected masks of a derived structure are the
   union in 3D, i.e. the path length through it is the sum of its members' path lengths.
+* **Radiographic lung fields** (``lung_field_left``, ``lung_field_right``, ``lung_fields``): what a radiologist
+  outlines on a radiograph and what real-image benchmarks (JSRT/SCR, Montgomery, Shenzhen) draw. The SCR
+  definition: the pixels whose ray passes the lung but not the heart, the mediastinum, the aorta or the
+  structures below the diaphragm. A structure with ``occluders`` is its members' projected mask minus the
+  projected mask of every occluder present (a 2-D operation on projections, not a 3-D union).
 * **Exclusions** (``EXCLUDED_BY_DEFAULT``): labels TotalSegmentator writes that we never render by default
   (body outline, fat compartments, intervertebral discs - as in the paper).
 
@@ -66,6 +71,8 @@ class Structure:
         multipart: several disjoint pieces (a rib cage, the costal cartilages). Their union does not fit the
             16 mask codes of one object (``docs/codec.md``), so they get box targets but no mask tokens;
             segment their pieces (``rib_left_3``) instead.
+        occluders: structures whose *projection* is removed from the members' projected mask (radiographic lung
+            fields); empty for every other structure.
     """
 
     name: str
@@ -76,6 +83,7 @@ class Structure:
     sources: tuple[str, ...] = ()
     members: tuple[str, ...] = ()
     multipart: bool = False
+    occluders: tuple[str, ...] = ()
 
     @property
     def derived(self) -> bool:
@@ -228,7 +236,7 @@ _DERIVED: list[Structure] = [
         "left lung",
         "lungs",
         "left",
-        ("left lung field", "left hemithorax"),
+        ("left hemithorax",),
         members=("lung_upper_lobe_left", "lung_lower_lobe_left"),
     ),
     Structure(
@@ -236,7 +244,7 @@ _DERIVED: list[Structure] = [
         "right lung",
         "lungs",
         "right",
-        ("right lung field", "right hemithorax"),
+        ("right hemithorax",),
         members=("lung_upper_lobe_right", "lung_middle_lobe_right", "lung_lower_lobe_right"),
     ),
     Structure("lungs", "lungs", "lungs", None, ("both lungs",), members=("lung_left", "lung_right")),
@@ -281,6 +289,68 @@ _DERIVED: list[Structure] = [
         None,
         ("l-spine",),
         members=tuple(f"vertebra_L{i}" for i in range(1, 6)),
+    ),
+]
+
+# SCR's lung-field definition (van Ginneken et al. 2006): a lung pixel is not in the lung field when its ray also
+# passes the heart, the mediastinum, the aorta or the structures below the diaphragm. Mediastinal structures are
+# the great vessels, airway and oesophagus; "below the diaphragm" is every upper-abdominal organ TotalSegmentator
+# labels (the posterior costophrenic recesses project over liver, spleen and kidneys). The pulmonary veins are
+# not occluders: they run inside the hila, which lung fields include.
+LUNG_FIELD_OCCLUDERS: tuple[str, ...] = (
+    "heart",
+    "atrial_appendage_left",
+    "aorta",
+    "pulmonary_artery",
+    "superior_vena_cava",
+    "inferior_vena_cava",
+    "brachiocephalic_trunk",
+    "brachiocephalic_vein_left",
+    "brachiocephalic_vein_right",
+    "trachea",
+    "esophagus",
+    "liver",
+    "spleen",
+    "stomach",
+    "pancreas",
+    "gallbladder",
+    "duodenum",
+    "small_bowel",
+    "colon",
+    "kidney_left",
+    "kidney_right",
+    "adrenal_gland_left",
+    "adrenal_gland_right",
+    "portal_vein_and_splenic_vein",
+)
+
+_DERIVED += [
+    Structure(
+        "lung_field_left",
+        "left lung field",
+        "lungs",
+        "left",
+        ("left radiographic lung field", "visible left lung"),
+        members=("lung_left",),
+        occluders=LUNG_FIELD_OCCLUDERS,
+    ),
+    Structure(
+        "lung_field_right",
+        "right lung field",
+        "lungs",
+        "right",
+        ("right radiographic lung field", "visible right lung"),
+        members=("lung_right",),
+        occluders=LUNG_FIELD_OCCLUDERS,
+    ),
+    Structure(
+        "lung_fields",
+        "lung fields",
+        "lungs",
+        None,
+        ("radiographic lung fields", "visible lungs"),
+        members=("lungs",),
+        occluders=LUNG_FIELD_OCCLUDERS,
     ),
 ]
 
@@ -408,6 +478,7 @@ def leaf_members(name: str) -> tuple[str, ...]:
 __all__ = [
     "EXCLUDED_BY_DEFAULT",
     "GROUPS",
+    "LUNG_FIELD_OCCLUDERS",
     "STRUCTURES",
     "Structure",
     "TOTALSEG_CLASS_MAPS",

@@ -1,57 +1,89 @@
-"""From Hounsfield units to a radiograph-like 8-bit image, with optional seeded domain randomisation.
+"""From Hounsfield units to a radiograph-like 8-bit image: attenuation, image formation, clinical processing.
 
-Physics, simplified on purpose: linear attenuation is proportional to physical density, ``mu =
-mu_water * (1 + HU / 1000)``, and bone is boosted by ``bone_weight`` (at diagnostic energies the
-photoelectric effect makes calcium attenuate more than its density says). A detector records
-``exp(-integral mu)``; radiographs are displayed on a log scale, so brightness follows the line integral:
-bone and heart bright, aerated lung dark. The display transform normalises the line integral between two
-percentiles, applies a gamma, then optional blur and noise.
+Attenuation, simplified on purpose: linear attenuation is proportional to physical density, ``mu = mu_water * (1 +
+HU / 1000)``, and bone is boosted by ``bone_weight`` (at diagnostic energies the photoelectric effect makes calcium
+attenuate more than its density says).
+
+Image formation (:func:`display`), every parameter drawn per view and recorded (:class:`Appearance`):
+
+1. beam hardening: a polyenergetic beam hardens in thick tissue, so the effective line integral grows less than
+   linearly, ``L / (1 + beam_hardening * L)``;
+2. primary fluence ``exp(-L)`` plus scatter, ``scatter_fraction`` x the primary blurred over
+   ``scatter_sigma_mm`` (scatter is what lifts the mediastinum and softens its contrast);
+3. the detector: its MTF as a Gaussian blur (``mtf_sigma_px``) and quantum noise from ``photons`` per pixel of an
+   unattenuated beam (Poisson, as a Gaussian of variance ``I / photons``);
+4. log conversion and a percentile window, then clinical processing, collimation and a burned-in marker
+   (``chexanatomy.radiograph.apply_style``: dynamic-range compression, edge enhancement, a sigmoid look-up table).
+
+``Appearance()`` (no randomisation) is the plain percentile-windowed line integral of the first releases.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from chexanatomy.radiograph import MARKERS, RadiographStyle, apply_style, box_blur, gaussian_blur, normalise_percentiles, random_style
 
 MU_WATER_PER_MM = 0.019  # about 70 keV effective energy
 
 
 @dataclass(frozen=True)
 class Appearance:
-    """Parameters of the HU -> attenuation -> display chain, recorded with every corpus row.
+    """Parameters of the HU -> attenuation -> radiograph chain, recorded with every corpus row.
 
     Attributes:
         bone_weight: attenuation multiplier for bone (fully applied above 400 HU, ramped from 150 HU).
-        low_percentile, high_percentile: line-integral percentiles mapped to 0 and 1.
-        gamma: display gamma (< 1 brightens soft tissue).
-        blur_sigma_px: Gaussian blur of the displayed image (detector unsharpness), pixels.
-        noise_std: standard deviation of additive Gaussian noise on the [0, 1] image.
+        beam_hardening: ``b`` in ``L / (1 + b L)`` (0 = monoenergetic).
+        scatter_fraction: scatter as a fraction of the blurred primary fluence (0 = no scatter).
+        scatter_sigma_mm: width of the scatter kernel at the detector (mm).
+        mtf_sigma_px: detector unsharpness, Gaussian sigma in pixels.
+        photons: photons per pixel of the unattenuated beam (0 = no quantum noise).
+        low_percentile, high_percentile: log-signal percentiles mapped to black and white.
+        virtual_non_contrast: whether the CT's enhanced blood pool was set to unenhanced blood
+            (``dataset_builder.realism``); decided per CT from its label map.
+        style: clinical processing, collimation and marker (``chexanatomy.radiograph.RadiographStyle``).
     """
 
     bone_weight: float = 1.8
+    beam_hardening: float = 0.0
+    scatter_fraction: float = 0.0
+    scatter_sigma_mm: float = 60.0
+    mtf_sigma_px: float = 0.0
+    photons: float = 0.0
     low_percentile: float = 1.0
     high_percentile: float = 99.7
-    gamma: float = 0.9
-    blur_sigma_px: float = 0.0
-    noise_std: float = 0.0
+    virtual_non_contrast: bool = False
+    style: RadiographStyle = field(default_factory=RadiographStyle)
 
     def to_dict(self) -> dict:
-        """The parameters as a plain ``{field: value}`` dict (JSON-serialisable floats)."""
-        return asdict(self)
+        """The parameters as a plain JSON-serialisable dict (``style`` nested)."""
+        return {**asdict(self), "style": self.style.to_dict()}
 
 
-def random_appearance(rng: np.random.Generator) -> Appearance:
-    """A seeded draw of the domain randomisation ranges (bone contrast, window, gamma, blur, noise)."""
+def random_appearance(
+    rng: np.random.Generator, physics: bool = True, processing: float = 1.0, view: str = "PA"
+) -> Appearance:
+    """A seeded draw of the domain randomisation ranges.
+
+    Args:
+        rng: the view's generator.
+        physics: draw beam hardening, scatter, detector blur and quantum noise (else none of them).
+        processing: strength of the clinical processing, collimation and markers in [0, 1] (0 = none).
+        view: the view, for its marker texts (``chexanatomy.radiograph.MARKERS``).
+    """
     return Appearance(
-        bone_weight=float(rng.uniform(1.3, 2.5)),
-        low_percentile=float(rng.uniform(0.5, 3.0)),
-        high_percentile=float(rng.uniform(99.3, 99.9)),
-        gamma=float(rng.uniform(0.7, 1.2)),
-        blur_sigma_px=float(rng.uniform(0.0, 1.0)),
-        noise_std=float(rng.uniform(0.0, 0.02)),
+        bone_weight=float(rng.uniform(1.0, 1.6)),
+        beam_hardening=float(rng.uniform(0.0, 0.15)) if physics else 0.0,
+        scatter_fraction=float(rng.uniform(0.05, 0.5)) if physics else 0.0,
+        scatter_sigma_mm=float(rng.uniform(30.0, 90.0)),
+        mtf_sigma_px=float(rng.uniform(0.3, 1.0)) if physics else 0.0,
+        photons=float(np.exp(rng.uniform(np.log(3e3), np.log(1e5)))) if physics else 0.0,
+        low_percentile=float(rng.uniform(0.2, 3.0)),
+        high_percentile=float(rng.uniform(99.0, 99.9)),
+        style=random_style(rng, processing, MARKERS[view]) if processing > 0 else RadiographStyle(),
     )
 
 
@@ -72,24 +104,22 @@ def mix_line_integrals(channels: torch.Tensor, appearance: Appearance) -> torch.
     return channels[0] + (appearance.bone_weight - 1.0) * channels[1]
 
 
-def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, int(3 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=img.dtype, device=img.device)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    k = k / k.sum()
-    out = F.conv2d(F.pad(img[None, None], (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-    out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1))
-    return out[0, 0]
+def display(line_integral: torch.Tensor, appearance: Appearance, rng: np.random.Generator, pixel_mm: float) -> np.ndarray:
+    """Form a radiograph from a line-integral image [H, W] (dimensionless) -> uint8 [H, W] (0 = black = air).
 
-
-def display(line_integral: torch.Tensor, appearance: Appearance, rng: np.random.Generator) -> np.ndarray:
-    """Map a line-integral image [H, W] to a uint8 radiograph [H, W] (0 = black = no attenuation)."""
-    img = line_integral.float().cpu()
-    lo, hi = np.percentile(img.numpy(), [appearance.low_percentile, appearance.high_percentile])
-    x = ((img - lo) / max(hi - lo, 1e-6)).clamp(0, 1) ** appearance.gamma
-    if appearance.blur_sigma_px > 0.05:
-        x = _gaussian_blur(x, appearance.blur_sigma_px)
-    if appearance.noise_std > 0:
-        noise = rng.normal(0.0, appearance.noise_std, size=tuple(x.shape)).astype(np.float32)
-        x = x + torch.from_numpy(noise)
-    return (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    ``pixel_mm`` is the detector pixel size, which turns the scatter kernel's width into pixels. Noise is drawn from
+    ``rng`` (seeded per view), so the same view renders to the same bytes.
+    """
+    a = appearance
+    line = line_integral.float().cpu().clamp(min=0)
+    line = line / (1.0 + a.beam_hardening * line)
+    fluence = torch.exp(-line)
+    if a.scatter_fraction > 0:
+        fluence = fluence + a.scatter_fraction * box_blur(fluence, a.scatter_sigma_mm / pixel_mm)
+    fluence = gaussian_blur(fluence, a.mtf_sigma_px)
+    if a.photons > 0:
+        noise = torch.from_numpy(rng.standard_normal(tuple(fluence.shape)).astype(np.float32))
+        fluence = fluence + noise * torch.sqrt(fluence / a.photons)
+    signal = -torch.log(fluence.clamp(min=1e-6))
+    x = apply_style(normalise_percentiles(signal, a.low_percentile, a.high_percentile), a.style)
+    return (x * 255 + 0.5).to(torch.uint8).numpy()

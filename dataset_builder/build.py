@@ -33,7 +33,7 @@ from .card import write_card
 from .corpus import SPLITS, shard_path, split_of, to_row, write_shard
 from .ct import CTInputError
 from .geometry import VIEWS
-from .render import RenderSettings, render_subject
+from .render import FRAMINGS, RenderSettings, render_subject
 from .sources import PROVENANCE, Subject, pair_subjects, pseudo_subjects, shard_subjects, totalsegmentator_subjects
 
 SOURCES = tuple(PROVENANCE)
@@ -67,6 +67,22 @@ class BuildConfig:
     min_area_px: int = field(default=8, metadata={"help": "Omit structures smaller than this in a view."})
     randomize: bool = field(default=True, metadata={"help": "Random poses (beyond pose 0) and appearance."})
     seed: int = field(default=0, metadata={"help": "Base seed of every random draw."})
+    virtual_non_contrast: bool = field(
+        default=True, metadata={"help": "Set an enhanced CT's blood pool (judged from its labels) to unenhanced blood."}
+    )
+    extend_body: bool = field(
+        default=True, metadata={"help": "Continue the body beyond the CT (neck, abdomen, cut arms): no CT box edges."}
+    )
+    framing: str = field(
+        default="radiograph",
+        metadata={"help": f"{FRAMINGS}: fit the field to the lungs as a radiographer does, or a fixed 430 mm field."},
+    )
+    physics: bool = field(
+        default=True, metadata={"help": "Beam hardening, scatter, detector blur (MTF) and quantum noise."}
+    )
+    processing: float = field(
+        default=1.0, metadata={"help": "Strength in [0, 1] of clinical processing, collimation and markers."}
+    )
     split_fractions: list[float] = field(
         default_factory=lambda: [0.8, 0.1, 0.1], metadata={"help": "train/validation/test."}
     )
@@ -97,6 +113,7 @@ class BuildConfig:
         if self.mask_threshold_mm <= 0:
             raise ValueError(f"mask_threshold_mm must be positive, got {self.mask_threshold_mm}")
         self.shard_index()  # validates --shard
+        self.render_settings()  # validates --framing and --processing
         split_of("check", tuple(self.split_fractions))  # validates the fractions
 
     def shard_index(self) -> tuple[int, int]:
@@ -113,7 +130,8 @@ class BuildConfig:
         """The rendering part of this config (size, views, poses, mask threshold, ...) as ``RenderSettings``."""
         return RenderSettings(
             self.size_px, tuple(self.views), self.poses_per_view, self.mask_threshold_mm, self.min_area_px,
-            self.randomize, seed=self.seed,
+            self.randomize, seed=self.seed, virtual_non_contrast=self.virtual_non_contrast,
+            extend_body=self.extend_body, framing=self.framing, physics=self.physics, processing=self.processing,
         )  # fmt: skip
 
     def content_dict(self, tokenizer: MaskTokenizer | None = None) -> dict:

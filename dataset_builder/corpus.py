@@ -26,10 +26,30 @@ from PIL import Image
 from chexanatomy.anatomy import STRUCTURES
 from chexanatomy.mask_tokens import MaskTokenizer, format_detect_target
 
+from .appearance import Appearance
+from .geometry import Framing
 from .render import RenderedView
 
 SPLITS = ("train", "validation", "test")
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "2.0"  # 2.0: radiograph-like appearance (physics, processing, framing) and lung fields
+
+
+def _features_of(example: Appearance) -> dict:
+    """``datasets`` features of a recorded parameter dict: float32 numbers, bools, strings, nested dicts, lists."""
+
+    def feature(value):
+        if isinstance(value, dict):
+            return {k: feature(v) for k, v in value.items()}
+        if isinstance(value, bool):
+            return datasets.Value("bool")
+        if isinstance(value, str):
+            return datasets.Value("string")
+        if isinstance(value, list | tuple):
+            return datasets.List(datasets.Value("float32"))
+        return datasets.Value("float32")
+
+    return feature(example.to_dict())
+
 
 FEATURES = datasets.Features(
     {
@@ -50,14 +70,8 @@ FEATURES = datasets.Features(
             "rotation_deg": datasets.List(datasets.Value("float32")),
             "translation_mm": datasets.List(datasets.Value("float32")),
         },
-        "appearance": {
-            "bone_weight": datasets.Value("float32"),
-            "low_percentile": datasets.Value("float32"),
-            "high_percentile": datasets.Value("float32"),
-            "gamma": datasets.Value("float32"),
-            "blur_sigma_px": datasets.Value("float32"),
-            "noise_std": datasets.Value("float32"),
-        },
+        "appearance": _features_of(Appearance()),
+        "framing": {name: datasets.Value("float32") for name in Framing.__dataclass_fields__},
         "mask_threshold_mm": datasets.Value("float32"),
         "structures": datasets.List(
             {
@@ -141,6 +155,7 @@ def to_row(
         },
         "pose": {"rotation_deg": list(view.pose.rotation_deg), "translation_mm": list(view.pose.translation_mm)},
         "appearance": view.appearance.to_dict(),
+        "framing": (view.framing or Framing(0.0, 0.0, 0.0)).to_dict(),
         "mask_threshold_mm": threshold_mm,
         "structures": [
             {

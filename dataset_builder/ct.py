@@ -65,16 +65,27 @@ class CTVolume:
         """Label id -> our structure name, for the labels of this volume that are in the vocabulary."""
         return map_label_names(self.label_names)
 
-    def world_center_of(self, names: set[str]) -> np.ndarray | None:
-        """Centre (RAS mm) of the bounding box of the structures ``names``, or None if none is present."""
+    def world_box_of(self, names: set[str]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Axis-aligned world box (RAS mm, ``(min, max)`` corners) of the structures ``names``, or None if absent.
+
+        The voxel bounding box's eight corner voxel centres are mapped through the affine, so the box holds the
+        structures however the volume is oriented.
+        """
         ids = [i for i, n in self.structure_labels.items() if n in names]
         if not ids:
             return None
         idx = np.argwhere(np.isin(self.labels, ids))
         if len(idx) == 0:
             return None
-        centre = (idx.min(0) + idx.max(0)) / 2.0
-        return self.affine[:3, :3] @ centre + self.affine[:3, 3]
+        lo, hi = idx.min(0), idx.max(0)
+        corners = np.array([[(lo, hi)[b][a] for a, b in enumerate(bits)] for bits in np.ndindex(2, 2, 2)], float)
+        world = corners @ self.affine[:3, :3].T + self.affine[:3, 3]
+        return world.min(0), world.max(0)
+
+    def world_center_of(self, names: set[str]) -> np.ndarray | None:
+        """Centre (RAS mm) of the bounding box of the structures ``names``, or None if none is present."""
+        box = self.world_box_of(names)
+        return None if box is None else (box[0] + box[1]) / 2.0
 
 
 def _load_nifti(path: Path, what: str) -> nib.Nifti1Image:

@@ -76,15 +76,65 @@ class ViewGeometry:
         return asdict(self)
 
 
-def view_geometry(view: str, size_px: int, isocenter_mm=(0.0, 0.0, 0.0)) -> ViewGeometry:
-    """The standard geometry of ``view`` at ``size_px`` pixels, centred on ``isocenter_mm`` (RAS mm)."""
+def view_geometry(
+    view: str, size_px: int, isocenter_mm=(0.0, 0.0, 0.0), detector_mm: float = DETECTOR_MM
+) -> ViewGeometry:
+    """The standard geometry of ``view`` at ``size_px`` pixels, centred on ``isocenter_mm`` (RAS mm).
+
+    ``detector_mm`` is the side of the (square) imaged field at the detector; 430 mm is a 17-inch cassette.
+    """
     if view not in _VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
     if not 32 <= size_px <= 2048:
         raise ValueError(f"size_px must be in 32..2048, got {size_px}")
     sid, mag, *_ = _VIEWS[view]
     iso = tuple(float(v) for v in isocenter_mm)
-    return ViewGeometry(view, size_px, sid, sid / mag, DETECTOR_MM, DETECTOR_MM / size_px, iso)
+    return ViewGeometry(view, size_px, sid, sid / mag, float(detector_mm), float(detector_mm) / size_px, iso)
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How a radiographer frames the chest: the lungs fill most of the image width, the apices just below the top.
+
+    Attributes:
+        fill: the lungs' width across the image (at the isocentre) as a fraction of the field; the field grows when
+            the lungs' height would not fit between ``top`` and a 10 % margin at the bottom.
+        top: the lung apices lie this fraction of the field below the image's top edge.
+        across: shift of the image centre towards the image right, fraction of the field.
+    """
+
+    fill: float = 0.8
+    top: float = 0.08
+    across: float = 0.0
+
+    def to_dict(self) -> dict:
+        """The fields as a plain dict."""
+        return asdict(self)
+
+
+def random_framing(rng: np.random.Generator) -> Framing:
+    """A seeded framing draw: fill 0.70-0.90, apices 0.03-0.14 of the field below the top, +-0.04 across."""
+    return Framing(float(rng.uniform(0.70, 0.90)), float(rng.uniform(0.03, 0.14)), float(rng.uniform(-0.04, 0.04)))
+
+
+def framed_geometry(view: str, size_px: int, lung_box_mm: tuple[np.ndarray, np.ndarray], framing: Framing) -> ViewGeometry:
+    """The geometry of ``view`` whose field is fitted to the lungs' world box (RAS mm ``(min, max)``) by ``framing``.
+
+    The field side at the isocentre is the lungs' width across the image (frontal: both lungs side to side;
+    lateral: front to back) divided by ``framing.fill``, or larger when their height needs it; the detector side is
+    that times the view's magnification. Placement ignores the pose, which then moves the patient in the field.
+    """
+    sid, mag, _, right, down = _VIEWS[view]
+    lo, hi = (np.asarray(v, dtype=np.float64) for v in lung_box_mm)
+    right, down = np.asarray(right, float), np.asarray(down, float)
+    extent = hi - lo
+    width, height = abs(float(np.dot(extent, np.abs(right)))), abs(float(np.dot(extent, np.abs(down))))
+    field = max(width / framing.fill, height / (0.9 - framing.top))
+    centre = (lo + hi) / 2
+    apex = centre - down * height / 2  # the lungs' top, on the image's vertical axis
+    iso = apex + down * (field / 2 - framing.top * field) + right * framing.across * field
+    # keep the isocentre's depth along the beam at the lungs' centre (magnification as in view_geometry)
+    return view_geometry(view, size_px, iso, field * mag)
 
 
 def rotation_matrix_xyz(deg) -> np.ndarray:

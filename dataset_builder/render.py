@@ -12,17 +12,20 @@ projection pass.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from chexanatomy.anatomy import expand_derived, leaf_members
+from chexanatomy.anatomy import STRUCTURES, expand_derived, leaf_members
 
 from .appearance import Appearance, attenuation_channels, display, mix_line_integrals, random_appearance
 from .ct import CTVolume, remove_outside_body
-from .geometry import Pose, ViewGeometry, rays, view_geometry
+from .geometry import Framing, Pose, ViewGeometry, framed_geometry, random_framing, rays, view_geometry
 from .projector import SlabProjector
+from .realism import extend_body, virtual_non_contrast
+
+FRAMINGS = ("radiograph", "fixed")
 
 LUNG_LOBES = {
     "lung_upper_lobe_left",
@@ -43,9 +46,15 @@ class RenderSettings:
         poses_per_view: pose 0 is the standard position; the others are random perturbations.
         mask_threshold_mm: geometric path length (mm) above which a pixel belongs to a structure.
         min_area_px: structures with fewer pixels in a view are omitted from that view.
-        randomize: draw poses beyond pose 0 and every view's appearance at random (seeded).
+        randomize: draw poses beyond pose 0, every view's framing and appearance at random (seeded).
         max_rotation_deg, max_translation_mm: ranges of the random pose (uniform, per axis).
         seed: base seed; every (subject, view, pose) derives its own from it.
+        virtual_non_contrast: set an enhanced CT's blood pool to unenhanced blood (``realism.virtual_non_contrast``).
+        extend_body: continue the body beyond the CT's coverage: neck, abdomen, cut arms (``realism.extend_body``).
+        framing: ``radiograph`` fits the field to the lungs as a radiographer does (``geometry.Framing``);
+            ``fixed`` is a 430 mm field centred on the lungs.
+        physics: beam hardening, scatter, detector blur and quantum noise (``appearance.display``).
+        processing: strength of clinical processing, collimation and markers in [0, 1] (0 = none).
     """
 
     size_px: int = 512
@@ -57,6 +66,17 @@ class RenderSettings:
     max_rotation_deg: float = 5.0
     max_translation_mm: float = 20.0
     seed: int = 0
+    virtual_non_contrast: bool = True
+    extend_body: bool = True
+    framing: str = "radiograph"
+    physics: bool = True
+    processing: float = 1.0
+
+    def __post_init__(self):
+        if self.framing not in FRAMINGS:
+            raise ValueError(f"framing must be one of {FRAMINGS}, got {self.framing!r}")
+        if not 0.0 <= self.processing <= 1.0:
+            raise ValueError(f"processing must be in [0, 1], got {self.processing}")
 
 
 @dataclass
@@ -67,6 +87,7 @@ class RenderedView:
         image: uint8 [H, W], display convention of ``geometry.py`` (patient's right on the image left).
         masks: structure name -> bool [H, W]; only structures with at least ``min_area_px`` pixels.
         geometry, pose, appearance: everything needed to reproduce the view.
+        framing: how the field was fitted to the lungs (``None`` for the fixed field).
         pose_index: index of the pose within its view (0 = standard position).
     """
 
@@ -76,6 +97,7 @@ class RenderedView:
     pose: Pose
     appearance: Appearance
     pose_index: int
+    framing: Framing | None = None
 
 
 def stable_seed(*parts) -> int:
@@ -124,18 +146,52 @@ def isocenter_of(ct: CTVolume) -> tuple[float, float, float]:
     return tuple(float(v) for v in centre)
 
 
-def make_projector(ct: CTVolume, device: str = "cpu") -> tuple[SlabProjector, dict[int, str]]:
-    """The projector of ``ct`` (outside-body objects removed) and its label id -> structure map."""
+def make_projector(
+    ct: CTVolume, device: str = "cpu", settings: RenderSettings | None = None
+) -> tuple[SlabProjector, dict[int, str], bool]:
+    """The projector of ``ct``, its label id -> structure map, and whether contrast was removed.
+
+    Outside-body objects are always removed. ``settings`` (default: plain rendering, as ``bench_render`` checks it
+    against Siddon) switch on virtual non-contrast and the body beyond the CT's coverage.
+    """
     id_to_structure = ct.structure_labels
-    hu = remove_outside_body(ct.hu)
-    projector = SlabProjector(attenuation_channels(hu), ct.labels, ct.affine, sorted(id_to_structure), device)
-    return projector, id_to_structure
+    hu, labels, affine = remove_outside_body(ct.hu), ct.labels, ct.affine
+    enhanced = False
+    if settings is not None and settings.virtual_non_contrast:
+        hu, enhanced = virtual_non_contrast(hu, labels, id_to_structure)
+    if settings is not None and settings.extend_body:
+        hu, labels, affine = extend_body(hu, labels, affine, id_to_structure)
+    projector = SlabProjector(attenuation_channels(hu), labels, affine, sorted(id_to_structure), device)
+    return projector, id_to_structure, enhanced
+
+
+def _geometry(ct: CTVolume, view: str, settings: RenderSettings, rng: np.random.Generator):
+    """The view's geometry and framing: fitted to the lungs (``radiograph``) or the fixed 430 mm field."""
+    box = ct.world_box_of(LUNG_LOBES) if settings.framing == "radiograph" else None
+    if box is None:
+        return view_geometry(view, settings.size_px, isocenter_of(ct)), None
+    framing = random_framing(rng) if settings.randomize else Framing()
+    return framed_geometry(view, settings.size_px, box, framing), framing
+
+
+def projected_masks(paths: dict[str, torch.Tensor], threshold_mm: float) -> dict[str, torch.Tensor]:
+    """bool masks [...] per structure: path length above ``threshold_mm``, minus occluders where a structure has them.
+
+    A structure with ``occluders`` (the radiographic lung fields, ``chexanatomy.anatomy.LUNG_FIELD_OCCLUDERS``) keeps
+    only the pixels whose ray passes none of the occluders present in ``paths``.
+    """
+    masks = {name: path > threshold_mm for name, path in paths.items()}
+    for name in masks:
+        occluders = [masks[o] for o in STRUCTURES[name].occluders if o in masks]
+        if occluders:
+            masks[name] = masks[name] & ~torch.stack(occluders).any(0)
+    return masks
 
 
 def _masks(paths: dict[str, torch.Tensor], settings: RenderSettings) -> dict[str, np.ndarray]:
     out = {}
-    for name, path in paths.items():
-        mask = (path > settings.mask_threshold_mm).cpu().numpy()
+    for name, mask in projected_masks(paths, settings.mask_threshold_mm).items():
+        mask = mask.cpu().numpy()
         if int(mask.sum()) >= settings.min_area_px:
             out[name] = mask
     return out
@@ -143,22 +199,22 @@ def _masks(paths: dict[str, torch.Tensor], settings: RenderSettings) -> dict[str
 
 def render_subject(ct: CTVolume, settings: RenderSettings, device: str = "cpu") -> list[RenderedView]:
     """All views x poses of one CT, in order (view, pose index)."""
-    projector, id_to_structure = make_projector(ct, device)
-    iso = isocenter_of(ct)
+    projector, id_to_structure, enhanced = make_projector(ct, device, settings)
     out = []
     for view in settings.views:
-        geometry = view_geometry(view, settings.size_px, iso)
         rngs = [
             np.random.default_rng(stable_seed(settings.seed, ct.subject_id, view, i))
             for i in range(settings.poses_per_view)
         ]
         poses = [_pose(settings, rng, i) for i, rng in enumerate(rngs)]
         for i, (pose, rng) in enumerate(zip(poses, rngs, strict=True)):  # one pose per rng
+            geometry, framing = _geometry(ct, view, settings, rng)
             # One projection per pose: its slab thickness then depends on this pose alone, so a view
             # renders identically however the poses are grouped.
             proj = projector.project(*rays(geometry, pose))
             paths = structure_paths(proj.path_mm[0], proj.label_ids, id_to_structure)
-            look = random_appearance(rng) if settings.randomize else Appearance()
-            image = display(mix_line_integrals(proj.line_integral[0], look), look, rng)
-            out.append(RenderedView(image, _masks(paths, settings), geometry, pose, look, i))
+            look = random_appearance(rng, settings.physics, settings.processing, view) if settings.randomize else Appearance()
+            look = replace(look, virtual_non_contrast=enhanced)
+            image = display(mix_line_integrals(proj.line_integral[0], look), look, rng, geometry.pixel_mm)
+            out.append(RenderedView(image, _masks(paths, settings), geometry, pose, look, i, framing))
     return out

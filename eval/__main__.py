@@ -75,6 +75,13 @@ class EvalConfig:
     chexmask: str | None = field(default=None, metadata={"help": "CheXmask CSV; needs --chexmask_images."})
     chexmask_images: str | None = field(default=None, metadata={"help": "Images root for the CheXmask CSV."})
     real_max_images: int | None = field(default=None, metadata={"help": "Images per real dataset."})
+    lung_definitions: list[str] = field(
+        default_factory=lambda: ["scr", "heart"],
+        metadata={"help": "How predicted lungs meet real references, one entry each: scr (lung fields), heart, full."},
+    )
+    keep_largest: bool = field(
+        default=True, metadata={"help": "Real benchmarks: keep each predicted lung's largest connected component."}
+    )
     device: str | None = field(default=None, metadata={"help": "cpu / cuda (default: cuda when available)."})
     max_new_tokens: int = field(default=32, metadata={"help": "VLM answer length cap (one object: 4 + 16 + name)."})
 
@@ -88,6 +95,10 @@ class EvalConfig:
             raise ValueError("--jsrt and --scr go together (images and their masks)")
         if bool(self.chexmask) != bool(self.chexmask_images):
             raise ValueError("--chexmask and --chexmask_images go together")
+        from .real_cxr import LUNG_DEFINITIONS
+
+        if bad := [d for d in self.lung_definitions if d not in LUNG_DEFINITIONS]:
+            raise ValueError(f"--lung_definitions: unknown {bad}; choose from {tuple(LUNG_DEFINITIONS)}")
 
 
 def load_models(config: EvalConfig) -> dict:
@@ -195,8 +206,9 @@ def score_real(models: dict, config: EvalConfig) -> list[dict]:
     entries = []
     for _, (description, records) in real_benchmarks(config).items():
         for key, segmenter in models.items():
-            entries.append(evaluate_on_real(segmenter, records(), key, description))
-            print(report.summary_line(entries[-1]))
+            for definition in config.lung_definitions:
+                entries.append(evaluate_on_real(segmenter, records(), key, description, definition, config.keep_largest))
+                print(report.summary_line(entries[-1]))
     return entries
 
 

@@ -16,9 +16,11 @@ Laterality: our names are the patient's sides (``lung_left`` is the patient's le
 are frontal PA radiographs displayed in radiological convention, so the patient's right is on the image's
 *left*. Each loader's docstring says which file or column means which side.
 
-Lung definition: these datasets draw the *visible* lung field, which stops at the heart border (the lung behind
-the heart is excluded); masks projected from CT contain the whole lung. :data:`LUNG_DEFINITION` records the
-definition per source; compare a CT-projected lung with :func:`visible_lung_field` (lung minus heart).
+Lung definition: these datasets draw the radiographic lung field (SCR: the pixels whose ray passes the lung but not
+the heart, the mediastinum, the aorta or the structures below the diaphragm); masks projected from CT contain the
+whole lung. :data:`LUNG_DEFINITION` records the definition per source; compare a CT-projected lung with
+:func:`radiographic_lung_field` (lung minus every occluder, ``chexanatomy.anatomy.LUNG_FIELD_OCCLUDERS``), or ask a
+model trained on a 2.0 corpus for ``lung_field_left``/``lung_field_right`` directly.
 
 Written by hand: none of these datasets ships a reader (JSRT is headerless raw data, CheXmask is run-length
 encoded CSV), and they are research-licensed downloads, so nothing here fetches them.
@@ -48,13 +50,19 @@ Record = dict[str, Any]
 LUNG_DEFINITION = {
     # SCR data description: lung field = pixels whose ray passes the lung but not the heart, mediastinum, aorta
     # or structures below the diaphragm.
-    "jsrt": "visible",
-    # Hand-drawn lung fields following the cardiac border, SCR style (no written definition was available to
-    # us; visual convention of the published masks).
-    "montgomery": "visible",
-    "shenzhen": "visible",
+    "jsrt": "scr",
+    # Hand-drawn lung fields following the cardiac and mediastinal borders and the domes, SCR style (no written
+    # definition was available to us; visual convention of the published masks).
+    "montgomery": "scr",
+    "shenzhen": "scr",
     # HybridGNet contours, trained on SCR-style landmarks.
-    "chexmask": "visible",
+    "chexmask": "scr",
+}
+# How a model's lungs are turned into what a reference draws (python -m eval --lung_definitions):
+LUNG_DEFINITIONS = {
+    "scr": "radiographic lung field: the model's lung_field_* when it has them, else lung minus every occluder",
+    "heart": "lung minus the heart only (the definition of releases before the 2.0 corpus)",
+    "full": "the whole projected lung, nothing removed",
 }
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -97,23 +105,31 @@ _check_vocabulary()
 # shared helpers
 
 
-def visible_lung_field(lung_mask: np.ndarray, heart_mask: np.ndarray) -> np.ndarray:
-    """The visible lung field of a full-lung mask: the lung minus the part the heart overlaps.
+def radiographic_lung_field(lung_mask: np.ndarray, occluder_masks) -> np.ndarray:
+    """The radiographic lung field of a full-lung mask: the lung minus every pixel an occluder covers.
 
-    Real-radiograph lung masks (JSRT/SCR, Montgomery, Shenzhen, CheXmask) exclude the lung behind the heart;
-    masks projected from CT include it. Apply this to projected masks before comparing them with those.
+    Real-radiograph lung masks (JSRT/SCR, Montgomery, Shenzhen, CheXmask) exclude the lung behind the heart, the
+    mediastinum, the aorta and the abdomen below the domes; masks projected from CT include it. Pass the projected
+    (or predicted) masks of ``chexanatomy.anatomy.LUNG_FIELD_OCCLUDERS`` for the SCR definition, or the heart alone
+    for the older heart-only one.
 
     Args:
         lung_mask: bool [H, W], the projected lung (one side or both).
-        heart_mask: bool [H, W], the projected heart, same grid.
+        occluder_masks: bool [H, W] masks on the same grid (any number, also none).
 
     Returns:
-        bool [H, W]: ``lung_mask & ~heart_mask``.
+        bool [H, W]: ``lung_mask`` and none of the occluders.
     """
-    lung, heart = np.asarray(lung_mask, dtype=bool), np.asarray(heart_mask, dtype=bool)
-    if lung.shape != heart.shape or lung.ndim != 2:
-        raise ValueError(f"lung mask {lung.shape} and heart mask {heart.shape} must be 2-D masks of one shape")
-    return lung & ~heart
+    lung = np.asarray(lung_mask, dtype=bool)
+    if lung.ndim != 2:
+        raise ValueError(f"lung mask {lung.shape} must be a 2-D mask")
+    out = lung.copy()
+    for occluder in occluder_masks:
+        occluder = np.asarray(occluder, dtype=bool)
+        if occluder.shape != lung.shape:
+            raise ValueError(f"lung mask {lung.shape} and occluder mask {occluder.shape} must have one shape")
+        out &= ~occluder
+    return out
 
 
 def _open_image(path: Path) -> Image.Image:
@@ -318,7 +334,7 @@ def load_jsrt_scr(
     ``clavicle_right``, on the image's left. ``heart`` -> ``heart``.
 
     Grid: the 2048 x 2048 image is area-downsampled to the mask grid (1024 x 1024 -> 0.35 mm pixels); masks
-    are never upsampled. Lung fields are the visible lung (heart excluded, ``LUNG_DEFINITION["jsrt"]``); the
+    are never upsampled. Lung fields are radiographic lung fields (``LUNG_DEFINITION["jsrt"]``); the
     heart is the whole cardiac projection. SCR outlines only part of each clavicle (see the SCR data
     description), so expect a projected whole-bone clavicle to score lower.
 
@@ -398,7 +414,7 @@ def load_montgomery(
     ``leftMask``/``rightMask`` mean the patient's or the image's left, so the folder names are *not* used for
     the side. Instead, every image being PA, the mask whose column centroid is on the image's left becomes
     ``lung_right`` (patient's right) and the other ``lung_left``; a pair on the same half of the image is an
-    error. Lung masks are visible lung fields (``LUNG_DEFINITION["montgomery"]``).
+    error. Lung masks are radiographic lung fields (``LUNG_DEFINITION["montgomery"]``).
 
     Args:
         root: the ``MontgomerySet`` folder.
@@ -440,7 +456,7 @@ def load_shenzhen(
     images that have a mask are yielded (not every Shenzhen image was segmented).
 
     Laterality: not applicable - the mask holds both lungs and maps to our derived structure ``lungs``.
-    Lung masks are visible lung fields (``LUNG_DEFINITION["shenzhen"]``). No pixel size is published:
+    Lung masks are radiographic lung fields (``LUNG_DEFINITION["shenzhen"]``). No pixel size is published:
     ``spacing_mm`` is ``None``.
 
     Args:
@@ -592,7 +608,7 @@ def load_chexmask(
     Laterality: ``Left Lung`` is the patient's left lung, on the image's right (in the CheXmask example
     ``Example/LL_landmarks.txt`` the left-lung contour lies on the image's right half and has the cardiac
     notch). ``Left Lung`` -> ``lung_left``, ``Right Lung`` -> ``lung_right``, ``Heart`` -> ``heart``. Lungs
-    are visible lung fields (``LUNG_DEFINITION["chexmask"]``). Pixel size varies by source: ``spacing_mm`` is
+    are radiographic lung fields (``LUNG_DEFINITION["chexmask"]``). Pixel size varies by source: ``spacing_mm`` is
     ``None``.
 
     Args:
@@ -640,6 +656,7 @@ LOADERS = {
 __all__ = [
     "LOADERS",
     "LUNG_DEFINITION",
+    "LUNG_DEFINITIONS",
     "decode_chexmask_rle",
     "jsrt_to_display",
     "load_chexmask",
@@ -647,5 +664,5 @@ __all__ = [
     "load_montgomery",
     "load_shenzhen",
     "read_jsrt_image",
-    "visible_lung_field",
+    "radiographic_lung_field",
 ]

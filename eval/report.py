@@ -48,8 +48,9 @@ def summary_line(evaluation: dict) -> str:
     """One line: model, dataset/split, macro and micro Dice, macro HD95, invalid rate, time per image."""
     s, d = evaluation["summary"], evaluation["dataset"]
     large = s.get("macro_dice_ge_1pct")
+    lungs = f", lungs: {d['lung_definition']}" if d.get("lung_definition") and not d.get("synthetic") else ""
     return (
-        f"{evaluation['model']} on {d.get('name', '?')} [{d.get('split', '?')}], {d.get('images', '?')} images, "
+        f"{evaluation['model']} on {d.get('name', '?')} [{d.get('split', '?')}{lungs}], {d.get('images', '?')} images, "
         f"{s['structures']} structures: macro Dice {_fmt(s['macro']['dice'])}"
         f"{f' (>= 1 % area: {large:.3f})' if large is not None else ''}, micro Dice {_fmt(s['micro']['dice'])}, "
         f"macro HD95 {_fmt(s['macro']['hd95_px'], 1)} px, invalid {_fmt(s['invalid_rate'], 3)}, "
@@ -126,7 +127,8 @@ def write_markdown(results: dict, tables: dict[str, str], output_dir: Path) -> P
     parts = ["# CheXanatomy evaluation", "", f"Command: `{results.get('command', '')}`", ""]
     for e in results["evaluations"]:
         parts += [
-            f"## {e['model']} on {e['dataset'].get('name', '')} ({e['dataset'].get('split', '')})",
+            f"## {e['model']} on {e['dataset'].get('name', '')} ({e['dataset'].get('split', '')}"
+            + (f", lungs: {e['dataset'].get('lung_definition')})" if not e["dataset"].get("synthetic", True) else ")"),
             "",
             summary_line(e),
             "",

@@ -15,7 +15,7 @@ BASE = "google/paligemma2-3b-pt-448"
 DRR = {"id": "chexanatomy/drr", "name": "CheXanatomy DRR (embedded CT)", "config": "default", "split": "test",
        "source": "outputs/drr", "images": 6, "synthetic": True, "lung_definition": "full"}  # fmt: skip
 JSRT = {"id": "chexanatomy/jsrt-scr", "name": "JSRT / SCR lung fields", "config": "default", "split": "validation",
-        "images": 12, "synthetic": False, "lung_definition": "visible"}  # fmt: skip
+        "images": 12, "synthetic": False, "lung_definition": "scr"}  # fmt: skip
 DICE = {  # per structure Dice of the VLM on the DRR test split; the 5 lowest are the ribs and the stomach
     "heart": 0.91, "lung_left": 0.95, "lung_right": 0.94, "trachea": 0.81, "aorta": 0.77, "clavicle_left": 0.66,
     "rib_left_12": 0.21, "rib_right_12": 0.24, "rib_left_11": 0.33, "stomach": 0.41, "rib_right_1": 0.52,

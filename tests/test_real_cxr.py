@@ -14,7 +14,7 @@ from eval.real_cxr import (
     load_jsrt_scr,
     load_montgomery,
     load_shenzhen,
-    visible_lung_field,
+    radiographic_lung_field,
 )
 from tests.conftest import centroid_yx
 
@@ -314,15 +314,17 @@ def test_chexmask_malformed_rle_names_row_and_column(tmp_path):
 # ---------------------------------------------------------------------------------------------------- definitions
 
 
-def test_visible_lung_field_removes_the_heart_overlap():
+def test_radiographic_lung_field_removes_every_occluder():
     lung = box_mask((20, 20), 2, 2, 18, 10)
     heart = box_mask((20, 20), 10, 6, 16, 14)
-    visible = visible_lung_field(lung, heart)
-    assert visible.sum() == lung.sum() - (lung & heart).sum()
-    assert not (visible & heart).any() and not (visible & ~lung).any()
+    liver = box_mask((20, 20), 16, 0, 20, 10)
+    field = radiographic_lung_field(lung, [heart, liver])
+    assert field.sum() == (lung & ~heart & ~liver).sum()
+    assert not (field & heart).any() and not (field & liver).any() and not (field & ~lung).any()
+    assert np.array_equal(radiographic_lung_field(lung, []), lung)
     with pytest.raises(ValueError):
-        visible_lung_field(lung, heart[:10])
+        radiographic_lung_field(lung, [heart[:10]])
 
 
 def test_every_source_documents_its_lung_definition():
-    assert LUNG_DEFINITION == {"jsrt": "visible", "montgomery": "visible", "shenzhen": "visible", "chexmask": "visible"}
+    assert LUNG_DEFINITION == {"jsrt": "scr", "montgomery": "scr", "shenzhen": "scr", "chexmask": "scr"}

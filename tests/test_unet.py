@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dataset_builder.build import BuildConfig, build
-from train.unet import AnatomyUNet, UNetTrainConfig, default_structures, loss_fn, row_tensors, train
+from train.unet import AnatomyUNet, UNetTrainConfig, default_structures, initial_model, loss_fn, row_tensors, train
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +88,32 @@ def test_training_continues_from_a_saved_unet_at_another_size(corpus, rows, tmp_
     assert model.segment_masks(rows[0]["image"], ["heart"])["heart"].shape == rows[0]["image"].size[::-1]
     lineage = json.loads((second / "training_config.json").read_text())["initialised_from"]
     assert lineage["path"] == str(first) and lineage["size"] == 64 and "initialised_from" not in lineage
+
     config = json.loads((first / "config.json").read_text())
-    (first / "config.json").write_text(json.dumps({**config, "structures": config["structures"][:-1]}))
+    (first / "config.json").write_text(json.dumps({**config, "structures": ["brain"]}))
     with pytest.raises(ValueError, match="other structures"):
         train(UNetTrainConfig(corpus_dir=str(corpus), output_dir=str(tmp_path / "x"), size=64, max_steps=1,
                               init_from=str(first)))  # fmt: skip
+
+
+def test_a_unet_continues_on_a_corpus_with_new_structures(corpus, rows, tmp_path):
+    """A U-Net saved without the lung fields continues on a corpus that has them: kept channels keep their weights,
+    a new lung field starts from its lung's channel, and the record lists the change."""
+    first, second = tmp_path / "old", tmp_path / "new"
+    train(UNetTrainConfig(corpus_dir=str(corpus), output_dir=str(first), size=64, max_steps=1, batch_size=2,
+                          decoder_channels=[32, 16, 16, 8, 8]))  # fmt: skip
+    old = AnatomyUNet.from_pretrained(str(first))
+    kept = [n for n in old.structures if not n.startswith("lung_field")]
+    reduced = AnatomyUNet(kept, 64, "resnet18", (32, 16, 16, 8, 8))
+    state = old.state_dict()
+    head = [old.structures.index(n) for n in kept]
+    for key in ("net.segmentation_head.0.weight", "net.segmentation_head.0.bias"):
+        state[key] = state[key][head]
+    reduced.load_state_dict(state)
+    reduced.save_pretrained(first)
+    config = UNetTrainConfig(corpus_dir=str(corpus), output_dir=str(second), size=64, max_steps=1, init_from=str(first))
+    model, change = initial_model(config, old.structures)
+    assert change == {"added": ["lung_field_left", "lung_field_right", "lung_fields"], "dropped": []}
+    new_head, old_head = model.net.segmentation_head[0].weight, reduced.net.segmentation_head[0].weight
+    assert torch.equal(new_head[model.structures.index("heart")], old_head[kept.index("heart")])
+    assert torch.equal(new_head[model.structures.index("lung_field_left")], old_head[kept.index("lung_left")])

@@ -8,8 +8,8 @@ answer (and its ``<eos>``) with ``token_type_ids = 1`` and puts only those posit
 Each sample is one image with several structures *packed* into one answer (``segment a ; b ; c`` ->
 ``<loc>..<seg>.. a ; <loc>..<seg>.. b ; ...``): 20 structures per sequence trained 15x more structures per second
 than one (ANCHORS.md). Prompts use the display name or a synonym at random; the answer repeats the prompt's name.
-The paper's scale/offset augmentation shrinks the radiograph onto a canvas at a random offset; the boxes change,
-so the masks are re-tokenised with the codec.
+The radiograph augmentation (``train.augment``: zoom, rotation, shift, clinical processing, collimation, markers,
+blur, noise) moves the masks with the image; the boxes change, so the masks are re-tokenised with the codec.
 """
 
 from __future__ import annotations
@@ -18,10 +18,13 @@ import random
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from PIL import Image
 
 from chexanatomy.anatomy import STRUCTURES
 from chexanatomy.mask_tokens import MaskTokenizer, format_detect_target, tight_boxes
+
+from .augment import augment_radiograph
 
 
 def _as_pil(mask) -> Image.Image:
@@ -69,7 +72,7 @@ class AnatomyCollator:
         structures_per_sample: maximum structures packed into one answer (each sample draws 1..maximum).
         detect_fraction: probability that a sample is a ``detect`` task (boxes only) instead of ``segment``.
         synonym_fraction: probability of prompting a structure by a synonym instead of its display name.
-        augment_fraction: probability of the scale/offset augmentation (scale 0.7-1.0, random offset).
+        augment_fraction: probability of the radiograph augmentation (``train.augment.augment_radiograph``).
         seed: seed of the collator's own random draws.
     """
 
@@ -97,20 +100,19 @@ class AnatomyCollator:
         return s.display
 
     def _augment(self, image: Image.Image, structures: list[dict]) -> tuple[Image.Image, list[dict]]:
-        """Shrink the image by 0.7-1.0 onto a black canvas at a random offset; masks move with it."""
-        w, h = image.size
-        scale = self.rng.uniform(0.7, 1.0)
-        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        ox, oy = self.rng.randint(0, w - nw), self.rng.randint(0, h - nh)
-        canvas = Image.new(image.mode, (w, h))
-        canvas.paste(image.resize((nw, nh), Image.BILINEAR), (ox, oy))
-        moved = []
-        for s in structures:
-            mask = Image.new("1", (w, h))
-            small = s["mask"].convert("L").resize((nw, nh), Image.BILINEAR)
-            mask.paste(small.point(lambda v: 255 if v >= 128 else 0).convert("1"), (ox, oy))
-            if np.asarray(mask).any():
-                moved.append({**s, "mask": mask, "segment_target": None, "detect_target": None})
+        """Radiograph augmentation (``train.augment``) of the image and the chosen masks; masks move with it.
+
+        Masks that leave the image are dropped; the kept ones lose their stored targets (re-tokenised by the caller).
+        """
+        x = torch.from_numpy(np.asarray(image.convert("L"), dtype=np.float32) / 255.0)[None]
+        masks = torch.from_numpy(np.stack([np.asarray(s["mask"], dtype=np.float32) for s in structures]))
+        x, masks = augment_radiograph(x, masks, self.rng)
+        canvas = Image.fromarray((x[0] * 255 + 0.5).to(torch.uint8).numpy(), mode="L").convert(image.mode)
+        moved = [
+            {**s, "mask": Image.fromarray(m.numpy() > 0.5), "segment_target": None, "detect_target": None}
+            for s, m in zip(structures, masks, strict=True)  # one mask per structure
+            if bool(m.any())
+        ]
         return canvas, moved
 
     def _retokenise(self, structures: list[dict], hw: tuple[int, int]) -> list[dict]:
@@ -141,7 +143,7 @@ class AnatomyCollator:
             shrunk, moved = self._augment(image, [{**s, "mask": _as_pil(s["mask"])} for s in chosen])
             if moved:
                 moved = [s for s in self._retokenise(moved, (shrunk.size[1], shrunk.size[0])) if s.get(key)]
-            if moved:  # (if every chosen mask left the canvas, the sample stays unaugmented)
+            if moved:  # (if every chosen mask left the image, the sample stays unaugmented)
                 image, chosen = shrunk, moved
         names = [self.prompt_name(s["name"]) for s in chosen]
         answer = " ; ".join(_answer_with_name(s[key], n) for s, n in zip(chosen, names, strict=True))

@@ -4,9 +4,9 @@
     python -m train.unet --corpus_dir outputs/drr --output_dir outputs/unet --push_to_hub chexanatomy/unet-anatomy
 
 The network (``chexanatomy.unet.AnatomyUNet``, smp + ``PyTorchModelHubMixin``) lives in the core so that evaluation
-and the Space load it without training code; ``accelerate`` places it on the GPU when there is one. Same splits,
-resolution and scale/offset augmentation as the VLM; ``chexanatomy.inference.UNetSegmenter`` gives it the VLM's
-inference interface.
+and the Space load it without training code; ``accelerate`` places it on the GPU when there is one. Same splits and
+radiograph augmentation (``train.augment``: zoom, rotation, shift, clinical processing, collimation, markers, blur,
+noise) as the VLM; ``chexanatomy.inference.UNetSegmenter`` gives it the VLM's inference interface.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from chexanatomy.anatomy import STRUCTURES
 from chexanatomy.unet import DEFAULT_DECODER_CHANNELS, AnatomyUNet
 
+from .augment import augment_radiograph
 from .lineage import previous_training
 
 __all__ = ["AnatomyUNet", "UNetTrainConfig", "augment", "default_structures", "loss_fn", "row_tensors", "train"]
@@ -53,16 +54,8 @@ def row_tensors(
 
 
 def augment(image: torch.Tensor, target: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
-    """The paper's augmentation, half of the time: shrink to 0.7-1.0 onto a black canvas at a random offset."""
-    if rng.random() >= 0.5:
-        return image, target
-    size = image.shape[-1]
-    n = max(1, round(size * rng.uniform(0.7, 1.0)))
-    oy, ox = rng.randint(0, size - n), rng.randint(0, size - n)
-    small = F.interpolate(torch.cat([image, target])[None], size=(n, n), mode="bilinear", antialias=True)[0]
-    both = torch.zeros(1 + len(target), size, size)
-    both[:, oy : oy + n, ox : ox + n] = small
-    return both[:1], (both[1:] > 0.5).float()
+    """Radiograph augmentation (``train.augment``): geometry on image and targets, radiograph style on the image."""
+    return augment_radiograph(image, target, rng)
 
 
 def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -88,6 +81,10 @@ class UNetTrainConfig:
     batch_size: int = field(default=8, metadata={"help": "Images per step."})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (cosine decay)."})
     seed: int = field(default=0, metadata={"help": "Seed."})
+    bf16: bool = field(
+        default=False,
+        metadata={"help": "bfloat16 autocast for forward and loss (CPUs with AVX-512 BF16, GPUs); see bench_train_precision."},
+    )
     init_from: str | None = field(
         default=None,
         metadata={"help": "Start from a saved U-Net (same structures), e.g. to continue at a higher --size."},
@@ -95,22 +92,52 @@ class UNetTrainConfig:
     push_to_hub: str | None = field(default=None, metadata={"help": "Hub model repo to upload to."})
 
 
-def initial_model(config: UNetTrainConfig, structures: list[str]) -> AnatomyUNet:
-    """A fresh U-Net, or the weights of the U-Net saved in the folder ``config.init_from`` at ``config.size``.
+def initial_model(config: UNetTrainConfig, structures: list[str]) -> tuple[AnatomyUNet, dict | None]:
+    """A fresh U-Net, or the U-Net saved in the folder ``config.init_from`` at ``config.size``; and its head change.
 
     The network is fully convolutional, so a U-Net trained at one size continues at another; its encoder and
     decoder widths come from the saved ``config.json`` (``--encoder``/``--decoder_channels`` are ignored then).
+    When the corpus has other structures than the saved U-Net (a new corpus version adds ``lung_field_left``), the
+    output head is remapped: kept structures keep their channel, a new derived structure starts from its first
+    member's channel (``lung_field_left`` from ``lung_left``), any other new one from scratch.
+
+    Returns:
+        ``(model, head_change)``: ``head_change`` is None, or ``{"added": [...], "dropped": [...]}``.
 
     Raises:
-        ValueError: when the saved U-Net's structures differ from the corpus's.
+        ValueError: when the saved U-Net shares no structure with the corpus.
     """
     if config.init_from is None:
-        return AnatomyUNet(structures, config.size, config.encoder, tuple(config.decoder_channels))
+        return AnatomyUNet(structures, config.size, config.encoder, tuple(config.decoder_channels)), None
     saved = json.loads((Path(config.init_from) / "config.json").read_text())  # checked before any weight loads
-    if saved["structures"] != structures:
-        raise ValueError(f"{config.init_from} was trained on other structures than this corpus's: "
-                         f"{sorted(set(saved['structures']) ^ set(structures))}")  # fmt: skip
-    return AnatomyUNet.from_pretrained(config.init_from, size=config.size)  # the rest of config.json is kept
+    if not set(saved["structures"]) & set(structures):
+        raise ValueError(f"{config.init_from} was trained on other structures than this corpus's "
+                         f"(none in common); train from scratch instead")  # fmt: skip
+    model = AnatomyUNet.from_pretrained(config.init_from, size=config.size)  # the rest of config.json is kept
+    if saved["structures"] == structures:
+        return model, None
+    return _remap_head(model, structures, saved), {
+        "added": [n for n in structures if n not in model.structures],
+        "dropped": [n for n in model.structures if n not in structures],
+    }
+
+
+def _remap_head(model: AnatomyUNet, structures: list[str], saved: dict) -> AnatomyUNet:
+    """A copy of ``model`` (saved with the ``config.json`` ``saved``) whose output channels are ``structures``."""
+    remapped = AnatomyUNet(structures, model.size, saved["encoder"], tuple(saved["decoder_channels"]))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("net.segmentation_head")}
+    remapped.load_state_dict(state, strict=False)
+    old_head, new_head = model.net.segmentation_head[0], remapped.net.segmentation_head[0]
+    with torch.no_grad():
+        for i, name in enumerate(structures):
+            source = name if name in model.structures else next(
+                (m for m in STRUCTURES[name].members if m in model.structures), None
+            )
+            if source is not None:
+                j = model.structures.index(source)
+                new_head.weight[i] = old_head.weight[j]
+                new_head.bias[i] = old_head.bias[j]
+    return remapped
 
 
 def train(config: UNetTrainConfig) -> dict:
@@ -125,7 +152,7 @@ def train(config: UNetTrainConfig) -> dict:
     rng = random.Random(config.seed)
     rows = datasets.load_dataset(config.corpus_dir)["train"]
     structures = default_structures(rows["structures"])
-    model = initial_model(config, structures)
+    model, head_change = initial_model(config, structures)
     steps_per_epoch = -(-len(rows) // config.batch_size)
     total = config.max_steps or config.epochs * steps_per_epoch
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
@@ -143,7 +170,8 @@ def train(config: UNetTrainConfig) -> dict:
             picked = (cached[i] for i in order[start : start + config.batch_size])
             batch = [augment(image, target.float(), rng) for image, target in picked]
             images, targets = (torch.stack(t).to(accelerator.device) for t in zip(*batch, strict=True))
-            loss = loss_fn(model(images), targets)
+            with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                loss = loss_fn(model(images).float(), targets)
             optimiser.zero_grad()
             accelerator.backward(loss)
             optimiser.step()
@@ -161,6 +189,8 @@ def train(config: UNetTrainConfig) -> dict:
     previous = previous_training(config.init_from)
     if previous is not None:
         record["initialised_from"] = previous
+    if head_change is not None:
+        record["head_remapped"] = head_change
     (out / "training_config.json").write_text(json.dumps(record, indent=2) + "\n")
     (out / "training_metrics.json").write_text(json.dumps(history) + "\n")
     if config.push_to_hub:

@@ -1,0 +1,86 @@
+"""Radiograph-style processing (chexanatomy.radiograph) and the trainers' augmentation (train.augment)."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from chexanatomy.radiograph import (
+    RadiographStyle,
+    apply_style,
+    burn_marker,
+    collimate,
+    random_style,
+    sigmoid_lut,
+    unsharp_mask,
+)
+from train.augment import RadiographAugmentation, augment_radiograph, restyle, warp
+
+
+def _ramp(n=64):
+    return torch.linspace(0, 1, n)[None].repeat(n, 1)
+
+
+def test_the_default_style_leaves_the_image_as_it_is():
+    image = _ramp()
+    torch.testing.assert_close(apply_style(image, RadiographStyle()), image, atol=1e-5, rtol=0)
+
+
+def test_sigmoid_lut_keeps_black_and_white_and_steepens_the_middle():
+    x = torch.tensor([0.0, 0.4, 0.5, 0.6, 1.0])
+    y = sigmoid_lut(x, 0.5, 0.1)
+    assert y[0] == pytest.approx(0.0, abs=1e-6) and y[-1] == pytest.approx(1.0, abs=1e-6)
+    assert float(y[3] - y[1]) > 0.2 * 2  # slope in the middle above the identity's 1
+
+
+def test_edge_enhancement_overshoots_at_an_edge_only():
+    image = torch.zeros(32, 32)
+    image[:, 16:] = 0.6
+    sharp = unsharp_mask(image, 1.5, 1.0)
+    assert float(sharp[:, 16].max()) > 0.6 and float(sharp[:, 15].min()) < 0.0
+    assert torch.allclose(sharp[:, :8], image[:, :8]) and torch.allclose(sharp[:, -8:], image[:, -8:])
+
+
+def test_collimation_and_marker_touch_only_their_regions():
+    image = torch.full((100, 100), 0.3)
+    shut = collimate(image, (0.1, 0.0, 0.05, 0.0), 1.0)
+    assert torch.all(shut[:10] == 1.0) and torch.all(shut[:, :5] == 1.0)
+    assert torch.all(shut[10:, 5:] == 0.3)
+    marked = burn_marker(image, "R", "tr", 0.08, 1.0)
+    changed = (marked != 0.3).nonzero()
+    assert len(changed) > 10
+    assert changed[:, 0].max() < 20 and changed[:, 1].min() > 70  # in the top-right corner
+
+
+def test_random_styles_are_seeded_and_varied():
+    a = random_style(np.random.default_rng(1))
+    assert a == random_style(np.random.default_rng(1))
+    draws = [random_style(np.random.default_rng(s)) for s in range(20)]
+    assert len({d.lut_centre for d in draws}) == 20 and any(d.marker for d in draws)
+    assert random_style(np.random.default_rng(1), strength=0.0).range_amount == 0.0
+
+
+def test_warp_moves_masks_with_the_image_and_keeps_laterality():
+    image = torch.zeros(1, 64, 64)
+    image[0, 20:30, 40:50] = 1.0  # a bright square on the image right
+    masks = (image > 0.5).float()
+    moved_image, moved_masks = warp(image, masks, zoom=1.0, angle_deg=0.0, shift=(0.125, 0.0))
+    assert torch.equal(moved_masks[0].nonzero()[:, 1].unique(), torch.arange(48, 58))
+    assert torch.equal(moved_masks[0] > 0.5, moved_image[0] > 0.5)
+    _, rotated = warp(image, masks, zoom=1.0, angle_deg=10.0, shift=(0.0, 0.0))
+    assert rotated[0].nonzero()[:, 1].float().mean() > 32  # still on the image right
+    shrunk, _ = warp(image + 0.5, masks, zoom=0.7, angle_deg=0.0, shift=(0.0, 0.0))
+    assert float(shrunk[0, 0].max()) == 0.0 and float(shrunk[0, 32, 32]) > 0.4  # black canvas around it
+
+
+def test_augmentation_is_seeded_and_restyling_never_moves_masks():
+    image = torch.rand(1, 48, 48)
+    masks = (torch.rand(3, 48, 48) > 0.7).float()
+    a = augment_radiograph(image, masks, random.Random(5))
+    b = augment_radiograph(image, masks, random.Random(5))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    only_style = RadiographAugmentation(geometry_p=0.0, style_p=1.0)
+    styled, same = augment_radiograph(image, masks, random.Random(5), only_style)
+    assert torch.equal(same, masks) and not torch.equal(styled, image)
+    assert float(restyle(image, random.Random(0), only_style).min()) >= 0.0

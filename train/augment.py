@@ -1,0 +1,91 @@
+"""On-the-fly augmentation for radiographs, shared by both trainers (``train.unet`` and the VLM's collator).
+
+Two independent parts, each applied with its own probability:
+
+* **Geometry** (image and masks together, so masks stay exact up to resampling): zoom 0.7-1.25 (below 1 the
+  radiograph shrinks onto a black canvas, the paper's scale augmentation; above 1 it is cropped), rotation
+  +-10 degrees and a shift of up to 8 % of the side. Laterality is never flipped: a mirrored chest is not a chest.
+* **Radiograph style** (image only): clinical processing, look-up table, gamma, collimation and a burned-in marker
+  drawn by ``chexanatomy.radiograph.random_style`` (the renderer's own ranges, so train-time and render-time
+  styles cover each other), then detector blur and noise.
+
+Tensors: image float32 [1, S, S] in [0, 1]; masks float32 [C, S, S] in {0, 1}.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from chexanatomy.radiograph import apply_style, gaussian_blur, random_style
+
+
+@dataclass(frozen=True)
+class RadiographAugmentation:
+    """Ranges and probabilities of :func:`augment_radiograph`.
+
+    Attributes:
+        geometry_p: probability of the geometric part.
+        zoom: (min, max) scale factor; < 1 shrinks onto a black canvas.
+        max_rotation_deg: rotation range (+-).
+        max_shift: shift range (+-) as a fraction of the side.
+        style_p: probability of the radiograph-style part.
+        max_blur_px, max_noise: detector blur sigma and Gaussian noise std ranges (from 0).
+    """
+
+    geometry_p: float = 0.7
+    zoom: tuple[float, float] = (0.7, 1.25)
+    max_rotation_deg: float = 10.0
+    max_shift: float = 0.08
+    style_p: float = 0.8
+    max_blur_px: float = 1.2
+    max_noise: float = 0.03
+
+
+def warp(image: torch.Tensor, masks: torch.Tensor, zoom: float, angle_deg: float, shift: tuple[float, float]):
+    """Zoom about the centre, rotate and shift ``image`` [1, S, S] and ``masks`` [C, S, S] with one sampling grid.
+
+    ``shift`` is ``(dx, dy)`` as fractions of the side (+ = right, down). Outside the source the image is black and
+    the masks empty; masks are resampled bilinearly and thresholded at 0.5.
+    """
+    a = math.radians(angle_deg)
+    cos, sin = math.cos(a) / zoom, math.sin(a) / zoom
+    theta = torch.tensor([[cos, -sin, -2 * shift[0] * cos + 2 * shift[1] * sin],
+                          [sin, cos, -2 * shift[0] * sin - 2 * shift[1] * cos]], dtype=torch.float32)  # fmt: skip
+    both = torch.cat([image, masks])[None]
+    grid = F.affine_grid(theta[None], list(both.shape), align_corners=False)
+    out = F.grid_sample(both, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    return out[:1], (out[1:] > 0.5).float()
+
+
+def restyle(image: torch.Tensor, rng: random.Random, config: RadiographAugmentation) -> torch.Tensor:
+    """``image`` [1, S, S] with a random radiograph style, detector blur and noise (drawn from ``rng``)."""
+    generator = np.random.default_rng(rng.getrandbits(63))
+    x = apply_style(image[0], random_style(generator))
+    x = gaussian_blur(x, rng.uniform(0.0, config.max_blur_px))
+    noise = rng.uniform(0.0, config.max_noise)
+    if noise > 0:
+        x = x + noise * torch.from_numpy(generator.standard_normal(tuple(x.shape)).astype(np.float32))
+    return x.clamp(0, 1)[None]
+
+
+def augment_radiograph(
+    image: torch.Tensor, masks: torch.Tensor, rng: random.Random, config: RadiographAugmentation = RadiographAugmentation()
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Geometry (image and masks) and radiograph style (image) at random; returns new tensors, inputs untouched."""
+    if rng.random() < config.geometry_p:
+        zoom = math.exp(rng.uniform(math.log(config.zoom[0]), math.log(config.zoom[1])))
+        angle = rng.uniform(-config.max_rotation_deg, config.max_rotation_deg)
+        shift = (rng.uniform(-config.max_shift, config.max_shift), rng.uniform(-config.max_shift, config.max_shift))
+        image, masks = warp(image, masks, zoom, angle, shift)
+    if rng.random() < config.style_p:
+        image = restyle(image, rng, config)
+    return image, masks
+
+
+__all__ = ["RadiographAugmentation", "augment_radiograph", "restyle", "warp"]
