@@ -12,7 +12,7 @@ Image formation (:func:`display`), every parameter drawn per view and recorded (
    ``scatter_sigma_mm`` (scatter is what lifts the mediastinum and softens its contrast);
 3. the detector: its MTF as a Gaussian blur (``mtf_sigma_px``) and quantum noise from ``photons`` per pixel of an
    unattenuated beam (Poisson, as a Gaussian of variance ``I / photons``);
-4. log conversion and a percentile window, then clinical processing, collimation and a burned-in marker
+4. log conversion, a percentile window and a display gamma, then clinical processing, collimation and a marker
    (``chexanatomy.radiograph.apply_style``: dynamic-range compression, edge enhancement, a sigmoid look-up table).
 
 ``Appearance()`` (no randomisation) is the plain percentile-windowed line integral of the first releases.
@@ -42,6 +42,8 @@ class Appearance:
         mtf_sigma_px: detector unsharpness, Gaussian sigma in pixels.
         photons: photons per pixel of the unattenuated beam (0 = no quantum noise).
         low_percentile, high_percentile: log-signal percentiles mapped to black and white.
+        display_gamma: gamma of the windowed log signal (> 1 darkens the lungs, as a radiograph's look-up table
+            does: at 1 the lungs of a rendered view are a mid grey, the domain-gap study's largest difference).
         virtual_non_contrast: whether the CT's enhanced blood pool was set to unenhanced blood
             (``dataset_builder.realism``); decided per CT from its label map.
         style: clinical processing, collimation and marker (``chexanatomy.radiograph.RadiographStyle``).
@@ -55,6 +57,7 @@ class Appearance:
     photons: float = 0.0
     low_percentile: float = 1.0
     high_percentile: float = 99.7
+    display_gamma: float = 1.0
     virtual_non_contrast: bool = False
     style: RadiographStyle = field(default_factory=RadiographStyle)
 
@@ -83,6 +86,7 @@ def random_appearance(
         photons=float(np.exp(rng.uniform(np.log(3e3), np.log(1e5)))) if physics else 0.0,
         low_percentile=float(rng.uniform(0.2, 3.0)),
         high_percentile=float(rng.uniform(99.0, 99.9)),
+        display_gamma=float(np.exp(rng.uniform(np.log(1.2), np.log(1.75)))),
         style=random_style(rng, processing, MARKERS[view]) if processing > 0 else RadiographStyle(),
     )
 
@@ -121,5 +125,5 @@ def display(line_integral: torch.Tensor, appearance: Appearance, rng: np.random.
         noise = torch.from_numpy(rng.standard_normal(tuple(fluence.shape)).astype(np.float32))
         fluence = fluence + noise * torch.sqrt(fluence / a.photons)
     signal = -torch.log(fluence.clamp(min=1e-6))
-    x = apply_style(normalise_percentiles(signal, a.low_percentile, a.high_percentile), a.style)
+    x = apply_style(normalise_percentiles(signal, a.low_percentile, a.high_percentile) ** a.display_gamma, a.style)
     return (x * 255 + 0.5).to(torch.uint8).numpy()

@@ -6,6 +6,8 @@ describes the files next to it, including after a resumed or sharded build.
 
 from __future__ import annotations
 
+import importlib.resources
+
 import json
 from collections import Counter
 from pathlib import Path
@@ -21,7 +23,8 @@ from .corpus import FEATURES, FORMAT_VERSION, SPLITS, existing_shards
 
 TEMPLATE = Path(__file__).parent / "templates" / "dataset_card.md"
 _COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
-EXAMPLE_STRUCTURES = ("lung_right", "lung_left", "heart", "trachea", "clavicle_right", "clavicle_left", "aorta")
+EXAMPLE_STRUCTURES = ("lung_field_right", "lung_field_left", "heart", "trachea", "clavicle_right", "clavicle_left", "aorta")
+REAL_EXAMPLE = "real_cxr/00000001_000.png"
 
 
 def corpus_stats(root: Path) -> dict:
@@ -58,8 +61,27 @@ def render_example(root: Path, out: Path) -> bool:
     draw = ImageDraw.Draw(img)
     for i, (colour, s) in enumerate(zip(_COLOURS, names, strict=False)):
         draw.text((4, 4 + 12 * i), s["name"], fill=colour)
-    img.save(out)
+    side_by_side(img, real_radiograph()).save(out)
     return True
+
+
+def real_radiograph() -> Image.Image:
+    """The bundled real frontal radiograph (NIH ChestX-ray14 00000001_000, ``chexanatomy/assets/real_cxr``)."""
+    with importlib.resources.as_file(importlib.resources.files("chexanatomy") / "assets" / REAL_EXAMPLE) as path:
+        return Image.open(path).convert("RGB")
+
+
+def side_by_side(rendered: Image.Image, real: Image.Image) -> Image.Image:
+    """``rendered`` and ``real`` at one height, side by side, captioned "rendered (this corpus)" and "real"."""
+    h = rendered.height
+    real = real.resize((max(1, round(real.width * h / real.height)), h), Image.BILINEAR)
+    out = Image.new("RGB", (rendered.width + real.width, h))
+    out.paste(rendered, (0, 0))
+    out.paste(real, (rendered.width, 0))
+    draw = ImageDraw.Draw(out)
+    draw.text((4, h - 14), "rendered (this corpus)", fill=(255, 255, 0))
+    draw.text((rendered.width + 4, h - 14), "real radiograph (NIH ChestX-ray14)", fill=(255, 255, 0))
+    return out
 
 
 def build_card(root: Path, config: dict, provenance: list[str], repo_id: str) -> DatasetCard:

@@ -6,7 +6,8 @@
 
 Upload a radiograph (PNG, JPEG or DICOM) or pick an example, choose structures, and both models answer: the
 VLM writes each structure as ``<loc>`` box + ``<seg>`` mask tokens (shown raw), the U-Net predicts one channel per
-structure. The examples are held-out corpus images with ground-truth masks, so their table also shows Dice.
+structure. The examples are two real radiographs (no ground truth) and held-out corpus images with ground-truth masks,
+whose table also shows Dice.
 
 Input rules (each broken rule is a message to the user, never a crash): at most ``MAX_IMAGE_PIXELS`` (50 MP)
 before decoding (a larger header is treated as a decompression bomb), at least ``MIN_SIDE`` px per side, long
@@ -57,7 +58,9 @@ MIN_SIDE = 32
 MAX_STRUCTURES = 60  # per request: the VLM answers one prompt per structure (~0.1 s each for the tiny CPU model)
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # PIL warns above this and raises above twice it; both are refused
 
-DEFAULT_STRUCTURES = ("lung_right", "lung_left", "heart", "trachea", "clavicle_right", "clavicle_left")
+# Lung fields first: on a radiograph the lungs are what a radiologist outlines (the SCR definition, not the whole
+# lung behind the heart and the domes).
+DEFAULT_STRUCTURES = ("lung_field_right", "lung_field_left", "heart", "trachea", "clavicle_right", "clavicle_left")
 ALL = "all"
 # Picker regions -> vocabulary groups (chexanatomy.anatomy.GROUPS). The "other" group is placed by structure:
 # the back muscles go with the spine, the iliopsoas with the abdomen; brain and skull lie outside a chest film.
@@ -245,26 +248,37 @@ def fit_for_inference(image: Image.Image) -> tuple[Image.Image, list[str]]:
 
 @dataclass(frozen=True)
 class Example:
-    """A bundled example: ``image`` (PNG) with ground-truth masks in ``masks`` (npz, see make_examples.py)."""
+    """A bundled example: ``image`` (PNG) with ground-truth masks in ``masks`` (npz, see make_examples.py), or a real
+    radiograph without ground truth (``masks`` None)."""
 
     image: Path
-    masks: Path
+    masks: Path | None
     label: str
 
 
 def load_examples(examples_dir: Path | None) -> list[Example]:
-    """The examples in ``examples_dir``: every ``NAME.png`` with a ``NAME.npz``, in examples.json order when present."""
+    """The examples in ``examples_dir``, in examples.json order when present: every ``NAME.png`` with a ``NAME.npz``
+    (rendered, with ground truth), and every PNG that examples.json lists with ``"masks": null`` (a real radiograph)."""
     if examples_dir is None or not Path(examples_dir).is_dir():
         return []
     examples_dir = Path(examples_dir)
     meta_file = examples_dir / "examples.json"
     meta = json.loads(meta_file.read_text())["examples"] if meta_file.exists() else []
-    labels = {m["image"]: f"{m['view']} view, held-out subject {m['subject_id']}, pose {m['pose_index']}" for m in meta}
+    labels = {m["image"]: _example_label(m) for m in meta}
+    real = {m["image"] for m in meta if m.get("masks") is None}
     order = {m["image"]: i for i, m in enumerate(meta)}
     pngs = sorted(examples_dir.glob("*.png"), key=lambda p: (order.get(p.name, len(order)), p.name))
     return [
-        Example(p, p.with_suffix(".npz"), labels.get(p.name, p.stem)) for p in pngs if p.with_suffix(".npz").exists()
+        Example(p, None if p.name in real else p.with_suffix(".npz"), labels.get(p.name, p.stem))
+        for p in pngs
+        if p.name in real or p.with_suffix(".npz").exists()
     ]
+
+
+def _example_label(entry: dict) -> str:
+    if entry.get("masks") is None:
+        return f"real radiograph ({entry['subject_id']}), no ground truth"
+    return f"{entry['view']} view, held-out subject {entry['subject_id']}, pose {entry['pose_index']}"
 
 
 def file_sha256(path: str | Path) -> str:
@@ -467,7 +481,7 @@ class SpaceApp:
         if not self.models:
             raise ValueError("the Space needs a VLM, a U-Net or both")
         self.offered = offered_structures([m for _, m in self.models])
-        self.truth_files = {file_sha256(e.image): e.masks for e in examples}
+        self.truth_files = {file_sha256(e.image): e.masks for e in examples if e.masks is not None}
         self.max_structures = max_structures
 
     def segment(self, file: str | None, regions: list[str] | None, picks: list[str] | None) -> tuple:
@@ -585,7 +599,7 @@ def _input_components(app: SpaceApp, examples: list[Example]) -> tuple[list, gr.
             [[str(e.image)] for e in examples],
             inputs=[upload],
             example_labels=[e.label for e in examples],
-            label="Held-out examples (with ground truth)",
+            label="Examples: real radiographs (no ground truth) and held-out renderings (with ground truth, Dice)",
             cache_examples=False,
         )
     return [upload, regions, picks], button

@@ -2,6 +2,9 @@
 
     python space/make_examples.py --corpus_dir outputs/drr            # 3 test-split images -> space/examples/
 
+Also copies the two bundled real radiographs (``chexanatomy/assets/real_cxr``, NIH ChestX-ray14) as examples without
+ground truth (``"masks": null``), so that a visitor sees the models on a real image first.
+
 For each chosen row it writes ``NAME.png`` (the radiograph, 8-bit grey, as in the corpus) and ``NAME.npz``
 (``names`` str [N], ``shape`` int64 [2] = (H, W), ``masks`` uint8 [N, ceil(H*W/8)] = ``np.packbits`` of the
 bool [N, H, W] masks flattened per structure, compressed), plus ``examples.json`` describing them. Views are
@@ -64,6 +67,30 @@ def write_example(row: dict, out_dir: Path) -> dict:
     }
 
 
+REAL_RADIOGRAPHS = ("00000001_000.png", "00027426_000.png")
+
+
+def write_real_example(name: str, out_dir: Path) -> dict:
+    """Copy one bundled real radiograph into ``out_dir`` as ``real_NAME``; return its ``examples.json`` entry."""
+    import importlib.resources
+
+    with importlib.resources.as_file(importlib.resources.files("chexanatomy") / "assets" / "real_cxr" / name) as src:
+        data = Path(src).read_bytes()
+    png = out_dir / f"real_{name}"
+    png.write_bytes(data)
+    return {
+        "image": png.name,
+        "masks": None,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "view": "PA",
+        "subject_id": f"NIH ChestX-ray14 {Path(name).stem}",
+        "source": "real",
+        "pose_index": None,
+        "size": [512, 512],
+        "structures": 0,
+    }
+
+
 def make_parser() -> argparse.ArgumentParser:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,7 +114,8 @@ def main(args: argparse.Namespace) -> None:
         raise SystemExit(f"--n {args.n}: the {args.split} split has only {len(chosen)} rows with views {args.views}")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    entries = [write_example(row, out_dir) for row in chosen]
+    entries = [write_real_example(name, out_dir) for name in REAL_RADIOGRAPHS]
+    entries += [write_example(row, out_dir) for row in chosen]
     meta = {"corpus_dir": str(args.corpus_dir), "split": args.split, "examples": entries}
     (out_dir / "examples.json").write_text(json.dumps(meta, indent=2) + "\n")
     size = sum(p.stat().st_size for p in out_dir.iterdir() if p.is_file())

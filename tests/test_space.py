@@ -339,9 +339,12 @@ def test_committed_examples_are_complete_and_small():
     app = space_app()
     examples = app.load_examples(ROOT / "space" / "examples")
     meta = json.loads((ROOT / "space" / "examples" / "examples.json").read_text())["examples"]
-    assert len(examples) == len(meta) >= 3 and {m["view"] for m in meta} == {"PA", "LAT"}
-    assert sum(p.stat().st_size for p in (ROOT / "space" / "examples").iterdir()) < 2e6
-    for example, entry in zip(examples, meta, strict=True):  # examples.json order: PA, LAT, PA
+    assert len(examples) == len(meta) >= 5 and {m["view"] for m in meta} == {"PA", "LAT"}
+    assert [m["source"] for m in meta[:2]] == ["real", "real"] and examples[0].masks is None  # real images first
+    assert sum(p.stat().st_size for p in (ROOT / "space" / "examples").iterdir()) < 2.5e6
+    for example, entry in zip(examples, meta, strict=True):  # examples.json order: real, real, PA, LAT, PA
         assert app.file_sha256(example.image) == entry["sha256"]
+        if example.masks is None:
+            continue
         truth = app.load_ground_truth(example.masks, tuple(entry["size"]))
         assert len(truth) == entry["structures"] and all(m.shape == (512, 512) for m in truth.values())
