@@ -1,6 +1,6 @@
-"""Training steps in float32 against bfloat16 autocast on this CPU (AVX-512 BF16), both trainers, in one run.
+"""Training steps in float32 against bfloat16 autocast on this CPU (AVX-512 BF16): both trainers, one run.
 
-    python bench/bench_train_precision.py --corpus_dir outputs/drr40            # -> bench/results/train_precision_cpu.json
+    python bench/bench_train_precision.py --corpus_dir outputs/drr40   # -> bench/results/train_precision_cpu.json
 
 For each trainer the two precisions start from the same weights and see the same batches (real corpus rows, the
 trainers' own augmentation, seeded), so the comparison is speed *and* quality:
@@ -116,9 +116,11 @@ def main():
         holds = b16["final_loss"] <= 1.05 * f32["final_loss"]
         report[trainer]["bf16_speedup"] = round(speed, 2)
         report[trainer]["quality_holds"] = holds
-        print(f"{trainer:5s} step float32 {f32['step_s_median']:.3f} s (anchor) | bfloat16 {b16['step_s_median']:.3f} s "
-              f"| ratio {speed:.2f}x | final loss {f32['final_loss']:.4f} vs {b16['final_loss']:.4f} "
-              f"({'quality holds' if holds else 'quality drops'})")  # fmt: skip
+        verdict = "quality holds" if holds else "quality drops"
+        print(
+            f"{trainer:5s} step float32 {f32['step_s_median']:.3f} s (anchor) | bfloat16 {b16['step_s_median']:.3f} s"
+            f" | ratio {speed:.2f}x | final loss {f32['final_loss']:.4f} vs {b16['final_loss']:.4f} ({verdict})"
+        )
     out = Path(__file__).parent / "results" / "train_precision_cpu.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .locate import locate_model
 from .mask_tokens import MaskTokenizer
 from .vqvae import MaskVQVAE
 
@@ -27,13 +28,14 @@ def load_codec(name_or_path: str | Path | None = None) -> MaskVQVAE:
     """A codec in eval mode: the bundled default (``None`` or ``"default"``), a local folder or a Hub id.
 
     Raises:
-        FileNotFoundError: when the bundled weights are missing from this installation.
+        FileNotFoundError: when the bundled weights are missing from this installation, or ``name_or_path`` is no
+            codec folder and no reachable Hub id (a mistyped local path never goes to the Hub; ``chexanatomy.locate``).
     """
     if name_or_path in (None, "default"):
         if not (DEFAULT_CODEC_DIR / "model.safetensors").exists():
             raise FileNotFoundError(f"the bundled codec is missing: {DEFAULT_CODEC_DIR}/model.safetensors")
         name_or_path = DEFAULT_CODEC_DIR
-    return MaskVQVAE.from_pretrained(str(name_or_path), strict=True).eval()
+    return MaskVQVAE.from_pretrained(str(locate_model(name_or_path)), strict=True).eval()
 
 
 def load_default_codec() -> MaskVQVAE:

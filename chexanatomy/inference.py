@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 
 from .anatomy import STRUCTURES, get_structure
+from .locate import locate_model
 from .mask_tokens import MaskTokenizer, decode_detections
 
 VLM_TASKS = ("segment", "detect")
@@ -308,31 +309,20 @@ def load_segmenter(
         kwargs: passed to ``VLMSegmenter`` (batch_size, max_new_tokens, structures).
 
     Raises:
-        FileNotFoundError: when a local path has no model in it.
+        FileNotFoundError: naming the path, when a local path has no model in it, or does not exist and is not a Hub
+            id (``owner/name``; a mistyped local path never goes to the Hub), or names a Hub model that is not cached
+            while offline (``chexanatomy.locate``).
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if str(name_or_path) in ("bundled-vlm", "bundled-unet"):
         name_or_path = bundled_model_path(str(name_or_path).removeprefix("bundled-"))
-    path = _local_or_hub(name_or_path)
+    path = locate_model(name_or_path, ("config.json", "adapter_config.json"))
     config = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
     if "structures" in config and "encoder" in config:
         from .unet import AnatomyUNet
 
         return UNetSegmenter(AnatomyUNet.from_pretrained(str(path)).to(device))
     return _load_vlm(path, device, codec, base_model, **kwargs)
-
-
-def _local_or_hub(name_or_path: str | Path) -> Path:
-    path = Path(name_or_path)
-    if path.exists():
-        if not any((path / f).exists() for f in ("config.json", "adapter_config.json")):
-            raise FileNotFoundError(f"{path} has neither config.json nor adapter_config.json: not a model folder")
-        return path
-    if str(name_or_path).startswith((".", "/")):
-        raise FileNotFoundError(f"no model folder at {name_or_path}")
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(str(name_or_path)))
 
 
 def _load_vlm(path: Path, device: str, codec, base_model: str | None, **kwargs) -> VLMSegmenter:

@@ -21,7 +21,9 @@ state which it used (`MaskTokenizer.settings()`).
 
 Decoding draws the codec's 64x64 map into the box at the original image resolution (bilinear, then
 > 0). The box's pixel rows are round(y0)..round(y1)-1, at least one row (likewise columns); big_vision
-truncates with int() instead, which can move an edge by one pixel.
+truncates with int() instead, which can move an edge by one pixel. An answer is read chunk by chunk, and at most
+`MAX_OBJECTS_PER_ANSWER` objects (128, more than the vocabulary's structures) are decoded: the rest of a longer
+answer becomes one invalid object, so a runaway answer costs at most 129 masks, never one per chunk.
 
 Example:
     tokenizer = MaskTokenizer(codec)  # codec: a MaskVQVAE
@@ -34,6 +36,7 @@ import contextlib
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Literal, Protocol
 
 import numpy as np
@@ -46,6 +49,7 @@ CODES_PER_MASK = 16  # a 4x4 grid of codes, row-major
 MASK_SIZE = 64  # the codec's crop side
 OBJECT_SEPARATOR = " ; "
 TASKS = ("segment", "detect")
+MAX_OBJECTS_PER_ANSWER = 128  # decoded per answer; the vocabulary has 110 structures, so more is runaway text
 
 ResizeMode = Literal["bilinear", "nearest"]
 Precision = Literal["float32", "bfloat16"]
@@ -54,6 +58,7 @@ Precision = Literal["float32", "bfloat16"]
 # digit counts also keep int() cheap on adversarial input.
 _TOKEN = re.compile(r"<(loc)([0-9]{4})>|<(seg)([0-9]{3})>")
 _LEADING_TOKENS = re.compile(r"(?:<loc[0-9]{4}>|<seg[0-9]{3}>)*")
+_CHUNK = re.compile(r"[^;]+")
 
 
 class MaskCodec(Protocol):
@@ -341,14 +346,39 @@ class _ParsedObject:
     codes: list[int] | None = None
 
 
-def split_objects(text: str | bytes) -> list[str]:
-    """Per-object chunks of an answer: split on ';', stripped, empty chunks dropped.
+def iter_objects(text: str | bytes) -> Iterator[str]:
+    """Per-object chunks of an answer, one at a time: split on ';', stripped, empty chunks dropped.
 
     Bytes are decoded as UTF-8 with replacement characters, so raw model output never raises.
     """
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="replace")
-    return [chunk.strip() for chunk in str(text).split(";") if chunk.strip()]
+    for match in _CHUNK.finditer(str(text)):
+        if chunk := match.group(0).strip():
+            yield chunk
+
+
+def split_objects(text: str | bytes) -> list[str]:
+    """All per-object chunks of an answer (see `iter_objects`)."""
+    return list(iter_objects(text))
+
+
+def capped_objects(text: str | bytes) -> tuple[list[str], int]:
+    """The first `MAX_OBJECTS_PER_ANSWER` chunks of an answer, and how many chunks follow them (counted, not kept)."""
+    chunks = iter_objects(text)
+    first = list(islice(chunks, MAX_OBJECTS_PER_ANSWER))
+    return first, sum(1 for _ in chunks)
+
+
+def _overflow(count: int) -> list[_ParsedObject]:
+    """The invalid object that stands for the ``count`` chunks beyond the cap (none when ``count`` is 0)."""
+    return [_ParsedObject(f"{count} more objects (over {MAX_OBJECTS_PER_ANSWER})", None)] if count else []
+
+
+def _parse_capped(text: str | bytes, parse, image_hw: tuple[int, int]) -> list[_ParsedObject]:
+    """``parse`` applied to the capped chunks of ``text``, then the overflow object if any."""
+    chunks, extra = capped_objects(text)
+    return [parse(chunk, image_hw) for chunk in chunks] + _overflow(extra)
 
 
 def _parse_tokens(chunk: str) -> tuple[list[tuple[str, int]], str]:
@@ -440,18 +470,17 @@ def decode_batch(
         precision: "float32" or "bfloat16" (see `codec_precision`).
 
     Returns:
-        Per text, one `DecodedObject` per non-empty ';'-separated chunk, in order. A chunk is valid
-        only if it starts with exactly 4 `<loc>` then 16 `<seg>` tokens, locs in 0..1023, segs in
-        0..127, y1 > y0 and x1 > x0; anything else gives valid=False and an empty mask. Never raises
-        on the text; a prompted structure missing from the answer is for the caller to count as
-        invalid.
+        Per text, one `DecodedObject` per non-empty ';'-separated chunk, in order, for the first
+        `MAX_OBJECTS_PER_ANSWER` chunks; the chunks beyond them, if any, are one more invalid object
+        (its name says how many). A chunk is valid only if it starts with exactly 4 `<loc>` then 16
+        `<seg>` tokens, locs in 0..1023, segs in 0..127, y1 > y0 and x1 > x0; anything else gives
+        valid=False and an empty mask. Never raises on the text; a prompted structure missing from
+        the answer is for the caller to count as invalid.
     """
     if len(texts) != len(image_sizes):
         raise ValueError(f"got {len(texts)} texts but {len(image_sizes)} image sizes")
     sizes = [_check_image_size(size) for size in image_sizes]
-    parsed = [
-        [_parse_segment(chunk, size) for chunk in split_objects(text)] for text, size in zip(texts, sizes, strict=True)
-    ]
+    parsed = [_parse_capped(text, _parse_segment, size) for text, size in zip(texts, sizes, strict=True)]
     codes = [obj.codes for objs in parsed for obj in objs if obj.codes is not None]
     maps = iter(_decode_codes(codes, codec, precision))
     return [[_to_decoded(obj, size, maps) for obj in objs] for objs, size in zip(parsed, sizes, strict=True)]
@@ -476,12 +505,12 @@ def decode_detections(text: str, image_size: tuple[int, int]) -> list[DecodedObj
 
     Valid only with exactly 4 `<loc>` tokens (no `<seg>`), in 0..1023, y1 > y0 and x1 > x0. The mask
     of a valid object is its box filled (same pixel edges as `decode`), so box answers can be scored
-    with the same mask metrics; invalid objects have an empty mask. Never raises on the text.
+    with the same mask metrics; invalid objects have an empty mask. At most `MAX_OBJECTS_PER_ANSWER`
+    objects, then one invalid object for the rest (as `decode_batch`). Never raises on the text.
     """
     size = _check_image_size(image_size)
     objects = []
-    for chunk in split_objects(text):
-        parsed = _parse_detection(chunk, size)
+    for parsed in _parse_capped(text, _parse_detection, size):
         mask = np.zeros(size, dtype=bool)
         if parsed.box_yxyx is None:
             objects.append(DecodedObject(parsed.name, (0.0, 0.0, 0.0, 0.0), mask, False))

@@ -54,8 +54,10 @@ def box_blur(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
 
 
 def unsharp_mask(image: torch.Tensor, sigma_px: float, amount: float) -> torch.Tensor:
-    """``image + amount * (image - blur(image))``, not clipped: edge enhancement (small sigma) or dynamic-range
-    compression (large sigma, the low frequencies are what gets subtracted)."""
+    """``image + amount * (image - blur(image))``, not clipped.
+
+    A small sigma enhances edges; a large one compresses the dynamic range (the low frequencies are subtracted).
+    """
     blurred = gaussian_blur(image, sigma_px) if sigma_px < 8 else box_blur(image, sigma_px)
     return image + amount * (image - blurred)
 

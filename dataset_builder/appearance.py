@@ -25,7 +25,15 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from chexanatomy.radiograph import MARKERS, RadiographStyle, apply_style, box_blur, gaussian_blur, normalise_percentiles, random_style
+from chexanatomy.radiograph import (
+    MARKERS,
+    RadiographStyle,
+    apply_style,
+    box_blur,
+    gaussian_blur,
+    normalise_percentiles,
+    random_style,
+)
 
 MU_WATER_PER_MM = 0.019  # about 70 keV effective energy
 
@@ -108,7 +116,9 @@ def mix_line_integrals(channels: torch.Tensor, appearance: Appearance) -> torch.
     return channels[0] + (appearance.bone_weight - 1.0) * channels[1]
 
 
-def display(line_integral: torch.Tensor, appearance: Appearance, rng: np.random.Generator, pixel_mm: float) -> np.ndarray:
+def display(
+    line_integral: torch.Tensor, appearance: Appearance, rng: np.random.Generator, pixel_mm: float
+) -> np.ndarray:
     """Form a radiograph from a line-integral image [H, W] (dimensionless) -> uint8 [H, W] (0 = black = air).
 
     ``pixel_mm`` is the detector pixel size, which turns the scatter kernel's width into pixels. Noise is drawn from

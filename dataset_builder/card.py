@@ -6,8 +6,6 @@ describes the files next to it, including after a resumed or sharded build.
 
 from __future__ import annotations
 
-import importlib.resources
-
 import json
 from collections import Counter
 from pathlib import Path
@@ -18,13 +16,16 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from PIL import Image, ImageDraw
 
 from chexanatomy.codec import DEFAULT_CODEC_REPO, DEFAULT_CODEC_VERSION
+from chexanatomy.examples import real_radiographs
 
-from .corpus import FEATURES, FORMAT_VERSION, SPLITS, existing_shards
+from .corpus import FEATURES, FORMAT_VERSION, SPLITS, existing_shards, write_text_atomically
 
 TEMPLATE = Path(__file__).parent / "templates" / "dataset_card.md"
 _COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
-EXAMPLE_STRUCTURES = ("lung_field_right", "lung_field_left", "heart", "trachea", "clavicle_right", "clavicle_left", "aorta")
-REAL_EXAMPLE = "real_cxr/00000001_000.png"
+EXAMPLE_STRUCTURES = (
+    "lung_field_right", "lung_field_left", "heart", "trachea", "clavicle_right", "clavicle_left", "aorta",
+)  # fmt: skip
+REAL_EXAMPLE = "00000001_000"  # chexanatomy.examples.real_radiographs() key
 
 
 def corpus_stats(root: Path) -> dict:
@@ -61,14 +62,8 @@ def render_example(root: Path, out: Path) -> bool:
     draw = ImageDraw.Draw(img)
     for i, (colour, s) in enumerate(zip(_COLOURS, names, strict=False)):
         draw.text((4, 4 + 12 * i), s["name"], fill=colour)
-    side_by_side(img, real_radiograph()).save(out)
+    side_by_side(img, real_radiographs()[REAL_EXAMPLE].convert("RGB")).save(out)
     return True
-
-
-def real_radiograph() -> Image.Image:
-    """The bundled real frontal radiograph (NIH ChestX-ray14 00000001_000, ``chexanatomy/assets/real_cxr``)."""
-    with importlib.resources.as_file(importlib.resources.files("chexanatomy") / "assets" / REAL_EXAMPLE) as path:
-        return Image.open(path).convert("RGB")
 
 
 def side_by_side(rendered: Image.Image, real: Image.Image) -> Image.Image:
@@ -146,7 +141,7 @@ def write_card(root: Path, config: dict, provenance: list[str], repo_id: str = "
     """Write ``README.md``, ``example.png`` and ``build_config.json`` into the corpus folder."""
     root = Path(root)
     render_example(root, root / "example.png")
-    (root / "build_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_text_atomically(root / "build_config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
     path = root / "README.md"
     build_card(root, config, provenance, repo_id).save(path)
     return path

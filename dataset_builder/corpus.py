@@ -99,9 +99,23 @@ def split_of(subject_id: str, fractions=(0.8, 0.1, 0.1)) -> str:
     return SPLITS[int(min(np.searchsorted(edges, u, side="right"), 2))]
 
 
+_SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,120}")
+_HASH_MARK = "~"  # outside the safe alphabet: a hashed name never equals an unchanged one
+
+
 def safe_name(subject_id: str) -> str:
-    """``subject_id`` as a file-name component (letters, digits, ``._-``)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", subject_id)
+    """``subject_id`` as a file-name component (letters, digits, ``._-~``), injective: two ids, two names.
+
+    An id of at most 120 letters, digits and ``._-`` is its own name. Any other id becomes a readable prefix (other
+    characters replaced by ``_``, at most 80) + ``~`` + 12 hex digits of the id's SHA-256, so ``x 1``, ``x_1`` and
+    ``x/1`` get three names. Raises ``ValueError`` for an empty id.
+    """
+    if not subject_id:
+        raise ValueError("a subject id must not be empty")
+    if _SAFE_ID.fullmatch(subject_id):
+        return subject_id
+    digest = hashlib.sha256(subject_id.encode("utf-8", errors="surrogatepass")).hexdigest()[:12]
+    return re.sub(r"[^A-Za-z0-9._-]", "_", subject_id)[:80] + _HASH_MARK + digest
 
 
 def mask_bbox(mask: np.ndarray) -> list[int]:
@@ -176,10 +190,31 @@ def shard_path(root: Path, split: str, subject_id: str) -> Path:
     return Path(root) / "data" / f"{split}-{safe_name(subject_id)}.parquet"
 
 
+def temporary_path(path: Path) -> Path:
+    """Where ``path`` is written before ``os.replace`` puts it in place: ``.{name}.tmp-{pid}`` beside it."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def target_of_temporary(name: str) -> str | None:
+    """The file name a temporary file name (see ``temporary_path``) stands for, None for any other name."""
+    match = re.fullmatch(r"\.(.+)\.tmp-[0-9]+", name)
+    return match.group(1) if match else None
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the whole new one, never a part."""
+    tmp = temporary_path(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_shard(rows: list[dict], path: Path) -> None:
     """Write rows as one Parquet file, atomically: readers never see a partial shard."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temporary_path(path)
     try:
         datasets.disable_progress_bars()  # one bar per build (subjects) is enough
         datasets.Dataset.from_list(rows, features=FEATURES).to_parquet(str(tmp))

@@ -154,15 +154,21 @@ def remove_outside_body(hu: np.ndarray, threshold_hu: float = -500.0) -> np.ndar
 # --- real CT collections -----------------------------------------------------------------------------------
 
 MIN_FIELD_OF_VIEW_MM = 100.0
+MIN_VOXELS_PER_AXIS = 8
+MAX_VOXEL_MM = 30.0  # thick-slice CTs have 5-10 mm; a coarser grid cannot draw a lung's outline
 
 
 def validate_chest_ct(ct: CTVolume) -> CTVolume:
     """Reject volumes that cannot make a chest radiograph; returns ``ct`` unchanged when it can.
 
     Raises:
-        CTInputError: no lung label with voxels (not a chest CT, or a label map without lungs), or a field of
-            view under ``MIN_FIELD_OF_VIEW_MM`` along any axis.
+        CTInputError: non-finite voxels or affine, degenerate geometry (fewer than ``MIN_VOXELS_PER_AXIS`` voxels
+            along an axis, a voxel side of 0 or over ``MAX_VOXEL_MM``, a singular affine), no lung label with voxels
+            (not a chest CT, or a label map without lungs), or a field of view under ``MIN_FIELD_OF_VIEW_MM`` along
+            any axis.
     """
+    _finite(ct.hu, ct.affine, f"{ct.subject_id}: the CT")
+    _check_grid(ct)
     extent = np.array(ct.hu.shape) * np.array(ct.spacing_mm)
     if (extent < MIN_FIELD_OF_VIEW_MM).any():
         dims = " x ".join(f"{v:.0f}" for v in extent)
@@ -172,6 +178,19 @@ def validate_chest_ct(ct: CTVolume) -> CTVolume:
     if not lung_ids or not np.isin(ct.labels, lung_ids).any():
         raise CTInputError(f"{ct.subject_id}: the label map has no lung voxels: not a chest CT, or lungs not segmented")
     return ct
+
+
+def _check_grid(ct: CTVolume) -> None:
+    """``CTInputError`` unless the voxel grid can be projected: enough voxels, sane voxel sizes, a regular affine."""
+    spacing = np.array(ct.spacing_mm)
+    if min(ct.hu.shape) < MIN_VOXELS_PER_AXIS:
+        raise CTInputError(f"{ct.subject_id}: degenerate CT of {' x '.join(map(str, ct.hu.shape))} voxels "
+                           f"(need >= {MIN_VOXELS_PER_AXIS} along every axis)")  # fmt: skip
+    if spacing.min() <= 0 or spacing.max() > MAX_VOXEL_MM:
+        sizes = " x ".join(f"{v:g}" for v in spacing)
+        raise CTInputError(f"{ct.subject_id}: degenerate voxel size {sizes} mm (need > 0 and <= {MAX_VOXEL_MM:g} mm)")
+    if abs(np.linalg.det(ct.affine[:3, :3])) < 1e-3 * spacing.prod():
+        raise CTInputError(f"{ct.subject_id}: degenerate affine (its axes are parallel): the geometry is unknown")
 
 
 def resolve_label_names(spec: str | Path) -> dict[int, str]:
@@ -200,9 +219,20 @@ def read_volume(path: str | Path, what: str) -> tuple[np.ndarray, np.ndarray]:
         return _read_dicom_series(path, what)
     img = _load_nifti(path, what)
     try:
-        return np.asarray(img.dataobj, dtype=np.float32), img.affine.astype(np.float64)
+        voxels, affine = np.asarray(img.dataobj, dtype=np.float32), img.affine.astype(np.float64)
     except Exception as err:
         raise CTInputError(f"cannot decode {what} {path} ({err}); the file may be truncated") from err
+    return _finite(voxels, affine, f"{what} {path}")
+
+
+def _finite(voxels: np.ndarray, affine: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(voxels, affine)`` unchanged; ``CTInputError`` naming ``where`` when either holds NaN or infinity."""
+    if not np.isfinite(affine).all():
+        raise CTInputError(f"{where} has a non-finite affine (NaN or infinity): its geometry is unknown")
+    bad = voxels.size - int(np.count_nonzero(np.isfinite(voxels)))
+    if bad:
+        raise CTInputError(f"{where} has {bad} non-finite voxels (NaN or infinity); they would render black")
+    return voxels, affine
 
 
 def _read_dicom_series(folder: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -225,7 +255,7 @@ def _read_dicom_series(folder: Path, what: str) -> tuple[np.ndarray, np.ndarray]
     lps = np.eye(4)
     lps[:3, :3] = direction * np.array(image.GetSpacing())
     lps[:3, 3] = image.GetOrigin()
-    return voxels, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM's LPS world -> RAS
+    return _finite(voxels, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, f"{what} {folder}")  # DICOM's LPS -> RAS
 
 
 def read_pair(ct_path, labels_path, label_names, subject_id: str, source: str = "pairs") -> CTVolume:
@@ -314,11 +344,25 @@ def read_totalsegmentator_subject(folder: str | Path, subject_id: str | None = N
 
 
 def read_totalsegmentator_splits(root: str | Path) -> dict[str, str]:
-    """Subject id -> split from the dataset's ``meta.csv`` (``;`` or ``,`` separated), if present."""
+    """Subject id -> split from the dataset's ``meta.csv`` (``;`` or ``,`` separated), if present.
+
+    A byte-order mark, spaces and capitals in the header are ignored.
+
+    Raises:
+        CTInputError: a ``meta.csv`` that cannot be read, or without ``image_id`` and ``split`` columns (ignoring it
+            would silently move its test subjects into other splits).
+    """
     meta = Path(root) / "meta.csv"
     if not meta.exists():
         return {}
-    text = meta.read_text()
-    rows = list(csv.DictReader(text.splitlines(), delimiter=";" if text.count(";") > text.count(",") else ","))
+    try:
+        text = meta.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CTInputError(f"cannot read {meta}: {err}") from err
+    reader = csv.reader(text.splitlines(), delimiter=";" if text.count(";") > text.count(",") else ",")
+    header = [h.strip().lower() for h in next(reader, [])]
+    if missing := [c for c in ("image_id", "split") if c not in header]:
+        raise CTInputError(f"{meta} lacks the column(s) {missing} (its columns: {header}); fix it or move it away")
+    rows = [dict(zip(header, row, strict=False)) for row in reader]
     rename = {"val": "validation", "valid": "validation", "validation": "validation", "train": "train", "test": "test"}
-    return {r["image_id"]: rename[r["split"].strip()] for r in rows if r.get("split", "").strip() in rename}
+    return {r["image_id"].strip(): rename[r["split"].strip()] for r in rows if r.get("split", "").strip() in rename}

@@ -117,7 +117,9 @@ def random_framing(rng: np.random.Generator) -> Framing:
     return Framing(float(rng.uniform(0.70, 0.90)), float(rng.uniform(0.03, 0.14)), float(rng.uniform(-0.04, 0.04)))
 
 
-def framed_geometry(view: str, size_px: int, lung_box_mm: tuple[np.ndarray, np.ndarray], framing: Framing) -> ViewGeometry:
+def framed_geometry(
+    view: str, size_px: int, lung_box_mm: tuple[np.ndarray, np.ndarray], framing: Framing
+) -> ViewGeometry:
     """The geometry of ``view`` whose field is fitted to the lungs' world box (RAS mm ``(min, max)``) by ``framing``.
 
     The field side at the isocentre is the lungs' width across the image (frontal: both lungs side to side;

@@ -55,7 +55,9 @@ def blood_pool_ids(id_to_structure: dict[int, str]) -> list[int]:
     return [i for i, name in id_to_structure.items() if name in BLOOD_POOL]
 
 
-def virtual_non_contrast(hu: np.ndarray, labels: np.ndarray, id_to_structure: dict[int, str]) -> tuple[np.ndarray, bool]:
+def virtual_non_contrast(
+    hu: np.ndarray, labels: np.ndarray, id_to_structure: dict[int, str]
+) -> tuple[np.ndarray, bool]:
     """``(hu, enhanced)``: blood pool clipped to ``BLOOD_HU`` when the label map shows an enhanced CT.
 
     Args:

@@ -175,7 +175,7 @@ def _geometry(ct: CTVolume, view: str, settings: RenderSettings, rng: np.random.
 
 
 def projected_masks(paths: dict[str, torch.Tensor], threshold_mm: float) -> dict[str, torch.Tensor]:
-    """bool masks [...] per structure: path length above ``threshold_mm``, minus occluders where a structure has them.
+    """Bool masks [...] per structure: path length above ``threshold_mm``, minus occluders where a structure has them.
 
     A structure with ``occluders`` (the radiographic lung fields, ``chexanatomy.anatomy.LUNG_FIELD_OCCLUDERS``) keeps
     only the pixels whose ray passes none of the occluders present in ``paths``.
@@ -213,7 +213,9 @@ def render_subject(ct: CTVolume, settings: RenderSettings, device: str = "cpu") 
             # renders identically however the poses are grouped.
             proj = projector.project(*rays(geometry, pose))
             paths = structure_paths(proj.path_mm[0], proj.label_ids, id_to_structure)
-            look = random_appearance(rng, settings.physics, settings.processing, view) if settings.randomize else Appearance()
+            look = Appearance()
+            if settings.randomize:
+                look = random_appearance(rng, settings.physics, settings.processing, view)
             look = replace(look, virtual_non_contrast=enhanced)
             image = display(mix_line_integrals(proj.line_integral[0], look), look, rng, geometry.pixel_mm)
             out.append(RenderedView(image, _masks(paths, settings), geometry, pose, look, i, framing))

@@ -70,44 +70,78 @@ def pseudo_subjects(source: str, count: int, seed: int, strength: float) -> list
     return [Subject(i, functools.partial(load_pseudo_subject, source, i, seed, strength)) for i in ids]
 
 
+def refuse(reason: str) -> CTVolume:
+    """The loader of a subject known to be unusable when listed: raises ``CTInputError(reason)``."""
+    raise CTInputError(reason)
+
+
 def totalsegmentator_subjects(root: str | Path) -> list[Subject]:
-    """Every sub-folder of ``root`` (bad ones fail at load time, with a reason); splits from ``meta.csv``."""
+    """Every sub-folder of ``root`` (bad ones fail at load time, with a reason); splits from ``meta.csv``.
+
+    A symbolic link that leads to no folder (dangling, or a loop) is a subject that fails, never a silent omission.
+    """
     root = Path(root)
     if not root.is_dir():
         raise CTInputError(f"--root {root} is not a folder")
     splits = read_totalsegmentator_splits(root)
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return [
-        Subject(f.name, functools.partial(read_totalsegmentator_subject, f, f.name), splits.get(f.name))
-        for f in folders
-    ]
+    subjects = []
+    for entry in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
+        if entry.is_dir():
+            load = functools.partial(read_totalsegmentator_subject, entry, entry.name)
+        elif entry.is_symlink() and not entry.exists():
+            reason = f"{entry.name}: a symbolic link that leads to no folder (dangling, or a loop)"
+            load = functools.partial(refuse, reason)
+        else:
+            continue  # meta.csv, a licence, ...
+        subjects.append(Subject(entry.name, load, splits.get(entry.name)))
+    return subjects
 
 
 def pair_subjects(ct: str | None, labels: str | None, label_names: str, pairs_csv: str | None) -> list[Subject]:
     """Subjects of CT + label map pairs: one ``--ct``/``--labels`` pair, or every row of ``--pairs_csv``.
 
     The CSV has columns ``subject_id, ct, labels`` and optional ``label_names``, ``split``; relative paths are
-    relative to the CSV. A single pair's subject id is the CT file name up to its first dot.
+    relative to the CSV (a byte-order mark and spaces around the header are ignored). A single pair's subject id is
+    the CT file name up to its first dot. A row without a ``ct`` or ``labels`` cell is a subject that fails.
+
+    Raises:
+        CTInputError: a CSV that is missing, unreadable or lacks a column, or a row with an empty ``subject_id``.
     """
     if pairs_csv is None:
         subject_id = Path(ct).name.split(".")[0]
+        if not subject_id.strip():
+            raise CTInputError(f"--ct {ct}: the subject id (the file name up to its first dot) is empty; rename it")
         return [Subject(subject_id, functools.partial(read_pair, ct, labels, label_names, subject_id))]
-    base = Path(pairs_csv).parent
-    with open(pairs_csv, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    missing = {"subject_id", "ct", "labels"} - set(rows[0] if rows else {})
-    if missing:
-        raise CTInputError(f"{pairs_csv} lacks the columns {sorted(missing)}")
-    return [
-        Subject(
-            r["subject_id"],
-            functools.partial(
-                read_pair, base / r["ct"], base / r["labels"], r.get("label_names") or label_names, r["subject_id"]
-            ),
-            r.get("split") or None,
-        )
-        for r in rows
-    ]
+    rows = _read_pairs_csv(Path(pairs_csv))
+    return [_pair_subject(row, number, Path(pairs_csv), label_names) for number, row in enumerate(rows, start=2)]
+
+
+def _read_pairs_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a pairs CSV as dicts with stripped header names; ``CTInputError`` when it cannot be used."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise CTInputError(f"cannot read --pairs_csv {path}: {err}") from err
+    if missing := {"subject_id", "ct", "labels"} - set(reader.fieldnames):
+        raise CTInputError(f"{path} lacks the columns {sorted(missing)} (its columns: {reader.fieldnames})")
+    return rows
+
+
+def _pair_subject(row: dict[str, str], number: int, csv_path: Path, label_names: str) -> Subject:
+    """The subject of one pairs-CSV row (``number``: its line in the file); see ``pair_subjects``."""
+    subject_id = row["subject_id"] or ""
+    if not subject_id.strip():
+        raise CTInputError(f"{csv_path} line {number}: empty subject_id; every row needs one")
+    if empty := [c for c in ("ct", "labels") if not (row.get(c) or "").strip()]:
+        load = functools.partial(refuse, f"{subject_id}: {csv_path} line {number} has no {' and no '.join(empty)}")
+    else:
+        base = csv_path.parent
+        names = row.get("label_names") or label_names
+        load = functools.partial(read_pair, base / row["ct"], base / row["labels"], names, subject_id)
+    return Subject(subject_id, load, row.get("split") or None)
 
 
 def shard_subjects(subjects: list[Subject], index: int, count: int) -> list[Subject]:

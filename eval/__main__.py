@@ -2,7 +2,7 @@
 
     python -m eval                                                  # bundled models, embedded corpus, test split
     python -m eval --vlm outputs/tiny-vlm --unet outputs/unet --corpus_dir outputs/drr --output_dir outputs/eval
-    python -m eval --studies robustness domain_gap few_shot --real_dir /data/real_cxr_png
+    python -m eval --studies domain_gap plausibility --real_dir /data/real_cxr_png    # default: 2 bundled real images
     python -m eval --jsrt /data/JSRT --scr /data/SCR --montgomery /data/MontgomerySet --shenzhen /data/ChinaSet \
                    --chexmask /data/chexmask/MIMIC-CXR-JPG.csv --chexmask_images /data/mimic-cxr-jpg
 
@@ -15,9 +15,11 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 
 import datasets
@@ -27,7 +29,7 @@ from chexanatomy.inference import load_segmenter
 from . import report
 from .corpus_eval import evaluate_on_corpus
 
-STUDIES = ("robustness", "domain_gap", "few_shot")
+STUDIES = ("robustness", "domain_gap", "few_shot", "plausibility")
 # The robustness study and the gallery look at these (scoring every structure at every perturbation costs minutes).
 KEY_STRUCTURES = (
     "lung_left",
@@ -56,7 +58,10 @@ class EvalConfig:
     split: str = field(default="test", metadata={"help": "Corpus split to score."})
     output_dir: str = field(default="outputs/eval", metadata={"help": "Where results.json, report.md, plots go."})
     max_images: int | None = field(default=None, metadata={"help": "Score only the first N images of the split."})
-    studies: list[str] = field(default_factory=lambda: ["robustness", "few_shot"], metadata={"help": f"Of {STUDIES}."})
+    studies: list[str] = field(
+        default_factory=lambda: ["robustness", "few_shot", "plausibility", "domain_gap"],
+        metadata={"help": f"Of {STUDIES}."},
+    )
     robustness_images: int = field(default=2, metadata={"help": "Images per perturbation in the robustness study."})
     robustness_kinds: list[str] = field(
         default_factory=lambda: ["rotate", "scale", "translate_x", "translate_y", "crop", "pad"],
@@ -65,7 +70,10 @@ class EvalConfig:
     robustness_structures: list[str] = field(
         default_factory=lambda: list(KEY_STRUCTURES), metadata={"help": "Structures scored in the robustness study."}
     )
-    real_dir: str | None = field(default=None, metadata={"help": "Folder of real radiographs for the domain gap."})
+    real_dir: str | None = field(
+        default=None,
+        metadata={"help": "Real radiographs for domain_gap and plausibility (default: the two bundled NIH images)."},
+    )
     few_shot_k: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16], metadata={"help": "k examples."})
     few_shot_steps: int = field(default=40, metadata={"help": "Fine-tuning steps per few-shot run."})
     jsrt: str | None = field(default=None, metadata={"help": "JSRT folder (.IMG files); needs --scr."})
@@ -108,10 +116,22 @@ def load_models(config: EvalConfig) -> dict:
     return {k: load_segmenter(src, device=config.device, **options[k]) for k, src in sources.items() if src != "none"}
 
 
+def fresh_cache_dir() -> str:
+    """A ``datasets`` cache folder of this process, under the system's temporary folder (never in an output folder).
+
+    A fresh cache per run: a rebuilt local corpus must not be served from a stale cache. It is removed at exit.
+    """
+    return _process_cache().name
+
+
+@lru_cache(maxsize=1)
+def _process_cache() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="chexanatomy-eval-cache-")
+
+
 def corpus_rows(config: EvalConfig):
     """The split's rows (a fresh cache per run: a rebuilt local corpus must not be served from a stale cache)."""
-    cache = Path(config.output_dir) / ".hf_cache"
-    rows = datasets.load_dataset(config.corpus_dir, cache_dir=str(cache))[config.split]
+    rows = datasets.load_dataset(config.corpus_dir, cache_dir=fresh_cache_dir())[config.split]
     return rows.select(range(min(config.max_images, len(rows)))) if config.max_images else rows
 
 
@@ -206,8 +226,8 @@ def score_real(models: dict, config: EvalConfig) -> list[dict]:
     entries = []
     for _, (description, records) in real_benchmarks(config).items():
         for key, segmenter in models.items():
-            for definition in config.lung_definitions:
-                entries.append(evaluate_on_real(segmenter, records(), key, description, definition, config.keep_largest))
+            for lungs in config.lung_definitions:
+                entries.append(evaluate_on_real(segmenter, records(), key, description, lungs, config.keep_largest))
                 print(report.summary_line(entries[-1]))
     return entries
 
@@ -232,17 +252,28 @@ def run_studies(config: EvalConfig, models: dict, rows, out: Path, plots: dict) 
         _domain_gap(config, rows, out, plots, studies, tables)
     if "few_shot" in config.studies:
         _few_shot(config, models, out, plots, studies, tables)
+    if "plausibility" in config.studies:
+        from .plausibility import plausibility_study, plausibility_table
+
+        studies["plausibility"] = plausibility_study(models, real_images(config, max_images=20))
+        tables["plausibility"] = plausibility_table(studies["plausibility"])
     return studies, tables
 
 
-def _domain_gap(config: EvalConfig, rows, out: Path, plots: dict, studies: dict, tables: dict) -> None:
-    from .domain_gap import corpus_images, domain_gap_study, domain_gap_table, load_image_folder, plot_domain_gap
+def real_images(config: EvalConfig, max_images: int = 200) -> dict:
+    """``--real_dir``'s radiographs (name -> PIL), or the two bundled real radiographs when it is not given."""
+    from chexanatomy.examples import real_radiographs
 
-    if not config.real_dir:
-        print("domain_gap skipped: give --real_dir, a folder of real radiographs (none ships with the repository)")
-        return
+    from .domain_gap import load_image_folder
+
+    return load_image_folder(config.real_dir, max_images=max_images) if config.real_dir else real_radiographs()
+
+
+def _domain_gap(config: EvalConfig, rows, out: Path, plots: dict, studies: dict, tables: dict) -> None:
+    from .domain_gap import corpus_images, domain_gap_study, domain_gap_table, plot_domain_gap
+
     drr = corpus_images(rows, views=("PA", "AP"))  # the real benchmarks are frontal
-    studies["domain_gap"] = domain_gap_study(drr, load_image_folder(config.real_dir, max_images=200))
+    studies["domain_gap"] = domain_gap_study(drr, real_images(config))
     plots["domain_gap"] = str(plot_domain_gap(studies["domain_gap"], out / "plots" / "domain_gap.png").relative_to(out))
     tables["domain_gap"] = domain_gap_table(studies["domain_gap"])
 
@@ -253,7 +284,7 @@ def _few_shot(config: EvalConfig, models: dict, out: Path, plots: dict, studies:
     if "vlm" not in models:
         print("few_shot skipped: it fine-tunes the VLM (--vlm is 'none')")
         return
-    splits = datasets.load_dataset(config.corpus_dir, cache_dir=str(out / ".hf_cache"))
+    splits = datasets.load_dataset(config.corpus_dir, cache_dir=fresh_cache_dir())
     settings = FewShotConfig(ks=tuple(config.few_shot_k), steps=config.few_shot_steps)
     studies["few_shot"] = few_shot_study(models["vlm"], splits["train"], splits[config.split], settings)
     plots["few_shot"] = str(plot_few_shot(studies["few_shot"], out / "plots" / "few_shot.png").relative_to(out))

@@ -452,7 +452,11 @@ def domain_gap_study(
     names = [(kind, image_id) for kind, images in sets.items() for image_id in images]
     per_image = _per_image(names, features["drr"] + features["real"], z, labels)
     curves = _curves(features, {kind: np.stack([d[2] for d in ds]) for kind, ds in described.items()})
-    return {"summary": summary, "per_image": per_image, "curves": curves}
+    rows = [
+        {"feature": name, "drr_mean": f["drr_mean"], "real_mean": f["real_mean"], "smd": f["smd"]}
+        for name, f in summary["features"].items()
+    ]
+    return {"summary": summary, "rows": rows, "per_image": per_image, "curves": curves}
 
 
 # --------------------------------------------------------------------------------------------------

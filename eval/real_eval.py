@@ -36,7 +36,7 @@ OCCLUDERS_OF = {"scr": LUNG_FIELD_OCCLUDERS, "heart": ("heart",), "full": ()}  #
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
-    """bool [H, W]: the largest 8-connected component of ``mask`` (empty stays empty)."""
+    """Bool [H, W]: the largest 8-connected component of ``mask`` (empty stays empty)."""
     labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
     if n <= 1:
         return np.asarray(mask, dtype=bool)

@@ -334,7 +334,7 @@ def study_sections(studies: dict | None, model_id: str) -> list[dict]:
         rows = [r for r in study.get("rows") or [] if r.get("model", model_id) == model_id]
         columns = list(dict.fromkeys(k for r in rows for k in r if k != "model"))
         table = [[_cell(r.get(c)) for c in columns] for r in rows]
-        summary = [f"{k}: {_cell(v)}" for k, v in (study.get("summary") or {}).items()]
+        summary = [f"{k}: {_cell(v)}" for k, v in (study.get("summary") or {}).items() if not isinstance(v, dict)]
         if table or summary:
             title = key.replace("_", " ").capitalize()
             sections.append({"title": title, "columns": columns, "rows": table, "summary": summary})

@@ -157,9 +157,12 @@ def grey_or_refuse(image: Image.Image | np.ndarray, name: str) -> Image.Image:
 
 
 def _bomb_size(error: Exception) -> str:
-    """The pixel count from PIL's bomb message as "the image has N megapixels; ", or "" when it gives none."""
+    """The exact pixel count from PIL's bomb message as "the image has 50,000,001 pixels; ", or "" when it gives none.
+
+    Exact, not rounded to megapixels: an image just over the limit must not read "50 megapixels; at most 50".
+    """
     words = [w for w in str(error).replace("(", " ").split() if w.isdigit()]
-    return f"the image has {int(words[0]) / 1e6:.0f} megapixels; " if words else ""
+    return f"the image has {int(words[0]):,} pixels; " if words else ""
 
 
 def flatten_alpha(image: Image.Image) -> tuple[Image.Image, list[str]]:
@@ -248,8 +251,10 @@ def fit_for_inference(image: Image.Image) -> tuple[Image.Image, list[str]]:
 
 @dataclass(frozen=True)
 class Example:
-    """A bundled example: ``image`` (PNG) with ground-truth masks in ``masks`` (npz, see make_examples.py), or a real
-    radiograph without ground truth (``masks`` None)."""
+    """A bundled example: ``image`` (PNG) with ground-truth masks in ``masks`` (npz, see make_examples.py).
+
+    ``masks`` is None for a real radiograph, which has no ground truth.
+    """
 
     image: Path
     masks: Path | None
@@ -257,8 +262,11 @@ class Example:
 
 
 def load_examples(examples_dir: Path | None) -> list[Example]:
-    """The examples in ``examples_dir``, in examples.json order when present: every ``NAME.png`` with a ``NAME.npz``
-    (rendered, with ground truth), and every PNG that examples.json lists with ``"masks": null`` (a real radiograph)."""
+    """The examples in ``examples_dir``, in examples.json order when present.
+
+    Every ``NAME.png`` with a ``NAME.npz`` (rendered, with ground truth), and every PNG that examples.json lists with
+    ``"masks": null`` (a real radiograph).
+    """
     if examples_dir is None or not Path(examples_dir).is_dir():
         return []
     examples_dir = Path(examples_dir)
@@ -645,6 +653,10 @@ def load_model(name: str, kind: str, device: str | None = None) -> Segmenter | N
     """A ``Segmenter`` for ``name`` (a folder, a Hub id, "bundled-vlm"/"bundled-unet" or "none" -> None).
 
     A bundled model missing from this installation (e.g. on Spaces) falls back to the Hub release ``HUB_MODELS``.
+
+    Raises:
+        FileNotFoundError: naming ``name`` when it is no model folder and no reachable Hub model (offline: not cached);
+            a mistyped local path never goes to the Hub (``chexanatomy.locate``).
     """
     if name.lower() == "none":
         return None
@@ -712,10 +724,14 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Load the models, build the UI and serve it until interrupted."""
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes
-    vlm, unet = load_model(args.vlm, "vlm", args.device), load_model(args.unet, "unet", args.device)
+    try:
+        vlm, unet = load_model(args.vlm, "vlm", args.device), load_model(args.unet, "unet", args.device)
+    except FileNotFoundError as error:
+        parser.exit(2, f"error: {error}\n")  # a usage error: one line, no traceback
     demo = build_demo(vlm, unet, Path(args.examples_dir), args.max_structures, args.concurrency)
     logger.info("serving VLM=%s U-Net=%s on http://%s:%d", args.vlm, args.unet, args.host, args.port)
     launch(demo, args.host, args.port, examples_dir=Path(args.examples_dir))

@@ -33,8 +33,10 @@ def interleave_views(rows: list[dict], views: list[str]) -> list[dict]:
 
 
 def example_name(row: dict) -> str:
-    """A file stem such as ``pa_embedded-ps008_pose0``."""
-    return f"{row['view'].lower()}_{row['subject_id']}_pose{row['pose_index']}"
+    """A file stem such as ``pa_embedded-ps008_pose0``; the subject id as the corpus's shard names write it."""
+    from dataset_builder.corpus import safe_name  # never a raw id in a path: "../x" or "a/b" stay in out_dir
+
+    return f"{row['view'].lower()}_{safe_name(row['subject_id'])}_pose{row['pose_index']}"
 
 
 def pack_masks(structures: list[dict]) -> dict[str, np.ndarray]:
@@ -67,15 +69,11 @@ def write_example(row: dict, out_dir: Path) -> dict:
     }
 
 
-REAL_RADIOGRAPHS = ("00000001_000.png", "00027426_000.png")
-
-
 def write_real_example(name: str, out_dir: Path) -> dict:
     """Copy one bundled real radiograph into ``out_dir`` as ``real_NAME``; return its ``examples.json`` entry."""
-    import importlib.resources
+    from chexanatomy.examples import real_radiograph_bytes
 
-    with importlib.resources.as_file(importlib.resources.files("chexanatomy") / "assets" / "real_cxr" / name) as src:
-        data = Path(src).read_bytes()
+    data = real_radiograph_bytes(name)
     png = out_dir / f"real_{name}"
     png.write_bytes(data)
     return {
@@ -114,6 +112,8 @@ def main(args: argparse.Namespace) -> None:
         raise SystemExit(f"--n {args.n}: the {args.split} split has only {len(chosen)} rows with views {args.views}")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    from chexanatomy.examples import REAL_RADIOGRAPHS
+
     entries = [write_real_example(name, out_dir) for name in REAL_RADIOGRAPHS]
     entries += [write_example(row, out_dir) for row in chosen]
     meta = {"corpus_dir": str(args.corpus_dir), "split": args.split, "examples": entries}

@@ -29,7 +29,17 @@ def test_derived_structures_are_unions_of_patient_side_members():
         "lung_upper_lobe_right", "lung_middle_lobe_right", "lung_lower_lobe_right",
     }  # fmt: skip
     assert len(A.leaf_members("ribs_right")) == 12
-    assert A.expand_derived(["lung_upper_lobe_left", "lung_lower_lobe_left"]) == ["lung_left"]
+    assert A.expand_derived(["lung_upper_lobe_left", "lung_lower_lobe_left"]) == ["lung_left", "lung_field_left"]
+
+
+def test_lung_fields_are_lungs_seen_through_no_occluder():
+    for side in ("left", "right"):
+        field = A.STRUCTURES[f"lung_field_{side}"]
+        assert field.members == (f"lung_{side}",) and field.side == side and not field.multipart
+        assert {"heart", "aorta", "liver", "spleen", "trachea"} <= set(field.occluders)
+        assert all(o in A.STRUCTURES and not A.STRUCTURES[o].occluders for o in field.occluders)
+    assert A.get_structure("left lung field").name == "lung_field_left"
+    assert not A.STRUCTURES["lung_left"].occluders
 
 
 def test_prompt_names_and_synonyms_resolve():

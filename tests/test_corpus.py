@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from huggingface_hub import DatasetCard
 
-from dataset_builder.build import BuildConfig, build
-from dataset_builder.corpus import FEATURES, split_of
+from dataset_builder.build import BuildConfig, BuildError, build
+from dataset_builder.corpus import FEATURES, FORMAT_VERSION, split_of
 from dataset_builder.hub import files_to_upload, push_corpus
 
 
@@ -101,7 +101,7 @@ def test_interrupted_build_resumes_to_the_same_files(corpus, tmp_path):
 
 def test_resume_with_different_settings_is_refused(corpus, tmp_path):
     build(small_config(tmp_path, num_subjects=1))
-    with pytest.raises(SystemExit, match="size_px"):
+    with pytest.raises(BuildError, match="size_px"):
         build(small_config(tmp_path, num_subjects=1, size_px=96))
 
 
@@ -151,4 +151,4 @@ def test_hub_upload_sends_exactly_the_corpus_files(corpus):
     push_corpus(out, "chexanatomy/drr", api=api)
     assert api.calls[0] == ("create_repo", "chexanatomy/drr", "dataset")
     assert api.calls[1][2] == sorted(expected)
-    assert api.calls[2] == ("create_tag", "chexanatomy/drr", "v1.0")
+    assert api.calls[2] == ("create_tag", "chexanatomy/drr", f"v{FORMAT_VERSION}")

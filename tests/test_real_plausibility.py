@@ -1,23 +1,13 @@
-"""The bundled models on two real radiographs (chexanatomy/assets/real_cxr; no reference masks, so no Dice):
-the anatomy must at least be plausible, where a user looks first."""
+"""The bundled models on the two bundled real radiographs (no reference masks, so no Dice): the anatomy must at least
+be plausible where a user looks first (checks: eval.plausibility)."""
 
-import importlib.resources
-
-import numpy as np
 import pytest
-from PIL import Image
-from scipy import ndimage
 
+from chexanatomy.examples import real_radiographs
 from chexanatomy.inference import load_segmenter
-from tests.conftest import centroid_yx
+from eval.plausibility import check_image, plausibility_study, plausibility_table
 
-REAL = ("00000001_000.png", "00027426_000.png")
-LUNGS = ("lung_field_left", "lung_field_right")
-
-
-def real_image(name: str) -> Image.Image:
-    with importlib.resources.as_file(importlib.resources.files("chexanatomy") / "assets" / "real_cxr" / name) as p:
-        return Image.open(p).convert("L")
+IMAGES = real_radiographs()
 
 
 @pytest.fixture(scope="module")
@@ -30,33 +20,22 @@ def vlm():
     return load_segmenter("bundled-vlm", device="cpu")
 
 
-def main_component_share(mask: np.ndarray) -> float:
-    """Share of the mask's pixels in its largest 8-connected component (1.0 = one region)."""
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
-    return float(np.bincount(labels.ravel())[1:].max() / mask.sum()) if n else 0.0
-
-
-@pytest.mark.parametrize("name", REAL)
+@pytest.mark.parametrize("name", sorted(IMAGES))
 def test_unet_finds_two_lungs_on_their_sides_with_the_heart_between(unet, name):
-    image = real_image(name)
-    assert set(LUNGS) <= set(unet.structures)
-    predictions = unet.segment(image, [*LUNGS, "heart"])
-    left, right, heart = (predictions[n].mask for n in (*LUNGS, "heart"))
-    width = image.width
-    for lung in (left, right):
-        assert 0.10 <= lung.mean() <= 0.35, f"lung covers {lung.mean():.1%} of the image"
-        assert main_component_share(lung) >= 0.9
-    assert centroid_yx(left)[1] > width / 2 > centroid_yx(right)[1]  # patient's left on the image right
-    assert heart.any()
-    assert centroid_yx(right)[1] < centroid_yx(heart)[1] < centroid_yx(left)[1]
-    assert (left & right).sum() == 0
+    """Each lung field one main region on the correct side, 10-35 % of the image, the heart between them."""
+    row = check_image(unet, IMAGES[name])
+    assert row["lungs_asked"] == "lung_field_left, lung_field_right"
+    assert row["passed"], row
 
 
-@pytest.mark.parametrize("name", REAL)
+@pytest.mark.parametrize("name", sorted(IMAGES))
 def test_vlm_answers_for_lungs_and_heart_are_valid(vlm, name):
-    predictions = vlm.segment(real_image(name), [*LUNGS, "lung_left", "lung_right", "heart"])
-    invalid = [n for n, p in predictions.items() if not p.valid]
-    assert not invalid, f"invalid answers for {invalid}: {[predictions[n].answer for n in invalid]}"
-    width = real_image(name).width
-    assert centroid_yx(predictions["lung_field_left"].mask)[1] > width / 2
-    assert centroid_yx(predictions["lung_field_right"].mask)[1] < width / 2
+    row = check_image(vlm, IMAGES[name])
+    assert row["invalid_answers"] == [], row
+    assert row["sides_correct"], row
+
+
+def test_the_study_reports_every_model_and_image(unet):
+    study = plausibility_study({"unet": unet}, IMAGES)
+    assert len(study["rows"]) == 2 and study["summary"]["images"] == 2
+    assert plausibility_table(study).count("\n") == 3

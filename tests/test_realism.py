@@ -1,4 +1,4 @@
-"""Radiograph-like rendering of the embedded CT: no CT box, no contrast, exact masks, seeded, radiographic lung fields."""
+"""Radiograph-like rendering of the embedded CT: no CT box, no contrast, exact masks, seeded, lung fields."""
 
 from dataclasses import replace
 

@@ -36,6 +36,8 @@ def test_sft_recipes_parse_with_the_papers_defaults_or_the_tiny_exceptions(recip
         assert not anatomy.lora and anatomy.train_vision
 
 
-def test_unet_recipe_parses():
-    config = parse_config(UNetTrainConfig, ["--config", str(ROOT / "train" / "recipes" / "unet_bundled.yaml")])
+@pytest.mark.parametrize("recipe", sorted((ROOT / "train" / "recipes").glob("unet*.yaml")), ids=lambda p: p.name)
+def test_unet_recipes_parse(recipe):
+    config = parse_config(UNetTrainConfig, ["--config", str(recipe)])
     assert config.size == 128 and config.encoder == "mobilenet_v2"
+    assert config.bf16 == ("radiograph" in recipe.name)

@@ -75,7 +75,10 @@ def restyle(image: torch.Tensor, rng: random.Random, config: RadiographAugmentat
 
 
 def augment_radiograph(
-    image: torch.Tensor, masks: torch.Tensor, rng: random.Random, config: RadiographAugmentation = RadiographAugmentation()
+    image: torch.Tensor,
+    masks: torch.Tensor,
+    rng: random.Random,
+    config: RadiographAugmentation = RadiographAugmentation(),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Geometry (image and masks) and radiograph style (image) at random; returns new tensors, inputs untouched."""
     if rng.random() < config.geometry_p:

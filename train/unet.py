@@ -83,7 +83,7 @@ class UNetTrainConfig:
     seed: int = field(default=0, metadata={"help": "Seed."})
     bf16: bool = field(
         default=False,
-        metadata={"help": "bfloat16 autocast for forward and loss (CPUs with AVX-512 BF16, GPUs); see bench_train_precision."},
+        metadata={"help": "bfloat16 autocast of forward and loss (AVX-512 BF16 CPUs, GPUs): bench_train_precision.py."},
     )
     init_from: str | None = field(
         default=None,

@@ -1,0 +1,601 @@
+"""Bad input never becomes training data, no subject is silently lost, no typo reaches the Hub (issue 14).
+
+``CASES`` is the list of bad inputs tried, each with what must happen; every case is asserted by a test below, and
+``README.md`` carries the same list as the table "bad input -> what happens" (``python tests/test_reliability.py``
+prints it; ``test_readme_table_is_the_list_of_cases`` keeps the two equal).
+"""
+
+import dataclasses
+import functools
+import gzip
+import json
+import multiprocessing
+import os
+import signal
+import time
+import tracemalloc
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--size_px", "48", "--poses_per_view", "1", "--views", "PA", "--codec", "none"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: ``name`` (a subject id, or a test's key), the README's two columns, and what the test expects."""
+
+    name: str
+    bad_input: str
+    outcome: str
+    expect: str = ""  # a substring of the failure reason or the error message
+
+
+FAILED = "the subject fails with its reason in `failures.jsonl`, no row is written; the rest is built"
+USAGE = "exit status 2, one line `error: ...`, nothing written (the corrected command then works)"
+# Subjects of one pairs CSV and one TotalSegmentator folder, built once (``corpus`` below).
+SUBJECT_CASES = [
+    Case("trunc", "truncated `.nii.gz`", FAILED, "truncated"),
+    Case("text", "a text file named `ct.nii.gz`", FAILED, "cannot read CT"),
+    Case("empty_file", "a 0-byte CT file", FAILED, "cannot read CT"),
+    Case("missing_file", "a CT path that does not exist", FAILED, "cannot read CT"),
+    Case("shape", "label map of another shape than the CT", FAILED, "shape"),
+    Case("affine", "label map with another affine", FAILED, "affine"),
+    Case("nolung", "label map without lung labels", FAILED, "no lung voxels"),
+    Case("tiny", "field of view under 100 mm", FAILED, "field of view"),
+    Case("fourd", "a 4-D CT", FAILED, "3-D"),
+    Case("badsplit", "unknown `split` in the CSV", FAILED, "split"),
+    Case("badnames", "`label_names` file that does not exist", FAILED, "label names"),
+    Case("nan", "CT with a 10x10x10 block of NaN voxels", FAILED, "non-finite"),
+    Case("inf", "CT with one infinite voxel", FAILED, "non-finite"),
+    Case("voxel500", "1x1x1 CT of 500 mm voxels (passes the field-of-view check)", FAILED, "degenerate"),
+    Case("nolabels", "CSV row without its `labels` cell", FAILED, "no labels"),
+    Case("ts_noseg", "TotalSegmentator folder without `segmentations/`", FAILED, "segmentations"),
+    Case("ts_segshape", "a segmentation file of another shape", FAILED, "shape"),
+    Case("ts_loop", "a subject folder that is a symbolic link to itself", FAILED, "symbolic link"),
+]
+SHARDS = "each subject its own shard (`x_1`, `x_1~<hash>`, ...)"
+BUILT_CASES = [
+    Case("x 1", "ids `x 1`, `x_1`, `x/1` (one file name before)", SHARDS),
+    Case("日本", "two all-non-ASCII ids", SHARDS),
+    Case("ts_good", "`meta.csv` with a byte-order mark", "its splits are honoured"),
+]
+USAGE_CASES = [
+    Case("size_px", "`--size_px 5`", USAGE, "size_px must be in 32..1024"),
+    Case("no_root", "a `--root` that does not exist", USAGE, "not a folder"),
+    Case("no_csv", "a `--pairs_csv` that does not exist", USAGE, "cannot read --pairs_csv"),
+    Case("empty_id", "CSV row with an empty `subject_id`", USAGE, "empty subject_id"),
+    Case("duplicate_id", "two CSV rows with one `subject_id`", USAGE, "not unique"),
+    Case("meta_column", "`meta.csv` with its `split` column renamed", USAGE, "lacks the column"),
+    Case("settings", "resume with other settings", USAGE, "different settings"),
+    Case("empty_config", "an emptied `build_config.json` (build and `card`)", USAGE, "empty or damaged"),
+    Case("codec_typo", "`--codec outputs/codec-typo` (no Hub request)", USAGE, "no model folder"),
+    Case("locked", "a second build into a folder being built", USAGE, "another build is writing"),
+]
+OTHER_CASES = [
+    Case("render_nan", "a CT that passes the input checks but renders constant", FAILED),
+    Case("implausible_lungs", "a view whose lungs cover under 5 % or over 80 % of the image", FAILED),
+    Case("killed_worker", "a `--num_proc 2` worker killed by SIGKILL", "the pool is replaced, the subject retried "
+         "once alone, then named in `failures.jsonl`; the rest is built"),
+    Case("concurrent", "two builds started together into one folder", "one builds, the other is refused"),
+    Case("stale_tmp", "`.*.tmp-*` files left by a killed run", "deleted at the next start"),
+    Case("model_typo", "`load_segmenter('outputs/unet-typo')`, the Space's `--unet`", "`FileNotFoundError` naming "
+         "the path, no Hub request (only `owner/name` that is no local path goes to the Hub)"),
+    Case("not_cached", "a Hub id while offline (also the Space's fallback)", "`FileNotFoundError`: not cached"),
+    Case("long_answer", "a 1 MB model answer", "decoded in bounded memory: 128 objects, the rest one invalid object"),
+    Case("bomb_boundary", "an upload of 50,000,001 pixels", 'the Space says "50,000,001 pixels; at most 50 MP"'),
+    Case("raw_id_path", "a subject id `../x` in `space/make_examples.py`", "the file stays in the examples folder"),
+]
+CASES = SUBJECT_CASES + BUILT_CASES + USAGE_CASES + OTHER_CASES
+BY_NAME = {c.name: c for c in CASES}
+
+
+def readme_table() -> str:
+    """The README's table of ``CASES`` (one row per outcome, its inputs joined) and the count line under it."""
+    outcomes = dict.fromkeys(c.outcome for c in CASES)
+    rows = [f"| {'; '.join(c.bad_input for c in CASES if c.outcome == o)} | {o} |" for o in outcomes]
+    count = f"{len(CASES)} cases tried (`tests/test_reliability.py`)."
+    return "\n".join(["| bad input | what happens |", "| --- | --- |", *rows, "", count])
+
+
+def test_readme_table_is_the_list_of_cases():
+    assert readme_table() in (ROOT / "README.md").read_text()
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing bad subjects
+# --------------------------------------------------------------------------------------------------
+
+
+def small_phantom():
+    from dataset_builder.phantom import make_thorax_phantom
+
+    return make_thorax_phantom(shape=(48, 40, 36), spacing_mm=(8.0, 8.0, 10.0))
+
+
+def save(path: Path, data, affine):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(data), affine), path)
+
+
+def write_pairs(folder: Path) -> Path:
+    """One pairs CSV with the good subjects and every pairs-type bad case of ``SUBJECT_CASES``."""
+    ct = small_phantom()
+    hu, lab, aff = ct.hu.astype(np.int16), ct.labels.astype(np.uint8), ct.affine
+    save(folder / "ct.nii.gz", hu, aff)
+    save(folder / "lab.nii.gz", lab, aff)
+    raw = gzip.decompress((folder / "ct.nii.gz").read_bytes())
+    (folder / "trunc.nii.gz").write_bytes(gzip.compress(raw[: len(raw) // 3]))
+    (folder / "text.nii.gz").write_text("not an image")
+    (folder / "empty.nii.gz").write_bytes(b"")
+    save(folder / "lab_shape.nii.gz", lab[:, :, :-1], aff)
+    shifted = aff.copy()
+    shifted[0, 3] += 5
+    save(folder / "lab_affine.nii.gz", lab, shifted)
+    lungs = [i for i, n in ct.label_names.items() if n.startswith("lung_")]
+    save(folder / "lab_nolung.nii.gz", np.where(np.isin(lab, lungs), 0, lab).astype(np.uint8), aff)
+    save(folder / "tiny_ct.nii.gz", hu[:10, :10, :10], np.eye(4))
+    save(folder / "tiny_lab.nii.gz", lab[:10, :10, :10], np.eye(4))
+    save(folder / "fourd_ct.nii.gz", hu[..., None], aff)
+    save(folder / "fourd_lab.nii.gz", lab[..., None], aff)
+    nan = ct.hu.copy()
+    nan[20:30, 15:25, 10:20] = np.nan
+    save(folder / "nan.nii.gz", nan, aff)
+    inf = ct.hu.copy()
+    inf[5, 5, 5] = np.inf
+    save(folder / "inf.nii.gz", inf, aff)
+    save(folder / "one_ct.nii.gz", np.full((1, 1, 1), -800.0, np.float32), np.diag([500.0, 500.0, 500.0, 1.0]))
+    save(folder / "one_lab.nii.gz", np.full((1, 1, 1), lungs[0], np.uint8), np.diag([500.0, 500.0, 500.0, 1.0]))
+    rows = [
+        "subject_id,ct,labels,label_names,split",
+        "good,ct.nii.gz,lab.nii.gz,,",
+        "x 1,ct.nii.gz,lab.nii.gz,,",
+        "x_1,ct.nii.gz,lab.nii.gz,,",
+        "x/1,ct.nii.gz,lab.nii.gz,,",
+        "日本,ct.nii.gz,lab.nii.gz,,",
+        "中国,ct.nii.gz,lab.nii.gz,,",
+        "trunc,trunc.nii.gz,lab.nii.gz,,",
+        "text,text.nii.gz,lab.nii.gz,,",
+        "empty_file,empty.nii.gz,lab.nii.gz,,",
+        "missing_file,missing.nii.gz,lab.nii.gz,,",
+        "shape,ct.nii.gz,lab_shape.nii.gz,,",
+        "affine,ct.nii.gz,lab_affine.nii.gz,,",
+        "nolung,ct.nii.gz,lab_nolung.nii.gz,,",
+        "tiny,tiny_ct.nii.gz,tiny_lab.nii.gz,,",
+        "fourd,fourd_ct.nii.gz,fourd_lab.nii.gz,,",
+        "badsplit,ct.nii.gz,lab.nii.gz,,holdout",
+        "badnames,ct.nii.gz,lab.nii.gz,names_missing.csv,",
+        "nan,nan.nii.gz,lab.nii.gz,,",
+        "inf,inf.nii.gz,lab.nii.gz,,",
+        "voxel500,one_ct.nii.gz,one_lab.nii.gz,,",
+        "nolabels,ct.nii.gz",
+    ]
+    (folder / "pairs.csv").write_text("\n".join(rows) + "\n")
+    return folder / "pairs.csv"
+
+
+def write_totalseg_subject(folder: Path, ct, skip=()):
+    save(folder / "ct.nii.gz", ct.hu.astype(np.int16), ct.affine)
+    for label_id in np.unique(ct.labels):
+        name = ct.label_names.get(int(label_id))
+        if label_id and name not in skip:
+            save(folder / "segmentations" / f"{name}.nii.gz", (ct.labels == label_id).astype(np.uint8), ct.affine)
+
+
+def write_totalseg(root: Path) -> Path:
+    """A TotalSegmentator folder: one good subject, the layout-type bad cases, a ``meta.csv`` with a BOM."""
+    ct = small_phantom()
+    write_totalseg_subject(root / "ts_good", ct)
+    save(root / "ts_noseg" / "ct.nii.gz", ct.hu.astype(np.int16), ct.affine)
+    write_totalseg_subject(root / "ts_segshape", ct)
+    save(root / "ts_segshape" / "segmentations" / "heart.nii.gz", np.zeros((48, 40, 35), np.uint8), ct.affine)
+    (root / "ts_loop").symlink_to(root / "ts_loop")
+    (root / "meta.csv").write_text("\ufeffimage_id;split\nts_good;test\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """(pairs summary, pairs folder, TotalSegmentator summary, its folder): every subject case, built once."""
+    from dataset_builder.build import BuildConfig, build
+
+    base = tmp_path_factory.mktemp("reliability")
+    csv_path = write_pairs(base / "pairs")
+    small = dict(size_px=48, poses_per_view=1, views=["PA"], codec="none")
+    pairs = build(BuildConfig(source="pairs", pairs_csv=str(csv_path), output_dir=str(base / "out_pairs"), **small))
+    root = write_totalseg(base / "ts")
+    ts = build(BuildConfig(source="totalsegmentator", root=str(root), output_dir=str(base / "out_ts"), **small))
+    return pairs, base / "out_pairs", ts, base / "out_ts"
+
+
+def reasons(corpus) -> dict[str, str]:
+    pairs, pairs_out, ts, ts_out = corpus
+    return {f["subject_id"]: f["reason"] for f in pairs["failures"] + ts["failures"]}
+
+
+@pytest.mark.parametrize("case", SUBJECT_CASES, ids=lambda c: c.name)
+def test_each_bad_subject_is_named_with_its_reason(corpus, case):
+    assert case.expect in reasons(corpus)[case.name]
+
+
+def test_failures_file_holds_every_bad_subject_and_summary_counts_every_subject(corpus):
+    pairs, pairs_out, ts, ts_out = corpus
+    logged = [json.loads(line)["subject_id"] for out in (pairs_out, ts_out) for line in open(out / "failures.jsonl")]
+    assert sorted(logged) == sorted(c.name for c in SUBJECT_CASES)
+    for summary, listed in ((pairs, 21), (ts, 4)):
+        assert summary["subjects"] == listed == summary["built"] + summary["resumed_skipped"] + summary["failed"]
+
+
+def test_good_subjects_are_built_each_in_its_own_shard(corpus):
+    pairs, pairs_out, ts, ts_out = corpus
+    assert pairs["built"] == 6 and ts["built"] == 1
+    names = sorted(p.name for p in (pairs_out / "data").glob("*.parquet"))
+    assert len(names) == 6 and sum("x_1" in n for n in names) == 3 and sum("~" in n for n in names) == 4
+    assert [p.name for p in (ts_out / "data").glob("*.parquet")] == ["test-ts_good.parquet"]  # BOM meta.csv read
+
+
+def test_no_row_has_a_constant_image_or_implausible_lungs(corpus):
+    import io
+
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    _, pairs_out, _, ts_out = corpus
+    files = [p for out in (pairs_out, ts_out) for p in (out / "data").glob("*.parquet")]
+    rows = [row for path in files for row in pq.read_table(path).to_pylist()]
+    assert len(rows) == 7
+    for row in rows:
+        image = np.asarray(Image.open(io.BytesIO(row["image"]["bytes"])))
+        lungs = next(s["mask"]["bytes"] for s in row["structures"] if s["name"] == "lungs")
+        lungs = np.asarray(Image.open(io.BytesIO(lungs)), bool)
+        assert image.min() < image.max() and 0.05 <= lungs.mean() <= 0.8 and image[lungs].std() >= 1
+
+
+def test_safe_names_are_injective_and_refuse_empty_ids():
+    from dataset_builder.corpus import safe_name
+
+    ids = ["x 1", "x_1", "x/1", "x:1", "日本", "中国", "ü", "é", "a" * 200, "a" * 201, "phantom-ps000"]
+    names = [safe_name(i) for i in ids]
+    assert len(set(names)) == len(ids) and safe_name("phantom-ps000") == "phantom-ps000"
+    assert all(n.replace("~", "").replace("_", "").replace("-", "").replace(".", "").isalnum() for n in names)
+    with pytest.raises(ValueError, match="empty"):
+        safe_name("")
+
+
+# --------------------------------------------------------------------------------------------------
+# Usage errors: one line, exit status 2, nothing written
+# --------------------------------------------------------------------------------------------------
+
+
+def run_main(argv, capsys) -> tuple[int, str]:
+    from dataset_builder.__main__ import main
+
+    code = main(argv)
+    err = capsys.readouterr().err
+    return code, err
+
+
+def assert_usage_error(code: int, err: str, case: str):
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert BY_NAME[case].expect in err
+
+
+def test_size_px_out_of_range_is_a_usage_error(tmp_path, capsys):
+    argv = ["build", "--source", "phantom", "--size_px", "5", "--output_dir", str(tmp_path / "o")]
+    assert_usage_error(*run_main(argv, capsys), "size_px")
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_root_writes_nothing_and_the_corrected_command_works(tmp_path, capsys):
+    root = write_totalseg(tmp_path / "ts")
+    (root / "ts_loop").unlink()
+    out = str(tmp_path / "o")
+    command = ["build", "--source", "totalsegmentator", "--output_dir", out, *SMALL]
+    assert_usage_error(*run_main([*command, "--root", str(tmp_path / "typo")], capsys), "no_root")
+    assert not Path(out).exists()
+    assert run_main([*command, "--root", str(root)], capsys)[0] == 0
+
+
+@pytest.mark.parametrize("case", ["no_csv", "empty_id", "duplicate_id"])
+def test_bad_pairs_csv_is_a_usage_error(tmp_path, capsys, case):
+    csv_path = tmp_path / "pairs.csv"
+    if case == "empty_id":
+        csv_path.write_text("subject_id,ct,labels\na,a.nii.gz,b.nii.gz\n,a.nii.gz,b.nii.gz\n")
+    elif case == "duplicate_id":
+        csv_path.write_text("subject_id,ct,labels\na,a.nii.gz,b.nii.gz\na,c.nii.gz,b.nii.gz\n")
+    out = tmp_path / "o"
+    argv = ["build", "--source", "pairs", "--pairs_csv", str(csv_path), "--output_dir", str(out), *SMALL]
+    assert_usage_error(*run_main(argv, capsys), case)
+    assert not out.exists()
+
+
+def test_meta_csv_without_a_split_column_is_a_usage_error(tmp_path, capsys):
+    root = tmp_path / "ts"
+    write_totalseg_subject(root / "s1", small_phantom())
+    (root / "meta.csv").write_text("image_id;fold\ns1;test\n")
+    argv = ["build", "--source", "totalsegmentator", "--root", str(root), "--output_dir", str(tmp_path / "o"), *SMALL]
+    assert_usage_error(*run_main(argv, capsys), "meta_column")
+
+
+def test_other_settings_and_an_emptied_config_are_usage_errors(tmp_path, capsys):
+    out = str(tmp_path / "o")
+    command = ["build", "--source", "phantom", "--num_subjects", "1", "--output_dir", out, *SMALL]
+    assert run_main(command, capsys)[0] == 0
+    assert_usage_error(*run_main([*command, "--seed", "1"], capsys), "settings")
+    (tmp_path / "o" / "build_config.json").write_text("")
+    assert_usage_error(*run_main(command, capsys), "empty_config")
+    assert_usage_error(*run_main(["card", "--output_dir", out], capsys), "empty_config")
+
+
+def test_mistyped_codec_path_is_a_usage_error_and_never_reaches_the_hub(tmp_path, capsys, monkeypatch):
+    hub_calls = forbid_hub(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    argv = ["build", "--source", "phantom", "--num_subjects", "1", "--output_dir", "o", *SMALL[:-1]]
+    assert_usage_error(*run_main([*argv, "outputs/codec-typo"], capsys), "codec_typo")
+    assert_usage_error(*run_main([*argv, "codec-typo"], capsys), "codec_typo")
+    assert hub_calls == [] and not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# The view check: a CT that renders constant or with implausible lungs writes no row
+# --------------------------------------------------------------------------------------------------
+
+
+def nan_volume():
+    """A pseudo-subject whose CT holds NaN (made in memory, so no input check sees it)."""
+    ct = small_phantom()
+    hu = ct.hu.copy()
+    hu[20:30, 15:25, 10:20] = np.nan
+    return dataclasses.replace(ct, subject_id="render_nan", hu=hu)
+
+
+def test_a_ct_that_renders_constant_fails_and_writes_no_row(tmp_path):
+    from dataset_builder.build import BuildConfig, build_subject
+    from dataset_builder.sources import Subject
+
+    config = BuildConfig(source="phantom", output_dir=str(tmp_path), size_px=48, poses_per_view=1, codec="none")
+    result = build_subject(Subject("render_nan", nan_volume), config)
+    assert result["status"] == "failed" and "constant" in result["reason"] and "rendered" in result["reason"]
+    assert not list(tmp_path.rglob("*.parquet"))
+
+
+def test_views_with_implausible_lungs_or_a_constant_image_are_refused():
+    from dataset_builder.checks import check_views, view_problem
+    from dataset_builder.ct import CTInputError
+    from dataset_builder.render import RenderSettings, render_subject
+
+    view = render_subject(small_phantom(), RenderSettings(size_px=48, views=("PA",), poses_per_view=1))[0]
+    assert view_problem(view) is None
+    square = np.zeros((48, 48), bool)
+    square[1:47, 1:47] = True  # the one square "lung" of a 1x1x1 CT of 500 mm voxels
+    speck = np.zeros((48, 48), bool)
+    speck[20:23, 20:23] = True
+    for masks, problem in (({**view.masks, "lungs": square}, "cover"), ({**view.masks, "lungs": speck}, "cover")):
+        assert problem in view_problem(dataclasses.replace(view, masks=masks))
+    no_lungs = {k: v for k, v in view.masks.items() if not k.startswith("lung")}
+    assert "no lungs" in view_problem(dataclasses.replace(view, masks=no_lungs))
+    flat = dataclasses.replace(view, image=np.zeros_like(view.image))
+    with pytest.raises(CTInputError, match="PA pose 0: the image is constant"):
+        check_views([view, flat])
+
+
+# --------------------------------------------------------------------------------------------------
+# Workers, locks, leftovers
+# --------------------------------------------------------------------------------------------------
+
+
+def kill_own_process():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def slow_load(load):
+    time.sleep(0.5)
+    return load()
+
+
+def phantom_subjects(count: int, slow: bool = False):
+    from dataset_builder.sources import Subject, pseudo_subjects
+
+    subjects = pseudo_subjects("phantom", count, 0, 1.0)
+    return [Subject(s.subject_id, functools.partial(slow_load, s.load)) for s in subjects] if slow else subjects
+
+
+def test_a_killed_worker_is_retried_once_then_named_and_the_rest_completes(tmp_path, monkeypatch):
+    from dataset_builder.build import BuildConfig, build
+    from dataset_builder.sources import Subject
+
+    subjects = [*phantom_subjects(3), Subject("killed_worker", kill_own_process)]
+    monkeypatch.setattr(BuildConfig, "subjects", lambda self: subjects)
+    config = BuildConfig(source="phantom", output_dir=str(tmp_path), num_proc=2, size_px=48, views=["PA"],
+                         poses_per_view=1, codec="none")  # fmt: skip
+    summary = build(config)
+    assert summary["built"] == 3 and summary["subjects"] == 4
+    failures = [json.loads(line) for line in (tmp_path / "failures.jsonl").read_text().splitlines()]
+    assert [f["subject_id"] for f in failures] == ["killed_worker"] and "worker process died" in failures[0]["reason"]
+    assert (tmp_path / "README.md").exists() and not list(tmp_path.rglob(".*.tmp-*"))
+
+
+def build_in_child(output_dir: str, results) -> None:
+    from dataset_builder.build import BuildConfig, build
+
+    config = BuildConfig(source="phantom", output_dir=output_dir, size_px=48, views=["PA"], poses_per_view=1,
+                         codec="none", num_subjects=3)  # fmt: skip
+    try:
+        results.put(build(config)["built"])
+    except Exception as err:  # noqa: BLE001 - the refusal (or anything else) is the test's answer
+        results.put(str(err))
+
+
+def test_two_concurrent_builds_into_one_folder_render_each_subject_once(tmp_path, monkeypatch):
+    from dataset_builder.build import BuildConfig
+
+    monkeypatch.setattr(BuildConfig, "subjects", lambda self: phantom_subjects(3, slow=True))
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    children = [ctx.Process(target=build_in_child, args=(str(tmp_path), results)) for _ in range(2)]
+    for child in children:
+        child.start()
+    outcomes = sorted((results.get(timeout=120) for _ in children), key=str)
+    for child in children:
+        child.join()
+    assert outcomes[0] == 3 and BY_NAME["locked"].expect in outcomes[1]  # built once; the other refused
+    assert len(list((tmp_path / "data").glob("*.parquet"))) == 3
+
+
+def test_a_held_folder_lock_refuses_the_build(tmp_path, capsys):
+    from filelock import FileLock
+
+    tmp_path.mkdir(exist_ok=True)
+    with FileLock(tmp_path / ".build.lock"):
+        argv = ["build", "--source", "phantom", "--num_subjects", "1", "--output_dir", str(tmp_path), *SMALL]
+        assert_usage_error(*run_main(argv, capsys), "locked")
+
+
+def test_stale_temporary_files_of_this_build_are_swept_at_start(tmp_path):
+    from dataset_builder.build import BuildConfig, build
+
+    config = BuildConfig(source="phantom", output_dir=str(tmp_path), num_subjects=2, size_px=48, views=["PA"],
+                         poses_per_view=1, codec="none")  # fmt: skip
+    build(config)
+    data = tmp_path / "data"
+    own = [data / ".train-phantom-ps001.parquet.tmp-999999", tmp_path / ".failures.jsonl.tmp-999999"]
+    own.append(tmp_path / ".build_config.json.tmp-999999")
+    foreign = data / ".train-other.parquet.tmp-999999"  # another shard's, perhaps being written now
+    for path in [*own, foreign]:
+        path.write_bytes(b"partial")
+    assert build(config)["resumed_skipped"] == 2
+    assert not any(p.exists() for p in own) and foreign.exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Model paths: a typo never reaches the Hub
+# --------------------------------------------------------------------------------------------------
+
+
+def forbid_hub(monkeypatch) -> list:
+    """Record (and refuse) every ``snapshot_download``; returns the list of calls."""
+    import huggingface_hub
+
+    calls = []
+
+    def fake(repo_id, *args, **kwargs):
+        calls.append(repo_id)
+        raise AssertionError(f"the Hub was asked for {repo_id}")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    return calls
+
+
+@pytest.mark.parametrize("name", ["outputs/unet-typo", "unet-typo", "./unet", "outputs/a/b", "x y/z", "~/nothing"])
+def test_mistyped_local_model_path_is_file_not_found_without_a_hub_request(tmp_path, monkeypatch, name):
+    from chexanatomy.inference import load_segmenter
+
+    calls = forbid_hub(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    with pytest.raises(FileNotFoundError, match="no model folder at"):
+        load_segmenter(name, device="cpu")
+    assert calls == []
+
+
+def test_hub_id_offline_says_not_cached():
+    from chexanatomy.inference import load_segmenter
+    from chexanatomy.locate import hub_id
+
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    assert hub_id("chexanatomy/unet-anatomy") == "chexanatomy/unet-anatomy"  # the package folder does not count
+    with pytest.raises(FileNotFoundError, match="not cached"):
+        load_segmenter("someone/model-that-is-not-cached", device="cpu")
+
+
+def test_space_model_typo_and_offline_fallback_are_one_line_errors(tmp_path, monkeypatch, capsys):
+    from test_space import space_app
+
+    import chexanatomy.inference
+
+    app = space_app()
+    calls = forbid_hub(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        app.main(["--vlm", "none", "--unet", "outputs/unet-typo"])
+    assert exit_info.value.code == 2 and calls == []
+    assert capsys.readouterr().err.strip().startswith("error: no model folder at outputs/unet-typo")
+    monkeypatch.undo()
+
+    def missing(kind):
+        raise FileNotFoundError(kind)
+
+    monkeypatch.setattr(chexanatomy.inference, "bundled_model_path", missing)
+    with pytest.raises(FileNotFoundError, match="not cached"):
+        app.load_model("bundled-unet", "unet", "cpu")
+
+
+# --------------------------------------------------------------------------------------------------
+# Decoder memory, the Space's size message, example file names
+# --------------------------------------------------------------------------------------------------
+
+
+class ZeroCodec:
+    """A stand-in codec: every code decodes to a map that is positive everywhere."""
+
+    def decode_indices(self, indices):
+        import torch
+
+        return torch.ones(len(indices), 64, 64)
+
+
+@pytest.mark.parametrize("chunks", [4_000, 500_000], ids=["8KB", "1MB"])
+def test_a_long_answer_is_decoded_in_bounded_memory(chunks):
+    from chexanatomy.mask_tokens import MAX_OBJECTS_PER_ANSWER, decode, decode_detections
+
+    hw = (512, 512)
+    junk = ";x" * chunks  # one-character objects
+    masks = (MAX_OBJECTS_PER_ANSWER + 1) * hw[0] * hw[1]  # bytes of the masks that may exist at once
+    for decoder in (functools.partial(decode, codec=ZeroCodec()), decode_detections):
+        tracemalloc.start()
+        decoded = decoder(junk, hw)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < masks + 16 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+        assert len(decoded) == MAX_OBJECTS_PER_ANSWER + 1 and not any(o.valid for o in decoded)
+        assert decoded[-1].name == f"{chunks - MAX_OBJECTS_PER_ANSWER} more objects (over {MAX_OBJECTS_PER_ANSWER})"
+        del decoded
+
+
+def test_objects_over_the_cap_are_one_invalid_object():
+    from chexanatomy.mask_tokens import MAX_OBJECTS_PER_ANSWER, decode
+
+    one = "<loc0000><loc0000><loc0500><loc0500>" + "<seg001>" * 16 + " heart"
+    objects = decode(" ; ".join([one] * (MAX_OBJECTS_PER_ANSWER + 5)), (32, 32), ZeroCodec())
+    assert len(objects) == MAX_OBJECTS_PER_ANSWER + 1
+    assert all(o.valid for o in objects[:-1]) and not objects[-1].valid and objects[-1].name.startswith("5 more")
+
+
+def test_bomb_message_at_the_boundary_gives_exact_pixels(tmp_path):
+    from test_space import png_header_only, space_app
+
+    app = space_app()
+    path = tmp_path / "big.png"
+    path.write_bytes(png_header_only(50_000_001, 1))
+    with pytest.raises(app.InputError) as info:
+        app.read_picture(path)
+    assert "50,000,001 pixels; at most 50 megapixels" in str(info.value)
+
+
+def test_example_names_never_put_a_raw_subject_id_in_a_path():
+    from test_space import load_module
+
+    make_examples = load_module("chexanatomy_space_make_examples", ROOT / "space" / "make_examples.py")
+    name = make_examples.example_name({"view": "PA", "subject_id": "../x/y", "pose_index": 0})
+    assert "/" not in name and name.startswith("pa_.._x_y~")
+
+
+if __name__ == "__main__":
+    print(readme_table())
