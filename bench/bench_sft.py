@@ -3,7 +3,7 @@
     python bench/bench_sft.py                                   # tiny model on CPU: tokens/s and structures/s
     python bench/bench_sft.py --shape 3b-448 --device cuda      # PaliGemma 2 3B/448-shaped, random bf16 weights, H200
 
-The set-up of ANCHORS.md: LoRA r=16 on q/k/v/o/gate/up/down of the language model, vision tower frozen, AdamW, a
+The set-up of docs/anchors.md: LoRA r=16 on q/k/v/o/gate/up/down of the language model, vision tower frozen, AdamW, a
 plain loop, no gradient checkpointing; a sequence = image tokens + 8 prompt tokens + the answer (one structure = 21
 answer tokens, 20 structures = 20 x 22). Rows:
 
@@ -30,7 +30,7 @@ from peft import LoraConfig, get_peft_model
 from train.lm_loss import LORA_TARGETS, answer_only_loss
 from train.tiny_paligemma import build_model, build_processor
 
-ANCHOR = {  # ANCHORS.md, H200, 3B/448, eager, batch 8
+ANCHOR = {  # docs/anchors.md, H200, 3B/448, eager, batch 8
     "1 structure, full logits": {"structures_per_s": 12.4, "peak_gb": 84},
     "20 packed, full logits": {"structures_per_s": 192, "peak_gb": 123},
 }

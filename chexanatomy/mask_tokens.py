@@ -1,7 +1,7 @@
 """The PaliGemma segmentation-token contract: masks and boxes <-> `<loc>`/`<seg>` answer strings.
 
 One object is written `<locY0><locX0><locY1><locX1><seg..>x16 name`; several objects in one answer
-are joined with " ; " (SPEC-mask-tokens.md). Prompts are `segment {names}` and `detect {names}`.
+are joined with " ; " (docs/mask-tokens.md). Prompts are `segment {names}` and `detect {names}`.
 Parsing, validity rules and the crop/paste geometry are written by hand: no library implements them.
 
 Box convention (pixels), used everywhere in this module:

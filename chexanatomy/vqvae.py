@@ -2,7 +2,7 @@
 
 PaliGemma writes a segmentation mask as 16 `<seg>` tokens: the indices this codec assigns to the mask
 cropped to its box (see `chexanatomy.mask_tokens` for the token contract). The architecture follows
-SPEC-mask-tokens.md and big_vision (`pp/proj/paligemma/segmentation.py` for the encoder,
+docs/mask-tokens.md and big_vision (`pp/proj/paligemma/segmentation.py` for the encoder,
 `evaluators/proj/paligemma/transfers/segmentation.py` for the decoder). It is written by hand because
 no library ships this codec in PyTorch; parameter names are kept identical to the official
 `vae-oid.npz` so its weights load with a name map only (`load_vae_oid_npz`).

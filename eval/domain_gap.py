@@ -10,7 +10,7 @@
     print(domain_gap_table(study))
 
 Why more than a histogram: on 12 real radiographs, the intensity histogram of a percentile-normalised DRR was as
-close to them (1-Wasserstein 0.139) as they were to each other (0.140) (ANCHORS.md, "Domain gap, first look"),
+close to them (1-Wasserstein 0.139) as they were to each other (0.140) (docs/anchors.md, "Domain gap, first look"),
 so the report adds texture and spectrum features and a classifier two-sample test.
 
 Every image is reduced the same way: grey (16-bit and DICOM values kept as floats), resized to

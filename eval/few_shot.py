@@ -12,7 +12,7 @@ learn the task. "Base" is the anatomy model's starting point: a fresh random ini
 architecture for a model trained from scratch (the bundled tiny model), or the LoRA base model without the
 anatomy adapter for a PaliGemma adapter. Both starts get the same k examples, steps, learning rate and seed.
 
-Training here is a short ``SFTTrainer`` run (the one place where ``eval/`` imports ``train/``, as CONVENTIONS.md
+Training here is a short ``SFTTrainer`` run (the one place where ``eval/`` imports ``train/``, as the layout
 allows): a processor-``suffix`` collator like the anatomy one, for a task outside the vocabulary.
 """
 

@@ -4,7 +4,7 @@
     python -m train.codec --corpus_dir outputs/drr --steps 6000 --batch_size 512 --device cuda  # GPU, ~3 min
     python -m train.codec --config train/recipes/codec.yaml --push_to_hub chexanatomy/mask-codec
 
-Recipe (SPEC-mask-tokens.md, adapted to anatomy): MSE on [-1, 1] targets + 0.25 commitment, EMA codebook
+Recipe (docs/mask-tokens.md, adapted to anatomy): MSE on [-1, 1] targets + 0.25 commitment, EMA codebook
 (decay 0.99), AdamW lr 3e-4 without weight decay, linear warm-up then cosine decay; codes unused for
 ``restart_after`` steps are restarted on random encoder outputs so the codebook does not collapse. Crops are
 warped on the fly (``train/codec_data.py``) so the codec generalises beyond the CT it was trained on.

@@ -1,13 +1,13 @@
 """The PaliGemma training collator: corpus rows -> prompts + answers -> model inputs with the right masks.
 
-TRL's built-in vision collator is wrong for PaliGemma (ENVIRONMENT.md): it gives every token
+TRL's built-in vision collator is wrong for PaliGemma (docs/environment.md): it gives every token
 ``token_type_ids = 0``, so the answer is visible to the bidirectional prefix attention and image and prompt end up in
 the loss. This collator calls ``PaliGemmaProcessor(text=prompts, images=images, suffix=answers)``, which marks the
 answer (and its ``<eos>``) with ``token_type_ids = 1`` and puts only those positions in ``labels``.
 
 Each sample is one image with several structures *packed* into one answer (``segment a ; b ; c`` ->
 ``<loc>..<seg>.. a ; <loc>..<seg>.. b ; ...``): 20 structures per sequence trained 15x more structures per second
-than one (ANCHORS.md). Prompts use the display name or a synonym at random; the answer repeats the prompt's name.
+than one (docs/anchors.md). Prompts use the display name or a synonym at random; the answer repeats the prompt's name.
 The radiograph augmentation (``train.augment``: zoom, rotation, shift, clinical processing, collimation, markers,
 blur, noise) moves the masks with the image; the boxes change, so the masks are re-tokenised with the codec.
 """

@@ -22,7 +22,7 @@ def answer_only_loss(model, inputs: dict) -> torch.Tensor:
     """Causal LM loss computing logits only at answer positions.
 
     The 257k-entry vocabulary makes full logits (image and prompt positions included) a large part of the memory
-    (ANCHORS.md); PaliGemma's ``logits_to_keep`` accepts the positions to keep, so the LM head runs on those only.
+    (docs/anchors.md); PaliGemma's ``logits_to_keep`` accepts the positions to keep, so the LM head runs on those only.
     Equal to the model's own loss (tested).
     """
     labels = inputs["labels"]

@@ -75,7 +75,7 @@ def load_model_and_processor(args: AnatomyArguments, on_gpu: bool):
     model = AutoModelForImageTextToText.from_pretrained(
         args.model_name_or_path,
         dtype=torch.bfloat16 if on_gpu else torch.float32,
-        attn_implementation="eager",  # Gemma 2 soft-capping: no SDPA (ENVIRONMENT.md)
+        attn_implementation="eager",  # Gemma 2 soft-capping: no SDPA (docs/environment.md)
     )
     return model, processor
 
@@ -122,7 +122,7 @@ def load_splits(args: AnatomyArguments):
 
 
 def prepare_sft_config(config: SFTConfig) -> SFTConfig:
-    """The settings PaliGemma needs whatever the recipe says (ENVIRONMENT.md): our collator, no TRL packing."""
+    """The settings PaliGemma needs whatever the recipe says (docs/environment.md): our collator, no TRL packing."""
     config.remove_unused_columns = False
     config.dataset_kwargs = {**(config.dataset_kwargs or {}), "skip_prepare_dataset": True}
     config.packing = False

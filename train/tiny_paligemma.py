@@ -101,7 +101,7 @@ def build_model(
         eos_token_id=tok.eos_token_id,
     )  # fmt: skip
     config.text_config.num_image_tokens = tokens
-    # Gemma 2's logit soft-capping rules out SDPA attention (ENVIRONMENT.md): eager on CPU.
+    # Gemma 2's logit soft-capping rules out SDPA attention (docs/environment.md): eager on CPU.
     config._attn_implementation = "eager"
     torch.manual_seed(seed)
     model = PaliGemmaForConditionalGeneration(config)
