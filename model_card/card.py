@@ -17,7 +17,6 @@ invalid rates are fractions in [0, 1], shown as percentages. Imports nothing of 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from chexanatomy.anatomy import STRUCTURES
+from chexanatomy.locate import hub_id
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 SCHEMA_VERSION = 1
@@ -146,19 +146,26 @@ def variant(kind: str, folder: ModelFolder) -> str:
     return "adapter" if folder.adapter is not None else "full"
 
 
+def first_model_name(folder: ModelFolder) -> str | None:
+    """``model_name_or_path`` of the first training stage (a continued run's own start is a local folder)."""
+    stages = training_stages(folder.training) or [{}]
+    return stages[0].get("anatomy", {}).get("model_name_or_path")
+
+
 def base_model(kind: str, folder: ModelFolder) -> str | None:
-    """The model this one was fine-tuned from; ``None`` for the U-Net and models trained from scratch (``tiny``)."""
+    """The Hub model this one was fine-tuned from, followed through every training stage.
+
+    ``None`` for the U-Net, for models trained from scratch (``tiny``) and for a local folder (no Hub link).
+    """
     if kind == "unet":
         return None
-    name = (folder.adapter or {}).get("base_model_name_or_path") or folder.training.get("anatomy", {}).get(
-        "model_name_or_path"
-    )
-    return None if name in (None, "tiny") else name
+    name = (folder.adapter or {}).get("base_model_name_or_path") or first_model_name(folder)
+    return name if name and hub_id(name) else None
 
 
 def from_scratch(kind: str, folder: ModelFolder) -> bool:
-    """Whether the weights were trained from random initialisation: the U-Net, and the ``tiny`` VLM."""
-    return kind == "unet" or folder.training.get("anatomy", {}).get("model_name_or_path") == "tiny"
+    """Whether the weights were trained from random initialisation: the U-Net, and the ``tiny`` VLM (any stage)."""
+    return kind == "unet" or first_model_name(folder) == "tiny"
 
 
 def license_of(kind: str, folder: ModelFolder) -> str | None:
@@ -180,10 +187,6 @@ def model_name_of(model_id: str, model_dir: Path | str | None, repo_id: str | No
     return Path(model_dir).name if model_dir is not None else model_id
 
 
-def _hub_id(value: str | None) -> bool:
-    return bool(value) and re.fullmatch(r"[\w.-]+/[\w.-]+", value) is not None and not Path(value).exists()
-
-
 def training_datasets(evaluations: list[dict], folder: ModelFolder) -> list[str] | None:
     """Hub ids of the training data.
 
@@ -192,7 +195,7 @@ def training_datasets(evaluations: list[dict], folder: ModelFolder) -> list[str]
     """
     corpus = folder.training.get("anatomy", {}).get("corpus_dir") or folder.training.get("corpus_dir")
     local = {e["dataset"].get("source") for e in evaluations}  # folders the evaluation read: not Hub ids
-    ids = [corpus] if _hub_id(corpus) and corpus not in local else []
+    ids = [corpus] if corpus and hub_id(corpus) and corpus not in local else []
     ids += [e["dataset"]["id"] for e in evaluations if e["dataset"].get("synthetic") and e["dataset"].get("id")]
     return list(dict.fromkeys(ids)) or None
 
@@ -237,6 +240,7 @@ def card_data(kind: str, folder: ModelFolder, evaluations: list[dict], name: str
         base_model=base,
         datasets=training_datasets(evaluations, folder),
         license=license_of(kind, folder),
+        language=["en"],
         library_name=library,
         pipeline_tag="image-segmentation" if kind == "unet" else "image-text-to-text",
         tags=tags_of(kind, folder),

@@ -169,6 +169,8 @@ def test_a_model_trained_in_stages_lists_every_stage(results, tmp_path):
     assert "trained from scratch" in recipe  # the base is the first stage's, not the local folder
     assert "1: `chexanatomy/drr`, 3000 steps of 8, lr 5e-05; 2: `outputs/drr40`, 2000 steps of 8, lr 0.0005" in recipe
     assert "| steps (last stage) | 2000 |" in recipe
+    data = render_card(results, "vlm", folder, None).data  # metadata follows the lineage too, not the local folder
+    assert data.base_model is None and data.license == "apache-2.0" and data.language == ["en"]
 
 
 def test_a_unet_continued_at_another_size_lists_both_stages(results, tmp_path):

@@ -135,6 +135,7 @@ def test_save_load_generate_identical_and_resume(corpus, tmp_path):
     again = reloaded.generate(**inputs, max_new_tokens=8, do_sample=False)
     assert torch.equal(first, again)
     assert (out / "mask_codec" / "model.safetensors").exists() and (out / "training_config.json").exists()
+    assert model.generation_config.max_new_tokens == 512  # a bare generate() finishes an answer (default: 20 tokens)
     # resume: a run with more steps continues from checkpoint-2 and trains only the missing step
     trainer, _ = build_trainer(args, sft_config(out, max_steps=3, save_steps=1))
     counter = StepCounter()

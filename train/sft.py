@@ -131,9 +131,22 @@ def prepare_sft_config(config: SFTConfig) -> SFTConfig:
     return config
 
 
+MAX_NEW_TOKENS = 512  # a bare generate() must finish an answer: 20 structures x (4 + 16 + name + " ; ") tokens
+
+
+def set_generation_defaults(model) -> None:
+    """Greedy decoding up to ``MAX_NEW_TOKENS`` in the saved ``generation_config.json``.
+
+    transformers' default is 20 new tokens: a box and codes, no name, no ``<eos>``.
+    """
+    config = model.generation_config
+    config.max_new_tokens, config.do_sample = MAX_NEW_TOKENS, False
+
+
 def save_outputs(trainer: SFTTrainer, processor, args: AnatomyArguments, sft: SFTConfig) -> Path:
     """Adapter or model + processor + codec + resolved configuration + metrics in ``sft.output_dir``."""
     out = Path(sft.output_dir)
+    set_generation_defaults(trainer.model)
     trainer.save_model(str(out))
     processor.save_pretrained(str(out))
     codec_dir = DEFAULT_CODEC_DIR if args.codec == "default" else Path(args.codec)
