@@ -117,7 +117,7 @@ def test_eval_command_writes_results_report_plots_and_a_card(models, corpus, row
         corpus_dir=str(corpus),
         split="train",
         output_dir=str(out),
-        studies=["robustness", "few_shot"],
+        studies=["robustness", "few_shot", "domain_gap", "plausibility"],
         robustness_images=1,
         robustness_kinds=["rotate", "scale"],
         robustness_structures=["heart", "lung_left"],
@@ -135,6 +135,9 @@ def test_eval_command_writes_results_report_plots_and_a_card(models, corpus, row
     assert 0 <= unet_eval["summary"]["macro"]["dice"] <= 1
     assert {r["k"] for r in saved["studies"]["few_shot"]["rows"]} == {0, 1, 2}
     assert {r["perturbation"] for r in saved["studies"]["robustness"]["rows"]} == {"rotate", "scale"}
+    gap = saved["studies"]["domain_gap"]["summary"]  # every split's frontal views against the bundled real images
+    assert gap["n_real"] == 2 and gap["n_drr"] == 3  # 3 phantom subjects x 1 PA view, all splits
+    assert {r["image"] for r in saved["studies"]["plausibility"]["rows"]} == {"00000001_000", "00027426_000"}
     for plot in results["plots"].values():
         assert (out / plot).stat().st_size > 1000
     report = (out / "report.md").read_text()

@@ -89,15 +89,20 @@ def test_lung_fields_are_the_lungs_minus_heart_mediastinum_and_abdomen(realistic
         assert np.array_equal(m["lung_fields"], m["lung_field_left"] | m["lung_field_right"])
 
 
+def _lung_width_and_apex(view) -> tuple[float, float]:
+    """(width of both lungs, row of the apices), as fractions of the image side."""
+    cols = np.flatnonzero(view.masks["lungs"].any(0))
+    rows = np.flatnonzero(view.masks["lungs"].any(1))
+    side = view.masks["lungs"].shape[0]
+    return (cols[-1] - cols[0]) / side, rows[0] / side
+
+
 def test_radiograph_framing_fills_the_image_with_the_lungs(embedded, realistic):
-    old = render_subject(embedded, OLD)[0]
+    old_width, old_apex = _lung_width_and_apex(render_subject(embedded, OLD)[0])  # the fixed 430 mm field
     for view in realistic:
-        cols = np.flatnonzero(view.masks["lungs"].any(0))
-        rows = np.flatnonzero(view.masks["lungs"].any(1))
-        assert (cols[-1] - cols[0]) / 128 > 0.6  # old: ~0.55
-        assert rows[0] / 128 < 0.2  # apices near the top
-    old_cols = np.flatnonzero(old.masks["lungs"].any(0))
-    assert (old_cols[-1] - old_cols[0]) / 128 < 0.6
+        width, apex = _lung_width_and_apex(view)
+        assert 0.65 < width < 0.95 and width > old_width  # fill 0.70-0.90 of the field (old: 0.64)
+        assert apex < 0.2 and apex < old_apex  # apices near the top, as a radiographer frames a chest
 
 
 def test_virtual_non_contrast_makes_the_projected_heart_soft_tissue(embedded):
