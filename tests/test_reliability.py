@@ -422,7 +422,13 @@ def test_a_killed_worker_is_retried_once_then_named_and_the_rest_completes(tmp_p
 
 
 def build_in_child(output_dir: str, results) -> None:
+    import torch
+
     from dataset_builder.build import BuildConfig, build
+
+    # A forked child of a process whose OpenMP pool has run (any earlier torch test) hangs in its first parallel
+    # region; one thread, as the builder's own workers use (build._init_worker), never enters one.
+    torch.set_num_threads(1)
 
     config = BuildConfig(source="phantom", output_dir=output_dir, size_px=48, views=["PA"], poses_per_view=1,
                          codec="none", num_subjects=3)  # fmt: skip
