@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from chexanatomy.inference import Segmenter
+
+from .real_eval import largest_component
 
 MAIN_COMPONENT_SHARE = 0.9
 LUNG_AREA = (0.10, 0.35)
@@ -30,8 +31,8 @@ LUNG_AREA = (0.10, 0.35)
 
 def main_component_share(mask: np.ndarray) -> float:
     """Share of the mask's pixels in its largest 8-connected component (1.0 = one region; 0.0 when empty)."""
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
-    return float(np.bincount(labels.ravel())[1:].max() / mask.sum()) if n else 0.0
+    total = int(np.count_nonzero(mask))
+    return float(largest_component(mask).sum() / total) if total else 0.0
 
 
 def _centroid_x(mask: np.ndarray) -> float | None:
