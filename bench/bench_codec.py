@@ -25,6 +25,7 @@ import torch
 
 from chexanatomy.codec import load_default_codec
 from chexanatomy.mask_tokens import MaskTokenizer, codec_precision, crop_masks, paste_mask, pixel_boxes, tight_boxes
+from chexanatomy.masks import dice
 from chexanatomy.vqvae import INFERENCE_CHUNK, MaskVQVAE, run_inference
 from train.codec_data import full_masks, tokenisable
 
@@ -37,9 +38,6 @@ VARIANTS = {
 }
 GOALS = {"macro": 0.95, "every_structure": 0.85, "codec_over_ceiling": 0.97}
 
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
 
 
 def ceiling_masks(masks: np.ndarray, widen: int, resize: str) -> list[np.ndarray]:

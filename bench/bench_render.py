@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from chexanatomy.masks import dice
 from dataset_builder.ct import load_embedded
 from dataset_builder.geometry import Pose, rays, view_geometry
 from dataset_builder.render import isocenter_of, make_projector, structure_paths
@@ -67,9 +68,6 @@ def throughput(projector, geometry, batch, device, seconds=5.0):
         n += batch
     return n / (time.perf_counter() - t0)
 
-
-def dice(a, b):
-    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
 
 
 def anchor_seconds(ct, geometry, device):

@@ -35,6 +35,7 @@ from PIL import Image
 from .anatomy import STRUCTURES, get_structure
 from .locate import locate_model
 from .mask_tokens import MaskTokenizer, decode_detections
+from .masks import as_grey, tight_box
 
 VLM_TASKS = ("segment", "detect")
 BUNDLED_MODELS_DIR = Path(__file__).parent / "assets" / "models"
@@ -76,45 +77,19 @@ class Segmenter(Protocol):
         ...
 
 
-def as_grey(image: Image.Image | np.ndarray) -> Image.Image:
-    """A PIL "L" image from PIL (any mode: RGB, RGBA, I;16, I, F) or a 2-D array, intensities rescaled to 0..255.
+def grey_image(image: Image.Image | np.ndarray) -> Image.Image:
+    """A PIL "L" image of ``image`` (PIL of any mode or an array), by ``chexanatomy.masks.as_grey``'s rule.
 
-    16-bit and float inputs are min-max scaled (an "I;16" radiograph would otherwise clip to white).
+    Colour is BT.601 luma; 16-bit, integer and out-of-range float inputs are min-max scaled (an "I;16" radiograph
+    would otherwise clip to white).
 
     Raises:
         ValueError: for arrays that are not 2-D or 3-D with 1, 3 or 4 channels, or images smaller than 2x2.
     """
-    if isinstance(image, Image.Image):
-        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            image = np.asarray(image, dtype=np.float32)
-        else:
-            grey = image.convert("L")
-            return _checked_size(grey)
-    array = np.asarray(image)
-    if array.ndim == 3 and array.shape[-1] in (1, 3, 4):
-        array = array[..., :3].mean(axis=-1) if array.shape[-1] >= 3 else array[..., 0]
-    if array.ndim != 2:
-        raise ValueError(f"expected a 2-D grey image or an RGB(A) image, got an array of shape {array.shape}")
-    if array.dtype != np.uint8:
-        array = array.astype(np.float32)
-        low, high = float(np.nanmin(array)), float(np.nanmax(array))
-        array = np.zeros_like(array) if high <= low else (array - low) / (high - low) * 255.0
-        array = np.nan_to_num(array).round().astype(np.uint8)
-    return _checked_size(Image.fromarray(array, mode="L"))
-
-
-def _checked_size(image: Image.Image) -> Image.Image:
-    if min(image.size) < 2:
-        raise ValueError(f"the image is {image.size[0]}x{image.size[1]} pixels: too small to segment")
-    return image
-
-
-def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """Tight (y0, x0, y1, x1) pixel edges of a bool [H, W] mask (y1, x1 exclusive), None when empty."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        return None
-    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+    grey = image if isinstance(image, Image.Image) and image.mode == "L" else Image.fromarray(as_grey(image))
+    if min(grey.size) < 2:
+        raise ValueError(f"the image is {grey.size[0]}x{grey.size[1]} pixels: too small to segment")
+    return grey
 
 
 def resolve_names(names: list[str] | None, known: list[str]) -> list[str]:
@@ -149,8 +124,8 @@ class UNetSegmenter:
     def segment(self, image: Image.Image | np.ndarray, structures: list[str] | None = None) -> dict[str, Prediction]:
         """See ``Segmenter.segment``."""
         names = resolve_names(structures, self.structures)
-        masks = self.model.segment_masks(as_grey(image), names)
-        return {n: Prediction(n, masks[n], mask_box(masks[n])) for n in names}
+        masks = self.model.segment_masks(grey_image(image), names)
+        return {n: Prediction(n, masks[n], tight_box(masks[n])) for n in names}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -208,7 +183,7 @@ class VLMSegmenter:
         """
         if task not in VLM_TASKS:
             raise ValueError(f"task must be one of {VLM_TASKS}, got {task!r}")
-        grey = as_grey(image)
+        grey = grey_image(image)
         names = resolve_names(structures, self.structures)
         words = prompt_names or [STRUCTURES[n].display for n in names]
         answers = self.generate_answers(grey, [f"{task} {w}" for w in words])
@@ -220,7 +195,7 @@ class VLMSegmenter:
         if not objects or not objects[0].valid:
             return Prediction(name, np.zeros(size, dtype=bool), None, False, answer)
         mask = objects[0].mask
-        return Prediction(name, mask, mask_box(mask), True, answer)
+        return Prediction(name, mask, tight_box(mask), True, answer)
 
     @torch.no_grad()
     def generate_answers(self, image: Image.Image, prompts: list[str]) -> list[str]:

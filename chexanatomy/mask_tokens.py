@@ -43,6 +43,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .masks import tight_box
+
 LOC_MAX = 1023  # 1024 `<loc>` tokens, values 0..1023
 NUM_SEG = 128  # 128 `<seg>` tokens, values 0..127
 CODES_PER_MASK = 16  # a 4x4 grid of codes, row-major
@@ -186,7 +188,7 @@ def _check_image_size(image_hw: Sequence[int]) -> tuple[int, int]:
 
 
 def tight_boxes(masks: np.ndarray) -> np.ndarray:
-    """Tight pixel boxes of masks.
+    """Tight pixel boxes of masks (``chexanatomy.masks.tight_box`` of each).
 
     Args:
         masks: [N, H, W] bool.
@@ -196,10 +198,10 @@ def tight_boxes(masks: np.ndarray) -> np.ndarray:
     """
     boxes = np.zeros((len(masks), 4), dtype=np.int64)
     for i, mask in enumerate(masks):
-        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-        if rows.size == 0:
+        box = tight_box(mask)
+        if box is None:
             raise ValueError(f"mask {i} is empty: there is no box to encode (drop empty structures first)")
-        boxes[i] = (rows[0], cols[0], rows[-1] + 1, cols[-1] + 1)
+        boxes[i] = box
     return boxes
 
 

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from PIL import Image
 
+from .masks import grey_levels
+
 DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)  # smp's default U-Net decoder widths, deepest stage first
 
 
@@ -59,8 +61,9 @@ class AnatomyUNet(
         """Masks of ``structures`` (default all) as bool [H, W] at the image's own size (sigmoid > 0.5).
 
         Args:
-            image: a grey radiograph, PIL (any mode, converted to "L") or an array [H, W] (uint8 0..255 or
-                float 0..1), frontal views in radiological convention (patient's right on the image left).
+            image: a grey radiograph, PIL (any mode) or an array [H, W], read by ``chexanatomy.masks.grey_levels``
+                (uint8 0..255, float 0..1 kept, 16-bit min-max scaled), frontal views in radiological convention
+                (patient's right on the image left).
             structures: vocabulary names (patient sides: ``lung_left`` is the patient's left lung).
 
         Raises:
@@ -70,9 +73,7 @@ class AnatomyUNet(
         unknown = [n for n in names if n not in self.structures]
         if unknown:
             raise KeyError(f"this U-Net was not trained on {unknown}")
-        grey = np.asarray(image.convert("L") if isinstance(image, Image.Image) else image, dtype=np.float32)
-        if grey.max() > 1:
-            grey = grey / 255.0
+        grey = grey_levels(image)
         h, w = grey.shape
         x = F.interpolate(
             torch.from_numpy(grey)[None, None], size=(self.size, self.size), mode="bilinear", antialias=True

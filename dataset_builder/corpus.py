@@ -25,6 +25,7 @@ from PIL import Image
 
 from chexanatomy.anatomy import STRUCTURES
 from chexanatomy.mask_tokens import MaskTokenizer, format_detect_target
+from chexanatomy.masks import Box, tight_box
 
 from .appearance import Appearance
 from .geometry import Framing
@@ -118,32 +119,38 @@ def safe_name(subject_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", subject_id)[:80] + _HASH_MARK + digest
 
 
-def mask_bbox(mask: np.ndarray) -> list[int]:
-    """Tight box ``[y0, x0, y1, x1]`` in pixels of a non-empty bool mask [H, W]; y1/x1 exclusive."""
-    rows = np.flatnonzero(mask.any(1))
-    cols = np.flatnonzero(mask.any(0))
-    return [int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1]
+def mask_boxes(view: RenderedView) -> dict[str, Box]:
+    """Structure name -> tight box ``(y0, x0, y1, x1)`` in pixels (y1/x1 exclusive) of each (non-empty) mask."""
+    return {name: tight_box(mask) for name, mask in view.masks.items()}
 
 
-def token_targets(view: RenderedView, tokenizer: MaskTokenizer | None) -> dict[str, tuple[str | None, str | None]]:
+def token_targets(
+    view: RenderedView, tokenizer: MaskTokenizer | None, boxes: dict[str, Box] | None = None
+) -> dict[str, tuple[str | None, str | None]]:
     """Structure name -> (segment target, detect target) text, named with the structure's display name.
 
     Segment targets are ``<loc>`` x4 + ``<seg>`` x16 + name; detect targets ``<loc>`` x4 + name. Multipart unions
-    (a rib cage) get a detect target only: their mask does not fit one object's 16 codes.
+    (a rib cage) get a detect target only: their mask does not fit one object's 16 codes. ``boxes`` are the
+    masks' tight boxes (``mask_boxes``; computed when not given).
     """
     if tokenizer is None:
         return {name: (None, None) for name in view.masks}
+    boxes = mask_boxes(view) if boxes is None else boxes
     hw = view.image.shape
     single = [n for n in view.masks if not STRUCTURES[n].multipart]
     segment = (
-        tokenizer.encode(np.stack([view.masks[n] for n in single]), [STRUCTURES[n].display for n in single])
+        tokenizer.encode(
+            np.stack([view.masks[n] for n in single]),
+            [STRUCTURES[n].display for n in single],
+            boxes=np.array([boxes[n] for n in single]),
+        )
         if single
         else []
     )
     seg_by_name = dict(zip(single, segment, strict=True))  # encode returns one target per mask
     return {
-        name: (seg_by_name.get(name), format_detect_target(mask_bbox(mask), hw, STRUCTURES[name].display))
-        for name, mask in view.masks.items()
+        name: (seg_by_name.get(name), format_detect_target(boxes[name], hw, STRUCTURES[name].display))
+        for name in view.masks
     }
 
 
@@ -151,7 +158,8 @@ def to_row(
     view: RenderedView, subject_id: str, source: str, threshold_mm: float, tokenizer: MaskTokenizer | None = None
 ) -> dict:
     """One dataset row (see ``FEATURES``) for a rendered view; text targets when a tokenizer is given."""
-    targets = token_targets(view, tokenizer)
+    boxes = mask_boxes(view)  # once per mask: the bbox column and both targets use it
+    targets = token_targets(view, tokenizer, boxes)
     g = view.geometry
     return {
         "image": Image.fromarray(view.image, mode="L"),
@@ -175,7 +183,7 @@ def to_row(
             {
                 "name": name,
                 "mask": Image.fromarray(mask),
-                "bbox": mask_bbox(mask),
+                "bbox": list(boxes[name]),
                 "area_px": int(mask.sum()),
                 "segment_target": targets[name][0],
                 "detect_target": targets[name][1],

@@ -50,6 +50,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage, stats
 
+from chexanatomy.masks import grey_levels
+
 SIDE = 256
 HIST_BINS = 64
 W1_BINS = 256  # finer bins for the Wasserstein distance (binning error <= 1 / 512)
@@ -157,26 +159,12 @@ def corpus_images(
 # --------------------------------------------------------------------------------------------------
 
 
-def _as_float(image: Image.Image | np.ndarray) -> np.ndarray:
-    """float32 [H, W] grey values; 16-bit, integer and float images keep their values, colour is averaged."""
-    if isinstance(image, Image.Image):
-        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            return np.asarray(image, dtype=np.float32)
-        return np.asarray(image.convert("L"), dtype=np.float32)
-    array = np.asarray(image, dtype=np.float32)
-    if array.ndim == 3 and array.shape[-1] in (3, 4):
-        array = array[..., :3].mean(axis=-1)
-    if array.ndim != 2:
-        raise ValueError(f"expected a 2-D grey image or an RGB(A) image, got an array of shape {array.shape}")
-    return array
-
-
 def normalised(image: Image.Image | np.ndarray, side: int = SIDE) -> np.ndarray:
     """An image as float32 [side, side] in [0, 1]: resized, then 1st percentile -> 0 and 99th -> 1, clipped.
 
     A flat image (99th percentile = 1st) comes back all zeros.
     """
-    resized = np.asarray(Image.fromarray(_as_float(image)).resize((side, side), Image.Resampling.BILINEAR))
+    resized = np.asarray(Image.fromarray(grey_levels(image)).resize((side, side), Image.Resampling.BILINEAR))
     low, high = np.percentile(resized, [1, 99])
     if high <= low:
         return np.zeros((side, side), dtype=np.float32)

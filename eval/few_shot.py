@@ -26,8 +26,7 @@ import numpy as np
 import torch
 
 from chexanatomy.inference import VLMSegmenter
-
-from .scores import dice
+from chexanatomy.masks import dice
 
 TASK_NAME = "cardiomediastinal silhouette"
 TASK_MEMBERS = ("heart", "aorta", "pulmonary_artery", "superior_vena_cava", "trachea", "esophagus")

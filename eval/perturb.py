@@ -7,7 +7,7 @@
 
 Contract of every function here:
 
-* Input: a radiograph as PIL (any mode, reduced to "L" by ``chexanatomy.inference.as_grey``) or an array
+* Input: a radiograph as PIL (any mode, reduced to "L" by ``chexanatomy.inference.grey_image``) or an array
   [H, W]; masks ``{name: bool [H, W]}`` on the image's grid, indexed ``(y, x)`` = (row, column).
 * Output: a PIL "L" image and bool masks of the *same* H x W, so that a model's answer on the perturbed image is
   scored against the perturbed reference at the original resolution. What leaves the frame is lost; what enters
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from chexanatomy.inference import as_grey
+from chexanatomy.inference import grey_image
 
 Masks = dict[str, np.ndarray]
 
@@ -93,7 +93,7 @@ def warp(image: Image.Image | np.ndarray, masks: Masks, inverse: np.ndarray) -> 
     Raises:
         ValueError: when a mask's shape differs from the image's.
     """
-    grey = as_grey(image)
+    grey = grey_image(image)
     masks = _check_masks(masks, (grey.size[1], grey.size[0]))
     inverse = np.asarray(inverse, dtype=np.float64)
     if np.allclose(inverse, np.eye(2, 3)):

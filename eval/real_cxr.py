@@ -44,6 +44,7 @@ import numpy as np
 from PIL import Image
 
 from chexanatomy.anatomy import STRUCTURES
+from chexanatomy.masks import as_grey
 
 Record = dict[str, Any]
 
@@ -142,18 +143,6 @@ def _open_image(path: Path) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"{path}: cannot decode image ({err}); the file is truncated or not an image") from err
     return image
-
-
-def _to_gray8(image: Image.Image) -> Image.Image:
-    """Any PIL image as 8-bit "L"; 16-bit and float images are min-max scaled to 0..255."""
-    if image.mode == "L":
-        return image
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        arr = np.asarray(image, dtype=np.float32)
-        lo, hi = float(arr.min()), float(arr.max())
-        scaled = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
-        return Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
-    return image.convert("L")
 
 
 def _binarise(arr: np.ndarray) -> np.ndarray:
@@ -385,7 +374,7 @@ def _sides_by_position(a: np.ndarray, b: np.ndarray, a_path: Path, b_path: Path)
 
 
 def _montgomery_record(image_path: Path, left_dir: Path, right_dir: Path) -> Record:
-    image = _to_gray8(_open_image(image_path))
+    image = Image.fromarray(as_grey(_open_image(image_path)))
     shape = (image.size[1], image.size[0])
     paths = (left_dir / image_path.name, right_dir / image_path.name)
     masks = []
@@ -481,7 +470,7 @@ def load_shenzhen(
         if not wanted(image_id):
             continue
         image_path = image_dir / f"{image_id}.png"
-        image = _to_gray8(_open_image(image_path))
+        image = Image.fromarray(as_grey(_open_image(image_path)))
         mask = _read_mask(mask_path)
         _check_grid(mask, mask_path, (image.size[1], image.size[0]), image_path)
         record = {"id": image_id, "image": image, "masks": {"lungs": mask}, "spacing_mm": None, "source": "shenzhen"}
@@ -580,7 +569,7 @@ def _chexmask_record(row: dict[str, str], image_id: str, image_path: Path, csv_p
             masks[name] = decode_chexmask_rle(row[column], height, width)
         except ValueError as err:
             raise ValueError(f"{csv_path}: id {image_id!r}, column {column!r}: {err}") from err
-    image = _to_gray8(_open_image(image_path))
+    image = Image.fromarray(as_grey(_open_image(image_path)))
     if (image.size[1], image.size[0]) != (height, width):
         raise ValueError(
             f"{image_path}: image is {image.size[0]}x{image.size[1]} (W x H) but CheXmask id {image_id!r} has "

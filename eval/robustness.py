@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from chexanatomy.inference import Segmenter, as_grey
+from chexanatomy.inference import Segmenter, grey_image
 
 from .perturb import DEFAULT_SWEEP, KINDS, Perturbation
 from .scores import score_structures
@@ -56,7 +56,7 @@ def row_sample(row: Mapping[str, Any], names: Sequence[str]) -> tuple[Image.Imag
         masks = row["masks"]
     else:
         masks = {s["name"]: s["mask"] for s in row["structures"]}
-    return as_grey(row["image"]), {n: np.asarray(masks[n], dtype=bool) for n in names if n in masks}
+    return grey_image(row["image"]), {n: np.asarray(masks[n], dtype=bool) for n in names if n in masks}
 
 
 def _row_names(row: Mapping[str, Any]) -> list[str]:

@@ -1,8 +1,9 @@
 """Segmentation scores for 2-D anatomy masks: Dice, IoU, HD95, box IoU and a per-structure summary.
 
-Plain numpy/scipy. They are written by hand because no library gives this exact contract (an empty-mask rule
-for every score, HD95 reported as *undefined* rather than 0 or inf, invalid answers counted per structure);
-the ``evaluate`` module in ``eval/metrics/anatomy_segmentation`` wraps :func:`score_structures` at the edge.
+Plain numpy/scipy. Dice, IoU and the tight box are ``chexanatomy.masks``'s (one rule for every part). These are
+written by hand because no library gives this exact contract (an empty-mask rule for every score, HD95 reported
+as *undefined* rather than 0 or inf, invalid answers counted per structure); the ``evaluate`` module in
+``eval/metrics/anatomy_segmentation`` wraps :func:`score_structures` at the edge.
 
 Conventions shared by every function here:
 
@@ -25,9 +26,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from chexanatomy.inference import mask_box as core_mask_box
+from chexanatomy.masks import Box, dice, iou, tight_box
 
-Box = tuple[int, int, int, int]
 Spacing = tuple[float, float]
 
 SUMMARY_KEYS = ("dice", "iou", "hd95_px", "hd95_mm", "box_iou")
@@ -58,32 +58,6 @@ def _as_spacing(spacing_mm: Any) -> Spacing:
     return row, col
 
 
-def dice(pred: Any, ref: Any) -> float:
-    """Dice coefficient 2|P∩R| / (|P| + |R|) of two bool [H, W] masks.
-
-    Returns:
-        A float in [0, 1]; 1.0 when both masks are empty, 0.0 when exactly one is.
-    """
-    pred, ref = _as_pair(pred, ref)
-    total = int(pred.sum()) + int(ref.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(pred, ref).sum()) / total
-
-
-def iou(pred: Any, ref: Any) -> float:
-    """Intersection over union |P∩R| / |P∪R| of two bool [H, W] masks.
-
-    Returns:
-        A float in [0, 1]; 1.0 when both masks are empty, 0.0 when exactly one is.
-    """
-    pred, ref = _as_pair(pred, ref)
-    union = int(np.logical_or(pred, ref).sum())
-    if union == 0:
-        return 1.0
-    return int(np.logical_and(pred, ref).sum()) / union
-
-
 def boundary(mask: Any) -> np.ndarray:
     """The boundary pixels of a bool [H, W] mask: inside pixels with a 4-neighbour outside (or off the image).
 
@@ -106,7 +80,7 @@ def _crop_to_union(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
     Boundaries and distances are unchanged; the distance transforms run on the box instead of the whole image.
     """
-    y0, x0, y1, x1 = mask_box(a | b)
+    y0, x0, y1, x1 = tight_box(a | b)
     return (np.pad(m[y0:y1, x0:x1], 1) for m in (a, b))
 
 
@@ -135,15 +109,6 @@ def hd95(pred: Any, ref: Any, spacing_mm: Spacing | None = None) -> float | None
     pred, ref = _crop_to_union(pred, ref)
     pred_edge, ref_edge = boundary(pred), boundary(ref)
     return max(_directed_hd95(pred_edge, ref_edge, spacing), _directed_hd95(ref_edge, pred_edge, spacing))
-
-
-def mask_box(mask: Any) -> Box | None:
-    """Tight pixel box ``(y0, x0, y1, x1)`` around a bool [H, W] mask (y0/x0 inclusive, y1/x1 exclusive).
-
-    Returns:
-        The box as Python ints, or ``None`` for an empty mask.
-    """
-    return core_mask_box(_as_mask(mask))
 
 
 def _box_area(box: Box) -> int:
@@ -180,7 +145,7 @@ def _score_record(index: int, record: Mapping[str, Any], spacing_mm: Spacing | N
     if invalid:
         pred_box = None
     else:
-        pred_box = record["pred_box"] if "pred_box" in record else mask_box(pred)
+        pred_box = record["pred_box"] if "pred_box" in record else tight_box(pred)
     spacing = record.get("spacing_mm", spacing_mm)
     inter = int(np.logical_and(pred, ref).sum())
     return {
@@ -188,7 +153,7 @@ def _score_record(index: int, record: Mapping[str, Any], spacing_mm: Spacing | N
         "iou": iou(pred, ref),
         "hd95_px": hd95(pred, ref),
         "hd95_mm": None if spacing is None else hd95(pred, ref, spacing),
-        "box_iou": box_iou(pred_box, mask_box(ref)),
+        "box_iou": box_iou(pred_box, tight_box(ref)),
         "invalid": invalid,
         "inter": inter,
         "union": int(pred.sum()) + int(ref.sum()) - inter,
@@ -269,4 +234,4 @@ def score_structures(records: Iterable[Mapping[str, Any]], spacing_mm: Spacing |
     }
 
 
-__all__ = ["box_iou", "boundary", "dice", "hd95", "iou", "mask_box", "score_structures"]
+__all__ = ["box_iou", "boundary", "hd95", "score_structures"]

@@ -44,7 +44,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError  # noqa: E402
 from pydicom.pixels import apply_modality_lut, apply_voi_lut  # noqa: E402
 
 from chexanatomy.anatomy import STRUCTURES  # noqa: E402
-from chexanatomy.inference import Prediction, Segmenter, as_grey, load_segmenter, timed_segment  # noqa: E402
+from chexanatomy.inference import Prediction, Segmenter, grey_image, load_segmenter, timed_segment  # noqa: E402
+from chexanatomy.masks import dice  # noqa: E402
 
 logger = logging.getLogger("chexanatomy.space")
 
@@ -149,9 +150,9 @@ def read_picture(path: Path) -> tuple[Image.Image, list[str]]:
 
 
 def grey_or_refuse(image: Image.Image | np.ndarray, name: str) -> Image.Image:
-    """``as_grey``, its refusals (1x1 images, odd arrays) turned into messages for the user."""
+    """``grey_image``, its refusals (1x1 images, odd arrays) turned into messages for the user."""
     try:
-        return as_grey(image)
+        return grey_image(image)
     except ValueError as error:
         raise InputError(f"{name} cannot be segmented: {error}.") from None
 
@@ -309,12 +310,6 @@ def load_ground_truth(masks_file: Path, size: tuple[int, int]) -> dict[str, np.n
             for n, m in zip(names, masks, strict=True)
         }
     return {n: m.astype(bool) for n, m in zip(names, masks, strict=True)}
-
-
-def dice(predicted: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two bool [H, W] masks; two empty masks score 1.0 (an empty answer to an absent structure is right)."""
-    total = int(predicted.sum()) + int(truth.sum())
-    return 1.0 if total == 0 else 2.0 * int((predicted & truth).sum()) / total
 
 
 # --------------------------------------------------------------------------------------------------

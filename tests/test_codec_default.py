@@ -6,7 +6,8 @@ import torch
 
 from chexanatomy.codec import codec_fingerprint, default_tokenizer, load_codec, load_default_codec
 from chexanatomy.mask_tokens import MaskTokenizer, decode_detections
-from dataset_builder.corpus import mask_bbox, to_row
+from chexanatomy.masks import tight_box
+from dataset_builder.corpus import to_row
 
 
 def dice(a, b):
@@ -49,7 +50,7 @@ def test_corpus_rows_carry_targets_that_decode_to_their_masks(phantom_views, tok
     ribs = by_name["ribs_left"]  # a union of twelve ribs: box target only
     assert ribs["segment_target"] is None
     box = decode_detections(ribs["detect_target"], view.image.shape)[0]
-    y0, x0, y1, x1 = mask_bbox(view.masks["ribs_left"])
+    y0, x0, y1, x1 = tight_box(view.masks["ribs_left"])
     assert box.valid and np.allclose(box.box_yxyx, (y0, x0, y1, x1), atol=1)
 
 

@@ -10,7 +10,7 @@ from huggingface_hub import ModelCard
 from PIL import Image
 
 from chexanatomy.codec import default_tokenizer
-from chexanatomy.inference import UNetSegmenter, VLMSegmenter, as_grey, load_segmenter
+from chexanatomy.inference import UNetSegmenter, VLMSegmenter, grey_image, load_segmenter
 from chexanatomy.unet import AnatomyUNet
 from dataset_builder.build import BuildConfig, build
 from eval.__main__ import EvalConfig, run
@@ -98,14 +98,14 @@ def test_valid_vlm_answer_decodes_to_the_structure_mask(models, rows):
     assert prediction.valid and 2 * (prediction.mask & truth).sum() / (prediction.mask.sum() + truth.sum()) > 0.8
 
 
-def test_as_grey_handles_16_bit_rgba_and_tiny():
+def test_grey_image_handles_16_bit_rgba_and_tiny():
     ramp = np.linspace(0, 4095, 64 * 64).reshape(64, 64).astype(np.uint16)
-    grey = np.asarray(as_grey(Image.fromarray(ramp)))
+    grey = np.asarray(grey_image(Image.fromarray(ramp)))
     assert grey.min() == 0 and grey.max() == 255  # 12-bit data stretched, not clipped to white
     rgba = Image.new("RGBA", (32, 16), (200, 100, 50, 0))
-    assert as_grey(rgba).size == (32, 16)
+    assert grey_image(rgba).size == (32, 16)
     with pytest.raises(ValueError, match="too small"):
-        as_grey(Image.new("L", (1, 1)))
+        grey_image(Image.new("L", (1, 1)))
 
 
 def test_eval_command_writes_results_report_plots_and_a_card(models, corpus, rows, tmp_path):

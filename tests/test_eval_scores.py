@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from eval.scores import box_iou, dice, hd95, iou, mask_box, score_structures
+from chexanatomy.masks import dice, iou, tight_box
+from eval.scores import box_iou, hd95, score_structures
 
 REPO = Path(__file__).resolve().parents[1]
 METRIC_DIR = REPO / "eval" / "metrics" / "anatomy_segmentation"
@@ -95,8 +96,8 @@ def test_empty_mask_rule():
 def test_mask_box_is_inclusive_exclusive_and_box_iou():
     mask = np.zeros((10, 12), bool)
     mask[2:5, 3:9] = True
-    assert mask_box(mask) == (2, 3, 5, 9)
-    assert mask_box(np.zeros((4, 4), bool)) is None
+    assert tight_box(mask) == (2, 3, 5, 9)
+    assert tight_box(np.zeros((4, 4), bool)) is None
     assert box_iou((0, 0, 4, 4), (0, 0, 4, 4)) == 1.0
     assert box_iou((0, 0, 4, 4), (2, 2, 6, 6)) == pytest.approx(4 / (16 + 16 - 4))
     assert box_iou((0, 0, 2, 2), (2, 2, 4, 4)) == 0.0  # touching edges, exclusive ends: no overlap

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from chexanatomy.inference import Prediction, as_grey, mask_box
+from chexanatomy.inference import Prediction, grey_image
+from chexanatomy.masks import tight_box
 from eval.domain_gap import domain_gap_study, domain_gap_table, load_image_folder, plot_domain_gap
 from eval.perturb import DEFAULT_SWEEP, Perturbation, crop, pad, rotate, scale
 from eval.robustness import plot_robustness, robustness_study, robustness_table
@@ -63,7 +64,7 @@ def test_rotation_by_plus_90_turns_counter_clockwise_as_displayed():
     mask = rect(4, 4, 12, 14)  # top-left
     out, masks = rotate(bright(mask), {"blob": mask}, 90)
     assert np.array_equal(masks["blob"], np.rot90(mask))  # numpy's rot90 turns counter-clockwise
-    y0, x0, y1, x1 = mask_box(masks["blob"])
+    y0, x0, y1, x1 = tight_box(masks["blob"])
     assert y0 >= SIZE / 2 and x1 <= SIZE / 2  # now bottom-left
     assert np.abs(np.asarray(out, dtype=int) - np.rot90(np.asarray(bright(mask), dtype=int))).max() <= 1
 
@@ -130,15 +131,15 @@ class OracleSegmenter:
     def __init__(self, rows, sweep):
         self.truths, self.calls = {}, []
         for row in rows:
-            image = as_grey(row["image"])
+            image = grey_image(row["image"])
             for perturbation in sweep:
                 moved, masks = perturbation.apply(image, TRUTH)
                 self.truths[moved.tobytes()] = masks
 
     def segment(self, image, structures=None):
         self.calls.append(list(structures))
-        truth = self.truths[as_grey(image).tobytes()]
-        return {n: Prediction(n, truth[n], mask_box(truth[n])) for n in structures}
+        truth = self.truths[grey_image(image).tobytes()]
+        return {n: Prediction(n, truth[n], tight_box(truth[n])) for n in structures}
 
 
 class FixedSegmenter:
@@ -153,7 +154,7 @@ class FixedSegmenter:
     def segment(self, image, structures=None):
         if not self.valid:
             return {n: Prediction(n, np.zeros((SIZE, SIZE), bool), None, False, "<seg>??") for n in structures}
-        return {n: Prediction(n, TRUTH[n], mask_box(TRUTH[n])) for n in structures}
+        return {n: Prediction(n, TRUTH[n], tight_box(TRUTH[n])) for n in structures}
 
 
 def rows_of(study, model):

@@ -213,9 +213,10 @@ class OracleSegmenter:
         self.masks, self.structures = masks, list(masks)
 
     def segment(self, image, structures=None):
-        from chexanatomy.inference import Prediction, mask_box
+        from chexanatomy.inference import Prediction
+        from chexanatomy.masks import tight_box
 
-        return {n: Prediction(n, self.masks[n], mask_box(self.masks[n])) for n in structures}
+        return {n: Prediction(n, self.masks[n], tight_box(self.masks[n])) for n in structures}
 
 
 def test_example_upload_is_matched_by_content_and_scored(tmp_path):

@@ -20,8 +20,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from chexanatomy.masks import dice
 from chexanatomy.vqvae import MaskVQVAE
 
 from .codec_data import Augmentation, AugmentedStream, augmented_batch, load_mask_bank
@@ -64,12 +66,10 @@ def learning_rate_at(step: int, config: CodecTrainConfig) -> float:
     return config.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def soft_dice(reconstruction: torch.Tensor, masks: torch.Tensor) -> float:
-    """Mean Dice between thresholded reconstructions (> 0) and masks (> 0.5), [B, 64, 64]."""
-    pred, true = reconstruction > 0, masks > 0.5
-    inter = (pred & true).flatten(1).sum(1).float()
-    total = (pred.flatten(1).sum(1) + true.flatten(1).sum(1)).float().clamp(min=1)
-    return float((2 * inter / total).mean())
+def mean_dice(reconstruction: torch.Tensor, masks: torch.Tensor) -> float:
+    """Mean ``chexanatomy.masks.dice`` between thresholded reconstructions (> 0) and masks (> 0.5), [B, 64, 64]."""
+    pred, true = (reconstruction > 0).cpu().numpy(), (masks > 0.5).cpu().numpy()
+    return float(np.mean([dice(p, t) for p, t in zip(pred, true, strict=True)]))
 
 
 def initial_codec(config: CodecTrainConfig) -> MaskVQVAE:
@@ -134,7 +134,7 @@ def train(config: CodecTrainConfig) -> dict:
         if step % config.log_every == 0 or step == config.steps - 1:
             metrics = {
                 "step": step, "loss": round(float(result.reconstruction_loss.detach()), 5),
-                "dice_64": round(soft_dice(result.reconstruction.detach(), masks), 4),
+                "dice_64": round(mean_dice(result.reconstruction.detach(), masks), 4),
                 "codes_used": int(result.indices.unique().numel()), "restarted": restarted, "lr": group["lr"],
                 "seconds": round(time.time() - start, 1),
             }  # fmt: skip
