@@ -13,6 +13,7 @@ default is 1: one model copy, CPU threads shared). Writes bench/results/space_lo
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -29,7 +30,7 @@ RESULTS = ROOT / "bench" / "results" / "space_load.json"
 
 
 def space_app():
-    """``space/app.py`` as a module (the Space folder is not a package)."""
+    """``space/app.py`` as a module (its own modules are then importable as ``space.*``)."""
     if "chexanatomy_space_app" not in sys.modules:
         spec = importlib.util.spec_from_file_location("chexanatomy_space_app", ROOT / "space" / "app.py")
         module = importlib.util.module_from_spec(spec)
@@ -122,10 +123,11 @@ def main(args: argparse.Namespace) -> dict:
     """Run the load test, write the JSON, print a one-line summary."""
     from gradio_client import Client
 
-    app = space_app()
+    space_app()  # its modules become importable as space.*
     load_before = round(os.getloadavg()[0], 2)  # other work on the machine skews every figure
-    example = Path(args.example) if args.example else app.load_examples(app.EXAMPLES_DIR)[0].image
-    structures = args.structures or list(app.DEFAULT_STRUCTURES)
+    examples, selection = (importlib.import_module(f"space.{m}") for m in ("bundled_examples", "selection"))
+    example = Path(args.example) if args.example else examples.load_examples(examples.EXAMPLES_DIR)[0].image
+    structures = args.structures or list(selection.DEFAULT_STRUCTURES)
     demo, url = (None, args.url) if args.url else start_local(args)
     try:
         one_user(Client(url, verbose=False), example, structures, 1)  # warm-up: first-call costs off the clock
@@ -143,7 +145,7 @@ def main(args: argparse.Namespace) -> dict:
         **result,
         "cpus": os.cpu_count(),
         "load_average_1m_before": load_before,
-        "gradio": app.gr.__version__,
+        "gradio": importlib.metadata.version("gradio"),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -585,13 +585,13 @@ def test_objects_over_the_cap_are_one_invalid_object():
 
 
 def test_bomb_message_at_the_boundary_gives_exact_pixels(tmp_path):
-    from test_space import png_header_only, space_app
+    from test_space import png_header_only, space_module
 
-    app = space_app()
+    reading = space_module("reading")
     path = tmp_path / "big.png"
     path.write_bytes(png_header_only(50_000_001, 1))
-    with pytest.raises(app.InputError) as info:
-        app.read_picture(path)
+    with pytest.raises(reading.InputError) as info:
+        reading.read_picture(path)
     assert "50,000,001 pixels; at most 50 megapixels" in str(info.value)
 
 

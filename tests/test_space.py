@@ -46,6 +46,12 @@ def space_app():
     return load_module("chexanatomy_space_app", ROOT / "space" / "app.py")
 
 
+def space_module(name: str):
+    """``space/{name}.py``: the app's own modules, importable as ``space.*`` once the app is loaded."""
+    space_app()
+    return importlib.import_module(f"space.{name}")
+
+
 def tiny_model_folders(folder: Path) -> tuple[Path, Path]:
     """A random tiny VLM folder and a random 64 px U-Net folder (built once per session under ``folder``)."""
     from chexanatomy.unet import AnatomyUNet
@@ -165,10 +171,10 @@ def squares(background: int, inner: int, third: int | None = None, size: int = 6
 
 
 def test_monochrome1_dicom_is_inverted_and_monochrome2_is_not(tmp_path):
-    app = space_app()
+    reading = space_module("reading")
     pixels = squares(background=3000, inner=500)  # in MONOCHROME1 low values are white
-    mono1, notes = app.read_radiograph(write_dicom(tmp_path / "m1.dcm", pixels, "MONOCHROME1"))
-    mono2, _ = app.read_radiograph(write_dicom(tmp_path / "m2", pixels, "MONOCHROME2"))  # no suffix: sniffed
+    mono1, notes = reading.read_radiograph(write_dicom(tmp_path / "m1.dcm", pixels, "MONOCHROME1"))
+    mono2, _ = reading.read_radiograph(write_dicom(tmp_path / "m2", pixels, "MONOCHROME2"))  # no suffix: sniffed
     a1, a2 = np.asarray(mono1, dtype=float), np.asarray(mono2, dtype=float)
     assert mono1.mode == "L" and mono1.size == (64, 64)
     assert a1[20, 20] == 255 and a1[0, 0] == 0 and a2[20, 20] == 0 and a2[0, 0] == 255
@@ -176,31 +182,31 @@ def test_monochrome1_dicom_is_inverted_and_monochrome2_is_not(tmp_path):
 
 
 def test_dicom_rescale_and_window_are_applied(tmp_path):
-    app = space_app()
+    reading = space_module("reading")
     # slope 2, intercept -1000: stored 3000 / 500 / 1250 -> 5000 / 0 / 1500; the window [2000, 3000] clips the
     # inner square and the third square alike (both below it), which min-max scaling alone would not.
     pixels = squares(background=3000, inner=500, third=1250)
-    image, notes = app.read_radiograph(
+    image, notes = reading.read_radiograph(
         write_dicom(tmp_path / "w.dcm", pixels, rescale=(2.0, -1000.0), window=(2500, 1000))
     )
     grey = np.asarray(image)
     assert grey[20, 20] == grey[45, 45] == 0 and grey[0, 0] == 255
-    unwindowed, _ = app.read_radiograph(write_dicom(tmp_path / "u.dcm", pixels, rescale=(2.0, -1000.0)))
+    unwindowed, _ = reading.read_radiograph(write_dicom(tmp_path / "u.dcm", pixels, rescale=(2.0, -1000.0)))
     assert 0 < np.asarray(unwindowed)[45, 45] < 255
     assert any("window" in n for n in notes)
 
 
 def test_16_bit_png_and_rgba_are_read_as_grey(tmp_path):
-    app = space_app()
+    reading = space_module("reading")
     path16 = tmp_path / "sixteen.png"
     Image.fromarray(squares(background=40000, inner=1000)).save(path16)
-    image, _ = app.read_radiograph(path16)
+    image, _ = reading.read_radiograph(path16)
     assert image.mode == "L" and np.asarray(image)[0, 0] == 255 and np.asarray(image)[20, 20] == 0
     rgba = np.zeros((64, 64, 4), dtype=np.uint8)
     rgba[..., :3], rgba[..., 3] = 200, 255
     rgba[:8, :, 3] = 0  # a transparent band
     (tmp_path / "rgba.png").write_bytes(png_bytes(Image.fromarray(rgba, "RGBA")))
-    image, notes = app.read_radiograph(tmp_path / "rgba.png")
+    image, notes = reading.read_radiograph(tmp_path / "rgba.png")
     assert np.asarray(image)[0, 0] == 0 and np.asarray(image)[20, 20] == 200 and "alpha" in notes[0]
 
 
@@ -220,11 +226,11 @@ class OracleSegmenter:
 
 
 def test_example_upload_is_matched_by_content_and_scored(tmp_path):
-    app = space_app()
+    handler, bundled_examples = space_module("handler"), space_module("bundled_examples")
     examples = make_examples_dir(tmp_path / "examples")
     row = synthetic_row()
     truth = {s["name"]: np.asarray(s["mask"], dtype=bool) for s in row["structures"]}
-    space = app.SpaceApp(None, OracleSegmenter(truth), app.load_examples(examples), max_structures=10)
+    space = handler.SpaceApp(None, OracleSegmenter(truth), bundled_examples.load_examples(examples), max_structures=10)
     copy = tmp_path / "gradio_tmp_copy.png"  # Gradio serves examples from a temporary copy
     copy.write_bytes((examples / "pa_synthetic_pose0.png").read_bytes())
     vlm_overlay, unet_overlay, table, answers, timing, notes = space.segment(str(copy), [], ["heart", "lung_left"])
@@ -337,15 +343,15 @@ def test_large_rgba_jpeg_and_dicom_inputs_work(client, tmp_path):
 
 
 def test_committed_examples_are_complete_and_small():
-    app = space_app()
-    examples = app.load_examples(ROOT / "space" / "examples")
+    bundled_examples = space_module("bundled_examples")
+    examples = bundled_examples.load_examples(ROOT / "space" / "examples")
     meta = json.loads((ROOT / "space" / "examples" / "examples.json").read_text())["examples"]
     assert len(examples) == len(meta) >= 5 and {m["view"] for m in meta} == {"PA", "LAT"}
     assert [m["source"] for m in meta[:2]] == ["real", "real"] and examples[0].masks is None  # real images first
     assert sum(p.stat().st_size for p in (ROOT / "space" / "examples").iterdir()) < 2.5e6
     for example, entry in zip(examples, meta, strict=True):  # examples.json order: real, real, PA, LAT, PA
-        assert app.file_sha256(example.image) == entry["sha256"]
+        assert bundled_examples.file_sha256(example.image) == entry["sha256"]
         if example.masks is None:
             continue
-        truth = app.load_ground_truth(example.masks, tuple(entry["size"]))
+        truth = bundled_examples.load_ground_truth(example.masks, tuple(entry["size"]))
         assert len(truth) == entry["structures"] and all(m.shape == (512, 512) for m in truth.values())
