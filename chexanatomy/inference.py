@@ -273,7 +273,7 @@ def load_segmenter(
 ) -> Segmenter:
     """A ready ``Segmenter`` from a model folder, a Hub id or "bundled-vlm"/"bundled-unet".
 
-    U-Net (``config.json`` with ``structures``), full VLM or
+    U-Net (segmentation-models-pytorch's ``config.json`` with ``_structures``, or the earlier format), full VLM or
     LoRA adapter (``adapter_config.json``; its base model comes from the adapter config or ``base_model``).
 
     Args:
@@ -293,9 +293,9 @@ def load_segmenter(
         name_or_path = bundled_model_path(str(name_or_path).removeprefix("bundled-"))
     path = locate_model(name_or_path, ("config.json", "adapter_config.json"))
     config = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
-    if "structures" in config and "encoder" in config:
-        from .unet import AnatomyUNet
+    from .unet import AnatomyUNet, unet_settings
 
+    if unet_settings(config) is not None:
         return UNetSegmenter(AnatomyUNet.from_pretrained(str(path)).to(device))
     return _load_vlm(path, device, codec, base_model, **kwargs)
 

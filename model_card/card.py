@@ -234,7 +234,7 @@ def tags_of(kind: str, folder: ModelFolder) -> list[str]:
 def card_data(kind: str, folder: ModelFolder, evaluations: list[dict], name: str) -> ModelCardData:
     """The card's YAML metadata for a model of ``kind`` in ``folder``."""
     base = base_model(kind, folder)
-    library = {"adapter": "peft", "full": "transformers", "unet": "chexanatomy"}[variant(kind, folder)]
+    library = {"adapter": "peft", "full": "transformers", "unet": "segmentation-models-pytorch"}[variant(kind, folder)]
     return ModelCardData(
         model_name=name,
         base_model=base,

@@ -123,7 +123,7 @@ def test_model_index_carries_each_datasets_macro_dice_with_its_split(results, tm
         ("adapter", "gemma", "peft", "image-text-to-text", BASE),
         ("full", "gemma", "transformers", "image-text-to-text", BASE),
         ("tiny", "apache-2.0", "transformers", "image-text-to-text", None),
-        ("unet", "apache-2.0", "chexanatomy", "image-segmentation", None),
+        ("unet", "apache-2.0", "segmentation-models-pytorch", "image-segmentation", None),
     ],
 )
 def test_metadata_follows_the_kind_of_model(results, tmp_path, kind, license, library_name, pipeline_tag, base_model):
@@ -142,9 +142,13 @@ def test_metadata_follows_the_kind_of_model(results, tmp_path, kind, license, li
     assert card.data.datasets == ["chexanatomy/drr"]
     usage = section(card.text, "How to use")
     assert f'load_segmenter("{folder}")' in usage
-    assert ("PeftModel.from_pretrained(base, folder)" in usage) == (kind == "adapter")
+    assert (f'PeftModel.from_pretrained(base, "{folder}")' in usage) == (kind == "adapter")
     assert (f'AutoModelForImageTextToText.from_pretrained("{BASE}")' in usage) == (kind == "adapter")
-    assert ("AutoModelForImageTextToText.from_pretrained(folder)" in usage) == (kind in ("full", "tiny"))
+    assert (f'AutoModelForImageTextToText.from_pretrained("{folder}")' in usage) == (kind in ("full", "tiny"))
+    assert (f'pipeline("image-text-to-text", model="{folder}")' in usage) == (kind in ("full", "tiny"))
+    assert (f'smp.from_pretrained("{folder}")' in usage) == (kind == "unet")
+    plain_first = usage.index("```python\nimport" if kind == "unet" else "from transformers import")
+    assert plain_first < usage.index("from chexanatomy")  # the plain library calls come before our helpers
 
 
 def test_training_recipe_comes_from_the_model_folder(results, tmp_path):

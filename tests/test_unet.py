@@ -6,6 +6,7 @@ import random
 import datasets
 import numpy as np
 import pytest
+import segmentation_models_pytorch as smp
 import torch
 
 from dataset_builder.build import BuildConfig, build
@@ -90,7 +91,7 @@ def test_training_continues_from_a_saved_unet_at_another_size(corpus, rows, tmp_
     assert lineage["path"] == str(first) and lineage["size"] == 64 and "initialised_from" not in lineage
 
     config = json.loads((first / "config.json").read_text())
-    (first / "config.json").write_text(json.dumps({**config, "structures": ["brain"]}))
+    (first / "config.json").write_text(json.dumps({**config, "_structures": ["brain"]}))
     with pytest.raises(ValueError, match="other structures"):
         train(UNetTrainConfig(corpus_dir=str(corpus), output_dir=str(tmp_path / "x"), size=64, max_steps=1,
                               init_from=str(first)))  # fmt: skip
@@ -117,3 +118,37 @@ def test_a_unet_continues_on_a_corpus_with_new_structures(corpus, rows, tmp_path
     new_head, old_head = model.net.segmentation_head[0].weight, reduced.net.segmentation_head[0].weight
     assert torch.equal(new_head[model.structures.index("heart")], old_head[kept.index("heart")])
     assert torch.equal(new_head[model.structures.index("lung_field_left")], old_head[kept.index("lung_left")])
+
+
+def test_a_saved_unet_is_an_smp_unet_with_its_structure_names(tmp_path):
+    """segmentation-models-pytorch alone loads the folder (no code of ours), with the same outputs."""
+    model = AnatomyUNet(["heart", "lung_left"], size=64, encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8)).eval()
+    model.save_pretrained(tmp_path / "unet")
+    assert sorted(p.name for p in (tmp_path / "unet").iterdir()) == ["config.json", "model.safetensors"]
+    net = smp.from_pretrained(str(tmp_path / "unet")).eval()
+    assert type(net) is smp.Unet
+    assert net.config["_structures"] == ["heart", "lung_left"] and net.config["_input_size"] == 64
+    images = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(net(images), model(images))
+
+
+def test_a_unet_folder_of_the_earlier_format_still_loads(tmp_path):
+    """Folders saved before the smp format (structures/size/encoder in config.json, parameters under net.) load."""
+    from safetensors.torch import save_file
+
+    from chexanatomy.inference import load_segmenter
+
+    model = AnatomyUNet(["heart", "lung_left"], size=64, encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8)).eval()
+    old = tmp_path / "old"
+    old.mkdir()
+    config = {"structures": model.structures, "size": 64, "encoder": "resnet18", "decoder_channels": [32, 16, 16, 8, 8]}
+    (old / "config.json").write_text(json.dumps(config))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, old / "model.safetensors")
+    images = torch.rand(1, 1, 64, 64)
+    reloaded = AnatomyUNet.from_pretrained(old)
+    assert reloaded.structures == model.structures and reloaded.size == 64
+    with torch.no_grad():
+        assert torch.equal(reloaded(images), model(images))
+    image = np.random.default_rng(0).integers(0, 255, (70, 90), dtype=np.uint8)
+    assert load_segmenter(old, device="cpu").segment(image, ["heart"])["heart"].mask.shape == (70, 90)

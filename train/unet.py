@@ -3,8 +3,9 @@
     python -m train.unet --corpus_dir outputs/drr --output_dir outputs/unet --epochs 40
     python -m train.unet --corpus_dir outputs/drr --output_dir outputs/unet --push_to_hub chexanatomy/unet-anatomy
 
-The network (``chexanatomy.unet.AnatomyUNet``, smp + ``PyTorchModelHubMixin``) lives in the core so that evaluation
-and the Space load it without training code; ``accelerate`` places it on the GPU when there is one. Same splits and
+The network (``chexanatomy.unet.AnatomyUNet``, saved in segmentation-models-pytorch's format, so that
+``smp.from_pretrained`` loads it) lives in the core so that evaluation and the Space load it without training code;
+``accelerate`` places it on the GPU when there is one. Same splits and
 radiograph augmentation (``train.augment``: zoom, rotation, shift, clinical processing, collimation, markers, blur,
 noise) as the VLM; ``chexanatomy.inference.UNetSegmenter`` gives it the VLM's inference interface.
 """
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from chexanatomy.anatomy import STRUCTURES
-from chexanatomy.unet import DEFAULT_DECODER_CHANNELS, AnatomyUNet
+from chexanatomy.unet import DEFAULT_DECODER_CHANNELS, AnatomyUNet, unet_settings
 
 from .augment import augment_radiograph
 from .lineage import previous_training
@@ -109,7 +110,9 @@ def initial_model(config: UNetTrainConfig, structures: list[str]) -> tuple[Anato
     """
     if config.init_from is None:
         return AnatomyUNet(structures, config.size, config.encoder, tuple(config.decoder_channels)), None
-    saved = json.loads((Path(config.init_from) / "config.json").read_text())  # checked before any weight loads
+    saved = unet_settings(json.loads((Path(config.init_from) / "config.json").read_text()))  # before any weights
+    if saved is None:
+        raise ValueError(f"{config.init_from} holds no CheXanatomy U-Net (its config.json has no structures)")
     if not set(saved["structures"]) & set(structures):
         raise ValueError(f"{config.init_from} was trained on other structures than this corpus's "
                          f"(none in common); train from scratch instead")  # fmt: skip
