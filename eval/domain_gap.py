@@ -51,6 +51,7 @@ from PIL import Image
 from scipy import ndimage, stats
 
 from chexanatomy.masks import grey_levels
+from chexanatomy.radiograph_io import DICOM_SUFFIXES, PICTURE_SUFFIXES, read_radiograph
 
 SIDE = 256
 HIST_BINS = 64
@@ -67,8 +68,6 @@ SCALAR_FEATURES = (
     "hf_energy_ratio",
     "spectrum_slope",
 )
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-DICOM_SUFFIXES = (".dcm", ".dicom")
 
 Images = Mapping[str, Image.Image | np.ndarray] | Sequence[Image.Image | np.ndarray]
 
@@ -78,33 +77,11 @@ Images = Mapping[str, Image.Image | np.ndarray] | Sequence[Image.Image | np.ndar
 # --------------------------------------------------------------------------------------------------
 
 
-def _read_dicom(path: Path) -> Image.Image:
-    """A DICOM radiograph as a PIL "F" image, MONOCHROME1 inverted so that bone is bright; first frame only."""
-    try:
-        import pydicom
-    except ImportError as err:
-        raise ValueError("pydicom is not installed (pip install pydicom)") from err
-    ds = pydicom.dcmread(path)
-    pixels = ds.pixel_array.astype(np.float32)
-    if int(ds.get("SamplesPerPixel", 1)) > 1:
-        pixels = pixels.mean(axis=-1)
-    if pixels.ndim == 3:
-        pixels = pixels[0]
-    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
-        pixels = pixels.max() - pixels
-    return Image.fromarray(pixels)
-
-
-def _read_image(path: Path) -> Image.Image:
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return _read_dicom(path)
-    image = Image.open(path)
-    image.load()
-    return image
-
-
 def load_image_folder(path: str | Path, max_images: int | None = None) -> dict[str, Image.Image]:
-    """Radiographs under ``path`` (searched recursively): PNG, JPEG, and DICOM (``.dcm``) when pydicom is installed.
+    """Radiographs under ``path`` (searched recursively): PNG, JPEG and DICOM (``.dcm``, ``.dicom``).
+
+    Each file is read by ``chexanatomy.radiograph_io.read_radiograph`` (the Space's rule: DICOM modality and VOI
+    LUTs, MONOCHROME1 inverted, 16-bit min-max scaled).
 
     Unreadable files are skipped and named in one warning.
 
@@ -113,8 +90,8 @@ def load_image_folder(path: str | Path, max_images: int | None = None) -> dict[s
         max_images: stop after this many readable images (files taken in sorted path order).
 
     Returns:
-        ``{id: PIL image}``, id = the path relative to ``path`` without suffix. Images keep their stored depth
-        ("L", "I;16", RGB, ...); DICOM comes as mode "F" with MONOCHROME1 inverted (bone bright).
+        ``{id: PIL image}``, id = the path relative to ``path`` without suffix: mode "F", grey levels in [0, 1]
+        (larger = brighter) at full precision (a 16-bit file keeps its levels).
 
     Raises:
         FileNotFoundError: when ``path`` is not a folder.
@@ -122,13 +99,13 @@ def load_image_folder(path: str | Path, max_images: int | None = None) -> dict[s
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: folder of radiographs not found")
-    suffixes = IMAGE_SUFFIXES + DICOM_SUFFIXES
+    suffixes = PICTURE_SUFFIXES + DICOM_SUFFIXES
     images, skipped = {}, []
     for file in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes):
         if max_images is not None and len(images) >= max_images:
             break
         try:
-            images[file.relative_to(root).with_suffix("").as_posix()] = _read_image(file)
+            images[file.relative_to(root).with_suffix("").as_posix()] = Image.fromarray(read_radiograph(file)[0])
         except Exception as err:  # noqa: BLE001 - any decoder error means "skip this file", reported below
             skipped.append(f"{file.relative_to(root)} ({type(err).__name__}: {err})")
     if skipped:

@@ -44,7 +44,8 @@ import numpy as np
 from PIL import Image
 
 from chexanatomy.anatomy import STRUCTURES
-from chexanatomy.masks import as_grey
+from chexanatomy.inference import grey_image
+from chexanatomy.radiograph_io import PICTURE_SUFFIXES, open_image, read_radiograph
 
 Record = dict[str, Any]
 
@@ -66,7 +67,6 @@ LUNG_DEFINITIONS = {
     "full": "the whole projected lung, nothing removed",
 }
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 # JSRT: 2048 x 2048 raw, big-endian 16-bit words holding 12-bit data, no header, 0.175 mm pixels.
 JSRT_SHAPE = (2048, 2048)
@@ -133,18 +133,6 @@ def radiographic_lung_field(lung_mask: np.ndarray, occluder_masks) -> np.ndarray
     return out
 
 
-def _open_image(path: Path) -> Image.Image:
-    """Open and fully decode an image file, with errors that name the file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
-    try:
-        image = Image.open(path)
-        image.load()
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"{path}: cannot decode image ({err}); the file is truncated or not an image") from err
-    return image
-
-
 def _binarise(arr: np.ndarray) -> np.ndarray:
     """A stored mask (0/255, 0/1 or palette) as bool: above half its maximum."""
     top = int(arr.max()) if arr.size else 0
@@ -153,7 +141,7 @@ def _binarise(arr: np.ndarray) -> np.ndarray:
 
 def _read_mask(path: Path) -> np.ndarray:
     """A binary mask image file (PNG, GIF) as bool [H, W]."""
-    image = _open_image(path)
+    image = open_image(path)
     arr = np.asarray(image) if image.mode in ("I", "I;16", "I;16B", "I;16L", "1") else np.asarray(image.convert("L"))
     if arr.ndim != 2:
         raise ValueError(f"{path}: expected a single-channel mask, got array shape {arr.shape}")
@@ -374,7 +362,7 @@ def _sides_by_position(a: np.ndarray, b: np.ndarray, a_path: Path, b_path: Path)
 
 
 def _montgomery_record(image_path: Path, left_dir: Path, right_dir: Path) -> Record:
-    image = Image.fromarray(as_grey(_open_image(image_path)))
+    image = grey_image(read_radiograph(image_path)[0])
     shape = (image.size[1], image.size[0])
     paths = (left_dir / image_path.name, right_dir / image_path.name)
     masks = []
@@ -470,7 +458,7 @@ def load_shenzhen(
         if not wanted(image_id):
             continue
         image_path = image_dir / f"{image_id}.png"
-        image = Image.fromarray(as_grey(_open_image(image_path)))
+        image = grey_image(read_radiograph(image_path)[0])
         mask = _read_mask(mask_path)
         _check_grid(mask, mask_path, (image.size[1], image.size[0]), image_path)
         record = {"id": image_id, "image": image, "masks": {"lungs": mask}, "spacing_mm": None, "source": "shenzhen"}
@@ -526,12 +514,12 @@ class _ImageIndex:
         self._by_name: dict[str, Path] | None = None
 
     def __call__(self, image_id: str) -> Path:
-        direct = [self.root / image_id, *(self.root / f"{image_id}{s}" for s in IMAGE_SUFFIXES)]
+        direct = [self.root / image_id, *(self.root / f"{image_id}{s}" for s in PICTURE_SUFFIXES)]
         for path in direct:
             if path.is_file():
                 return path
         if self._by_name is None:
-            files = (p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = (p for p in self.root.rglob("*") if p.suffix.lower() in PICTURE_SUFFIXES)
             self._by_name = {}
             for p in files:
                 self._by_name.setdefault(p.name, p)
@@ -569,7 +557,7 @@ def _chexmask_record(row: dict[str, str], image_id: str, image_path: Path, csv_p
             masks[name] = decode_chexmask_rle(row[column], height, width)
         except ValueError as err:
             raise ValueError(f"{csv_path}: id {image_id!r}, column {column!r}: {err}") from err
-    image = Image.fromarray(as_grey(_open_image(image_path)))
+    image = grey_image(read_radiograph(image_path)[0])
     if (image.size[1], image.size[0]) != (height, width):
         raise ValueError(
             f"{image_path}: image is {image.size[0]}x{image.size[1]} (W x H) but CheXmask id {image_id!r} has "

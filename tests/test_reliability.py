@@ -591,7 +591,7 @@ def test_bomb_message_at_the_boundary_gives_exact_pixels(tmp_path):
     path = tmp_path / "big.png"
     path.write_bytes(png_header_only(50_000_001, 1))
     with pytest.raises(reading.InputError) as info:
-        reading.read_picture(path)
+        reading.read_radiograph(path)
     assert "50,000,001 pixels; at most 50 megapixels" in str(info.value)
 
 
