@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from chexanatomy.codec import load_default_codec
+from chexanatomy.codec import load_codec
 from chexanatomy.mask_tokens import MaskTokenizer, codec_precision, crop_masks, paste_mask, pixel_boxes, tight_boxes
 from chexanatomy.masks import dice
 from chexanatomy.vqvae import INFERENCE_CHUNK, MaskVQVAE, run_inference
@@ -131,10 +131,10 @@ def network_speeds(codec: MaskVQVAE, chunk_sizes: tuple[int, ...], repeats: int 
 
 _MEMORY_PROBE = """
 import resource, sys, torch
-from chexanatomy.codec import load_default_codec
+from chexanatomy.codec import load_codec
 from chexanatomy.vqvae import run_inference
 torch.set_grad_enabled(False)
-codec, chunk, n = load_default_codec().eval(), int(sys.argv[1]), int(sys.argv[2])
+codec, chunk, n = load_codec().eval(), int(sys.argv[1]), int(sys.argv[2])
 grid = codec.quantizer.codebook[torch.randint(0, 128, (n, 16))].reshape(n, 4, 4, -1).permute(0, 3, 1, 2)
 if chunk:
     run_inference(codec.decoder, grid, chunk)
@@ -164,13 +164,12 @@ def network_table(nets: list[dict]) -> str:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus_dir", default="outputs/drr")
-    ap.add_argument("--codec", default=None, help="codec folder (default: the bundled one)")
+    ap.add_argument("--codec", default=None, help="codec folder, vae-oid .npz or Hub id (default: the bundled one)")
     ap.add_argument("--splits", nargs="+", default=["validation", "test"])
     ap.add_argument("--max_images", type=int, default=0, help="0 = all")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
-    codec = load_default_codec() if args.codec is None else MaskVQVAE.from_pretrained(args.codec)
-    codec.eval()
+    codec = load_codec(args.codec or "default")
     images = list(full_masks(args.corpus_dir, tuple(args.splits)))
     if args.max_images:
         images = images[: args.max_images]

@@ -24,23 +24,31 @@ DEFAULT_CODEC_REPO = "chexanatomy/mask-codec-anatomy"
 DEFAULT_CODEC_VERSION = "v1"
 
 
-def load_codec(name_or_path: str | Path | None = None) -> MaskVQVAE:
-    """A codec in eval mode: the bundled default (``None`` or ``"default"``), a local folder or a Hub id.
+def load_codec(name_or_path: str | Path | None = "default") -> MaskVQVAE | None:
+    """A codec in eval mode on the CPU, the one loader for every part and every ``--codec``/``--init_from`` flag.
+
+    Args:
+        name_or_path: ``"default"`` or ``None``: the bundled anatomy codec; ``"none"``: no codec (returns None;
+            a corpus built so has no token targets); a path ending in ``.npz``: a big_vision ``vae-oid``
+            checkpoint (``chexanatomy.vae_oid``); a folder saved by ``MaskVQVAE.save_pretrained``; or a Hub id.
 
     Raises:
-        FileNotFoundError: when the bundled weights are missing from this installation, or ``name_or_path`` is no
-            codec folder and no reachable Hub id (a mistyped local path never goes to the Hub; ``chexanatomy.locate``).
+        FileNotFoundError: when the bundled weights are missing from this installation, the ``.npz`` is missing, or
+            ``name_or_path`` is no codec folder and no reachable Hub id (a mistyped local path never goes to the
+            Hub; ``chexanatomy.locate``).
+        ValueError: for an ``.npz`` that is no ``vae-oid`` checkpoint.
     """
+    if name_or_path is not None and str(name_or_path).lower() == "none":
+        return None
     if name_or_path in (None, "default"):
         if not (DEFAULT_CODEC_DIR / "model.safetensors").exists():
             raise FileNotFoundError(f"the bundled codec is missing: {DEFAULT_CODEC_DIR}/model.safetensors")
         name_or_path = DEFAULT_CODEC_DIR
+    if str(name_or_path).endswith(".npz"):
+        from .vae_oid import load_vae_oid_npz
+
+        return load_vae_oid_npz(name_or_path).eval()
     return MaskVQVAE.from_pretrained(str(locate_model(name_or_path)), strict=True).eval()
-
-
-def load_default_codec() -> MaskVQVAE:
-    """The bundled anatomy codec, eval mode, CPU."""
-    return load_codec(None)
 
 
 def codec_fingerprint(codec: MaskVQVAE) -> str:
@@ -60,4 +68,4 @@ def codec_fingerprint(codec: MaskVQVAE) -> str:
 
 def default_tokenizer(codec: MaskVQVAE | None = None) -> MaskTokenizer:
     """The corpus's encoding: tight boxes, anti-aliased bilinear 64x64 crops (big_vision's reference)."""
-    return MaskTokenizer(codec or load_default_codec(), resize="bilinear", widen_px=0)
+    return MaskTokenizer(codec or load_codec(), resize="bilinear", widen_px=0)

@@ -317,7 +317,10 @@ def _load_vlm(path: Path, device: str, codec, base_model: str | None, **kwargs) 
         model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=dtype, attn_implementation="eager")
     processor = AutoProcessor.from_pretrained(str(path))
     codec = codec or (path / "mask_codec" if (path / "mask_codec" / "config.json").exists() else None)
-    return VLMSegmenter(model.to(device), processor, default_tokenizer(load_codec(codec)), **kwargs)
+    codec = load_codec(codec)
+    if codec is None:
+        raise ValueError("a VLM needs a mask codec to decode its answers; codec='none' is for corpora only")
+    return VLMSegmenter(model.to(device), processor, default_tokenizer(codec), **kwargs)
 
 
 def timed_segment(

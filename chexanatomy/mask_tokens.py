@@ -45,8 +45,9 @@ import torch.nn.functional as F
 
 from .masks import tight_box
 
+# The token contract's numbers (the codec, chexanatomy.vqvae, is built from them).
 LOC_MAX = 1023  # 1024 `<loc>` tokens, values 0..1023
-NUM_SEG = 128  # 128 `<seg>` tokens, values 0..127
+NUM_SEG = 128  # 128 `<seg>` tokens, values 0..127: the codebook size
 CODES_PER_MASK = 16  # a 4x4 grid of codes, row-major
 MASK_SIZE = 64  # the codec's crop side
 OBJECT_SEPARATOR = " ; "

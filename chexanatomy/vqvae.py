@@ -5,7 +5,7 @@ cropped to its box (see `chexanatomy.mask_tokens` for the token contract). The a
 docs/mask-tokens.md and big_vision (`pp/proj/paligemma/segmentation.py` for the encoder,
 `evaluators/proj/paligemma/transfers/segmentation.py` for the decoder). It is written by hand because
 no library ships this codec in PyTorch; parameter names are kept identical to the official
-`vae-oid.npz` so its weights load with a name map only (`load_vae_oid_npz`).
+`vae-oid.npz` so its weights load with a name map only (`chexanatomy.vae_oid.load_vae_oid_npz`).
 
 Example:
     codec = MaskVQVAE()  # untrained; or MaskVQVAE.from_pretrained(repo_id), load_vae_oid_npz(path)
@@ -14,21 +14,17 @@ Example:
     decoded_masks = logits > 0
 """
 
-import os
-import warnings
-import zipfile
+import math
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-MASK_SIZE = 64  # side of the square mask crop the codec sees
-GRID_SIZE = 4  # the encoder downsamples 64 -> 4: a 4x4 grid of codes
-CODES_PER_MASK = GRID_SIZE * GRID_SIZE  # 16 `<seg>` tokens per object
+from .mask_tokens import CODES_PER_MASK, MASK_SIZE, NUM_SEG
+
+GRID_SIZE = math.isqrt(CODES_PER_MASK)  # the encoder downsamples 64 -> 4: a 4x4 grid of codes
 HIDDEN_CHANNELS = 128  # width of the residual stage, fixed by the official checkpoint
 
 # TODO(lead): point at the project's public repository once it exists.
@@ -278,7 +274,7 @@ class MaskVQVAE(
 
     def __init__(
         self,
-        num_embeddings: int = 128,
+        num_embeddings: int = NUM_SEG,
         embedding_dim: int = 512,
         commitment_cost: float = 0.25,
         decay: float = 0.99,
@@ -413,135 +409,3 @@ def _check_masks(masks: torch.Tensor) -> None:
     if not isinstance(masks, torch.Tensor) or masks.ndim != 3 or tuple(masks.shape[1:]) != (MASK_SIZE, MASK_SIZE):
         shape = tuple(masks.shape) if hasattr(masks, "shape") else type(masks).__name__
         raise ValueError(f"masks must be a torch.Tensor [B, {MASK_SIZE}, {MASK_SIZE}] in [0, 1], got {shape}")
-
-
-# ---------------------------------------------------------------------------------------------------
-# The official `vae-oid.npz` layout.
-#
-# big_vision loads the file as `dict(np.load(f))` and reads it as a *PyTorch* state dict: it transposes
-# every conv weight with (2, 3, 1, 0) into flax HWIO, and reads the ConvTranspose weights the same way
-# with `transpose_kernel=True`. So the file holds, as float32 arrays:
-#   encoder.{0,2,4,6,10}.{weight,bias}, encoder.{8,9}.net.{0,2,4}.{weight,bias}   Conv2d [out, in, kh, kw]
-#   decoder.{0,12}.{weight,bias}, decoder.{2,3}.net.{0,2,4}.{weight,bias}         Conv2d [out, in, kh, kw]
-#   decoder.{4,6,8,10}.{weight,bias}                                  ConvTranspose2d [in, out, kh, kw]
-#   _vq_vae._embedding                                                codebook [K=128, D=512]
-# i.e. exactly this module's state-dict names and layouts, except the codebook. No transpose is needed
-# in PyTorch. The EMA training state is not part of the official file and is not exported.
-# ---------------------------------------------------------------------------------------------------
-
-VAE_OID_CODEBOOK_KEY = "_vq_vae._embedding"
-_CODEBOOK_KEY = "quantizer.codebook"
-_TRAINING_STATE_KEYS = ("quantizer.ema_cluster_size", "quantizer.ema_w", "quantizer.steps_unused")
-
-
-def vae_oid_shapes(model: MaskVQVAE) -> dict[str, tuple[int, ...]]:
-    """The `vae-oid.npz` key -> array shape table that `model` reads and writes."""
-    shapes = {}
-    for key, value in model.state_dict().items():
-        if key not in _TRAINING_STATE_KEYS:
-            shapes[VAE_OID_CODEBOOK_KEY if key == _CODEBOOK_KEY else key] = tuple(value.shape)
-    return shapes
-
-
-def export_vae_oid_npz(model: MaskVQVAE, path: str | os.PathLike) -> Path:
-    """Write `model`'s weights as a big_vision-compatible `vae-oid.npz` (layout above).
-
-    Args:
-        model: the codec to export.
-        path: output file; numpy appends `.npz` when the name lacks it.
-
-    Returns:
-        The path written.
-    """
-    state = model.state_dict()
-    arrays = {}
-    for npz_key in vae_oid_shapes(model):
-        key = _CODEBOOK_KEY if npz_key == VAE_OID_CODEBOOK_KEY else npz_key
-        arrays[npz_key] = state[key].detach().cpu().to(torch.float32).numpy()
-    path = Path(path)
-    np.savez(path, **arrays)
-    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
-
-
-def load_vae_oid_npz(path: str | os.PathLike, **config) -> MaskVQVAE:
-    """Build a `MaskVQVAE` from an official (or exported) `vae-oid.npz`, in eval mode.
-
-    The EMA state starts from the loaded codebook (cluster sizes 1), so training can continue from it.
-
-    Args:
-        path: the `.npz` file (layout: see the comment above `VAE_OID_CODEBOOK_KEY`).
-        **config: `MaskVQVAE` constructor arguments (defaults match `vae-oid`).
-
-    Returns:
-        The loaded model.
-
-    Raises:
-        FileNotFoundError: no file at `path`.
-        ValueError: not an `.npz` archive, a required key is missing, or an array has the wrong shape
-            or a non-numeric dtype. Extra keys only warn.
-    """
-    arrays = _read_npz(path)
-    model = MaskVQVAE(**config)
-    expected = vae_oid_shapes(model)
-    _check_vae_oid_arrays(arrays, expected, path)
-    state = {}
-    for npz_key in expected:
-        key = _CODEBOOK_KEY if npz_key == VAE_OID_CODEBOOK_KEY else npz_key
-        state[key] = torch.from_numpy(np.asarray(arrays[npz_key], dtype=np.float32))
-    state["quantizer.ema_w"] = state[_CODEBOOK_KEY].clone()
-    state["quantizer.ema_cluster_size"] = torch.ones(model.num_embeddings)
-    state["quantizer.steps_unused"] = torch.zeros(model.num_embeddings, dtype=torch.long)
-    model.load_state_dict(state, strict=True)
-    return model.eval()
-
-
-def _read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """All arrays of an `.npz` file; ValueError naming the path when it is not a readable one."""
-    unreadable = (OSError, ValueError, zipfile.BadZipFile, EOFError)
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise
-    except unreadable as error:
-        raise ValueError(f"{path}: cannot read a vae-oid .npz archive ({error})") from error
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: holds a single .npy array, not a vae-oid .npz archive")
-    with archive:
-        try:
-            return {key: archive[key] for key in archive.files}
-        except unreadable as error:
-            raise ValueError(f"{path}: corrupt .npz archive ({error})") from error
-
-
-def _check_vae_oid_arrays(
-    arrays: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]], path: str | os.PathLike
-) -> None:
-    """Raise ValueError naming every missing or mis-shaped key; warn about extra keys."""
-    missing = sorted(set(expected) - set(arrays))
-    if missing:
-        present = ", ".join(sorted(arrays)[:8]) + (" ..." if len(arrays) > 8 else "")
-        raise ValueError(
-            f"{path}: missing {len(missing)} vae-oid parameter(s): {', '.join(missing)}. "
-            f"Expected PyTorch state-dict names (encoder.*, decoder.*, {VAE_OID_CODEBOOK_KEY}); "
-            f"the file has: {present or 'no arrays'}"
-        )
-    problems = [_array_problem(key, arrays[key], shape) for key, shape in expected.items()]
-    problems = [problem for problem in problems if problem]
-    if problems:
-        raise ValueError(
-            f"{path}: {len(problems)} vae-oid parameter(s) do not fit: " + "; ".join(problems) + ". "
-            "Layout is PyTorch: Conv2d [out, in, kh, kw], ConvTranspose2d [in, out, kh, kw], "
-            "codebook [K, D]; a flax-layout export (kh, kw, in, out) must be transposed back."
-        )
-    extra = sorted(set(arrays) - set(expected))
-    if extra:
-        warnings.warn(f"{path}: ignoring {len(extra)} unknown array(s): {', '.join(extra[:8])}", stacklevel=3)
-
-
-def _array_problem(key: str, array: np.ndarray, shape: tuple[int, ...]) -> str:
-    """Why `array` cannot be parameter `key` of `shape`, or '' when it can."""
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        return f"{key} has dtype {array.dtype}, expected float32"
-    if tuple(array.shape) != shape:
-        return f"{key} has shape {tuple(array.shape)}, expected {shape}"
-    return ""

@@ -181,7 +181,8 @@ class BuildConfig:
 @lru_cache(maxsize=2)
 def _tokenizer(codec: str) -> MaskTokenizer | None:
     """One tokenizer per process and codec (workers load their own)."""
-    return None if codec == "none" else default_tokenizer(load_codec(codec))
+    loaded = load_codec(codec)
+    return None if loaded is None else default_tokenizer(loaded)
 
 
 def resolve_device(name: str) -> str:

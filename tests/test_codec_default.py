@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from chexanatomy.codec import codec_fingerprint, default_tokenizer, load_codec, load_default_codec
+from chexanatomy.codec import codec_fingerprint, default_tokenizer, load_codec
 from chexanatomy.mask_tokens import MaskTokenizer, decode_detections
 from chexanatomy.masks import tight_box
 from dataset_builder.corpus import to_row
@@ -20,7 +20,7 @@ def tokenizer():
 
 
 def test_bundled_codec_loads_offline_and_has_a_stable_fingerprint():
-    a, b = load_default_codec(), load_codec("default")
+    a, b = load_codec(), load_codec("default")
     assert codec_fingerprint(a) == codec_fingerprint(b)
     with torch.no_grad():
         b.decoder[12].bias += 0.1
@@ -72,3 +72,16 @@ def test_bfloat16_tokenizer_decodes_the_same_structures_almost_identically(phant
 def test_rows_without_a_codec_have_no_targets(phantom_views):
     row = to_row(phantom_views["PA"], "phantom", "phantom", 1.5, None)
     assert all(s["segment_target"] is None and s["detect_target"] is None for s in row["structures"])
+
+
+def test_one_loader_takes_default_none_a_folder_and_an_npz(tmp_path):
+    from chexanatomy.vae_oid import export_vae_oid_npz
+
+    default = load_codec("default")
+    assert load_codec("none") is None and load_codec("None") is None
+    default.save_pretrained(tmp_path / "folder")
+    npz = export_vae_oid_npz(default, tmp_path / "vae-oid.npz")
+    for other in (load_codec(tmp_path / "folder"), load_codec(str(npz))):
+        assert codec_fingerprint(other) == codec_fingerprint(default) and not other.training
+    with pytest.raises(FileNotFoundError, match="absent"):
+        load_codec(tmp_path / "absent")

@@ -7,12 +7,13 @@ import yaml
 
 from chexanatomy.cli import parse_config
 from dataset_builder.build import BuildConfig
+from train.codec import CodecTrainConfig
 from train.sft import make_parser
 from train.unet import UNetTrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SFT_RECIPES = sorted(
-    p for p in (ROOT / "train" / "recipes").glob("*.yaml") if not p.name.startswith(("unet", "accelerate"))
+    p for p in (ROOT / "train" / "recipes").glob("*.yaml") if not p.name.startswith(("unet", "accelerate", "codec"))
 )
 
 
@@ -41,3 +42,12 @@ def test_unet_recipes_parse(recipe):
     config = parse_config(UNetTrainConfig, ["--config", str(recipe)])
     assert config.size == 128 and config.encoder == "mobilenet_v2"
     assert config.bf16 == ("radiograph" in recipe.name)
+
+
+def test_codec_recipe_parses_to_the_bundled_codecs_first_stage():
+    recorded = ROOT / "chexanatomy" / "assets" / "mask_codec" / "training_config_stage1.json"
+    config = parse_config(CodecTrainConfig, ["--config", str(ROOT / "train" / "recipes" / "codec.yaml")])
+    stage1 = yaml.safe_load(recorded.read_text())
+    assert {k: getattr(config, k) for k in ("steps", "batch_size", "learning_rate", "warmup_steps", "resize")} == {
+        k: stage1[k] for k in ("steps", "batch_size", "learning_rate", "warmup_steps", "resize")
+    }

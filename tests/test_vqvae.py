@@ -8,13 +8,8 @@ import pytest
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
-from chexanatomy.vqvae import (
-    VAE_OID_CODEBOOK_KEY,
-    MaskVQVAE,
-    export_vae_oid_npz,
-    load_vae_oid_npz,
-    run_inference,
-)
+from chexanatomy.vae_oid import VAE_OID_CODEBOOK_KEY, export_vae_oid_npz, load_vae_oid_npz
+from chexanatomy.vqvae import MaskVQVAE, run_inference
 
 
 def _blob_masks(count: int, seed: int = 0) -> torch.Tensor:
@@ -120,9 +115,9 @@ def test_inference_runs_in_chunks_without_changing_the_result(codec):
 
 def test_bfloat16_autocast_keeps_codes_and_masks_close():
     """On the trained (bundled) codec; an untrained codebook has near ties that any rounding flips."""
-    from chexanatomy.codec import load_default_codec
+    from chexanatomy.codec import load_codec
 
-    codec = load_default_codec()
+    codec = load_codec()
     masks = _blob_masks(16, seed=4)
     codes = codec.encode_indices(masks)
     with torch.autocast("cpu", dtype=torch.bfloat16):

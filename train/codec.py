@@ -2,7 +2,7 @@
 
     python -m train.codec --corpus_dir outputs/drr --output_dir outputs/mask_codec            # CPU, ~15 min
     python -m train.codec --corpus_dir outputs/drr --steps 6000 --batch_size 512 --device cuda  # GPU, ~3 min
-    python -m train.codec --config train/recipes/codec.yaml --push_to_hub chexanatomy/mask-codec
+    python -m train.codec --config train/recipes/codec.yaml --push_to_hub chexanatomy/mask-codec  # the bundled one
 
 Recipe (docs/mask-tokens.md, adapted to anatomy): MSE on [-1, 1] targets + 0.25 commitment, EMA codebook
 (decay 0.99), AdamW lr 3e-4 without weight decay, linear warm-up then cosine decay; codes unused for
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from chexanatomy.codec import load_codec
 from chexanatomy.masks import dice
 from chexanatomy.vqvae import MaskVQVAE
 
@@ -42,7 +43,9 @@ class CodecTrainConfig:
     restart_after: int = field(default=50, metadata={"help": "Restart codes unused for this many steps."})
     augment: bool = field(default=True, metadata={"help": "Random affine + elastic warp of every crop."})
     resize: str = field(default="bilinear", metadata={"help": "Crop resize of the tokenizer: bilinear or nearest."})
-    init_from: str | None = field(default=None, metadata={"help": "Start from a saved codec folder or vae-oid.npz."})
+    init_from: str | None = field(
+        default=None, metadata={"help": "Start from a codec: a saved folder, a vae-oid .npz, a Hub id or 'default'."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed of initialisation and batches."})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda."})
     log_every: int = field(default=100, metadata={"help": "Steps between metric lines."})
@@ -75,16 +78,16 @@ def mean_dice(reconstruction: torch.Tensor, masks: torch.Tensor) -> float:
 def initial_codec(config: CodecTrainConfig) -> MaskVQVAE:
     """The codec that training starts from (``train`` moves it to the device and sets train mode).
 
-    A freshly initialised ``MaskVQVAE`` when ``init_from`` is None; else loaded from a big_vision ``vae-oid``
-    ``.npz`` checkpoint, or from a folder saved by ``MaskVQVAE.save_pretrained``.
+    A freshly initialised ``MaskVQVAE`` when ``init_from`` is None; else ``chexanatomy.codec.load_codec``'s: a
+    big_vision ``vae-oid`` ``.npz`` checkpoint, a folder saved by ``MaskVQVAE.save_pretrained``, a Hub id or
+    ``"default"`` (the bundled codec).
     """
     if config.init_from is None:
         return MaskVQVAE()
-    if config.init_from.endswith(".npz"):
-        from chexanatomy.vqvae import load_vae_oid_npz
-
-        return load_vae_oid_npz(config.init_from)
-    return MaskVQVAE.from_pretrained(config.init_from)
+    codec = load_codec(config.init_from)
+    if codec is None:
+        raise ValueError("init_from='none' names no codec: leave init_from unset to start from scratch")
+    return codec
 
 
 @torch.no_grad()

@@ -40,7 +40,10 @@ class AnatomyArguments:
         default="google/paligemma2-3b-pt-448", metadata={"help": "Hub id, folder or 'tiny'."}
     )
     corpus_dir: str = field(default="outputs/drr", metadata={"help": "Corpus folder or Hub dataset id."})
-    codec: str = field(default="default", metadata={"help": "Mask codec (re-tokenises augmented masks)."})
+    codec: str = field(
+        default="default",
+        metadata={"help": "Mask codec re-tokenising augmented masks: 'default', a folder, a vae-oid .npz, a Hub id."},
+    )
     lora: bool = field(default=True, metadata={"help": "Train LoRA adapters (False: all language-model weights)."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
@@ -55,6 +58,8 @@ class AnatomyArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
 
     def __post_init__(self):
+        if self.codec.lower() == "none":
+            raise ValueError("training re-tokenises augmented masks: it needs a codec (--codec none is for corpora)")
         if self.model_name_or_path == "tiny" and self.lora:
             raise ValueError("model_name_or_path 'tiny' is trained from scratch: set --lora false")
         if self.model_name_or_path == "tiny" and not self.train_vision:
