@@ -5,3 +5,10 @@ The core imports no application package (``dataset_builder``, ``train``, ``eval`
 """
 
 __version__ = "0.1.0"
+
+# How to cite CheXanatomy: every card (model, dataset) and the evaluate metric show this entry.
+CITATION = """@misc{gatidis2026chexanatomy,
+  title  = {CheXanatomy},
+  author = {Gatidis, Sergios and Langlotz, Curtis P. and Bluethgen, Christian},
+  year   = {2026},
+}"""

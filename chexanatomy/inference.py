@@ -22,6 +22,7 @@ that breaks the token contract is returned with ``valid=False`` and an empty mas
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from dataclasses import dataclass, field
@@ -210,8 +211,8 @@ class VLMSegmenter:
     def _image_features(self, pixels: torch.Tensor):
         """The vision tower + projector output for one image [1, 3, S, S], or None when generate cannot take it."""
         base = _paligemma(self.model)
-        if not base._supports_mm_encoder_outputs():
-            return None  # older transformers: fall back to re-encoding per prompt
+        if not accepts_image_features(base):
+            return None  # a transformers without `mm_encoder_outputs`: fall back to re-encoding per prompt
         return base.get_image_features(pixels.to(base.device, base.dtype), return_dict=True)
 
     def _generate_chunk(self, prompts: list[str], pixels: torch.Tensor, features) -> list[str]:
@@ -236,6 +237,15 @@ class VLMSegmenter:
 def _paligemma(model):
     """The ``PaliGemmaForConditionalGeneration`` inside a possible ``PeftModel`` wrapper."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def accepts_image_features(model) -> bool:
+    """Whether ``model.generate`` takes pre-computed image features: its public ``forward`` has ``mm_encoder_outputs``.
+
+    The same test transformers' generation makes (privately); ``test_vision_tower_runs_once_per_image`` fails when a
+    transformers release drops the argument, instead of the batched path silently re-encoding the image per prompt.
+    """
+    return "mm_encoder_outputs" in inspect.signature(model.forward).parameters
 
 
 def _expand_features(features, batch: int):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from chexanatomy import CITATION
 from chexanatomy.anatomy import STRUCTURES
 from chexanatomy.locate import hub_id
 
@@ -41,13 +42,6 @@ INDEX_METRICS = (
 LOWEST_SHOWN = 5
 # Unions of many thin pieces that 16 mask codes cannot draw (docs/codec.md); the vocabulary marks them.
 MULTIPART = tuple(name for name, s in STRUCTURES.items() if s.multipart)
-CITATION = """@misc{gatidis2026chexanatomy,
-  title  = {CheXanatomy},
-  author = {Gatidis, Sergios and Langlotz, Curtis P. and Bluethgen, Christian},
-  year   = {2026},
-}"""
-
-
 @dataclass
 class ModelFolder:
     """What the card reads from a trained model folder; every part is optional (a card renders without one).

@@ -1,6 +1,7 @@
 """The corpus on disk: splits, determinism, resume, load_dataset round trip, card, Hub file set."""
 
 import hashlib
+import json
 from pathlib import Path
 
 import datasets
@@ -9,6 +10,7 @@ import pytest
 from huggingface_hub import DatasetCard
 
 from dataset_builder.build import BuildConfig, BuildError, build
+from dataset_builder.card import build_card
 from dataset_builder.corpus import FEATURES, FORMAT_VERSION, split_of
 from dataset_builder.hub import files_to_upload, push_corpus
 
@@ -113,8 +115,35 @@ def test_card_yaml_parses_and_lists_the_shards(corpus):
     patterns = {d["split"]: d["path"] for d in config["data_files"]}
     for pattern in patterns.values():
         assert list(out.glob(pattern)), f"{pattern} matches no shard"
-    assert "medical" in card.data.tags and card.data.license == "other"
+    assert "medical" in card.data.tags and card.data.license == "apache-2.0"  # a phantom: no patient's CT terms
     assert "lung_left" in card.text and "patient's right on the image" in card.text
+
+
+def test_card_metadata_follows_the_datasetcard_spec(corpus):
+    """Language, machine-generated annotations, source datasets, split sizes as load_dataset sees them, citation,
+    and a first-structure example that is the corpus's own."""
+    out, summary = corpus
+    data = DatasetCard.load(out / "README.md").data.to_dict()
+    assert data["language"] == ["en"] and data["annotations_creators"] == ["machine-generated"]
+    assert data["source_datasets"] == ["original"]
+    rows = datasets.load_dataset(str(out), cache_dir=str(out.parent / "hf_card"))
+    sizes = {s["name"]: s["num_examples"] for s in data["dataset_info"]["splits"]}
+    assert sizes == {split: len(split_rows) for split, split_rows in rows.items()}
+    assert data["dataset_info"]["download_size"] == sum(p.stat().st_size for p in (out / "data").glob("*.parquet"))
+    text = (out / "README.md").read_text()
+    first = rows["train"][0]["structures"][0]
+    assert f"`{first['name']}`: `{first['segment_target'] or first['detect_target']}`" in text
+    assert "## Citation" in text and "@misc{gatidis2026chexanatomy" in text and "## Licence" in text
+
+
+@pytest.mark.parametrize("source", ["embedded", "totalsegmentator", "pairs"])
+def test_a_corpus_of_real_cts_links_the_terms_of_its_source(corpus, source):
+    out, _ = corpus
+    config = {**json.loads((out / "build_config.json").read_text()), "source": source}
+    data = build_card(out, config, ["provenance"], "me/drr").data.to_dict()
+    assert data["license_link"].startswith(("https://", "README.md#"))
+    assert data["source_datasets"][0].startswith("extended")
+    assert (data["license"] == "other") == ("license_name" in data)
 
 
 def test_invalid_config_names_the_field():

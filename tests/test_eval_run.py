@@ -10,7 +10,7 @@ from huggingface_hub import ModelCard
 from PIL import Image
 
 from chexanatomy.codec import default_tokenizer
-from chexanatomy.inference import UNetSegmenter, VLMSegmenter, grey_image, load_segmenter
+from chexanatomy.inference import UNetSegmenter, VLMSegmenter, accepts_image_features, grey_image, load_segmenter
 from chexanatomy.unet import AnatomyUNet
 from dataset_builder.build import BuildConfig, build
 from eval.__main__ import EvalConfig, run
@@ -63,6 +63,7 @@ def test_batched_answers_equal_one_generate_per_prompt(models, rows):
 
 def test_vision_tower_runs_once_per_image(models, rows):
     segmenter = load_segmenter(models / "vlm", device="cpu", max_new_tokens=4)
+    assert accepts_image_features(segmenter.model), "this transformers' forward has no mm_encoder_outputs any more"
     calls = []
     hook = segmenter.model.model.vision_tower.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     try:

@@ -1,0 +1,130 @@
+"""The shipped artifacts, used as a Hugging Face user would: without this project installed.
+
+Every check runs in a subprocess whose ``PYTHONPATH`` is empty and whose import system refuses the project's
+packages (``chexanatomy``, ``eval``, ``train``, ...; a meta-path blocker installed before anything else runs), so a
+snippet that silently needs our code fails here. What runs there:
+
+* every ``python`` block of the bundled model cards that does not import ``chexanatomy``, as written, from a folder
+  where the card's model path and ``chest_xray.png`` exist;
+* ``segmentation_models_pytorch.from_pretrained`` of the bundled U-Net, whose masks must equal ours;
+* ``evaluate.load`` of the metric folder, whose scores must equal ``eval.scores``;
+* a ``generate`` with the bundled VLM's defaults, which must finish its answer with ``<eos>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chexanatomy.examples import real_radiographs
+from chexanatomy.inference import bundled_model_path, load_segmenter
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCKED = ("chexanatomy", "dataset_builder", "train", "eval", "model_card", "space")
+# Runs first in every subprocess: the project's packages cannot be imported, whatever is on sys.path or installed.
+BLOCKER = f"""
+import importlib.abc, sys
+class ProjectBlocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {BLOCKED!r}:
+            raise ModuleNotFoundError(f"{{name}} is not installed (a Hub user without CheXanatomy)", name=name)
+        return None
+sys.meta_path.insert(0, ProjectBlocker())
+"""
+
+
+def hub_user(code: str, cwd: Path, timeout: int = 300) -> str:
+    """Run ``code`` in a fresh interpreter without our packages (see the module docstring); its stdout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "HF_"))}
+    env.update(PYTHONPATH="", HF_HOME=str(cwd / "hf_home"), HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
+               OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")  # fmt: skip
+    script = cwd / "hub_user.py"
+    script.write_text(BLOCKER + textwrap.dedent(code))
+    # -I: isolated mode (no user site, no PYTHON* variables, no current directory on sys.path)
+    done = subprocess.run([sys.executable, "-I", str(script)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+    assert done.returncode == 0, f"as a Hub user:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    return done.stdout
+
+
+def plain_blocks(card: Path) -> list[str]:
+    """The ``python`` code blocks of a card that use only public libraries (no ``chexanatomy`` import)."""
+    blocks = re.findall(r"^```python\n(.*?)^```", card.read_text(), flags=re.S | re.M)
+    return [b for b in blocks if not re.search(r"^\s*(from|import) chexanatomy", b, flags=re.M)]
+
+
+@pytest.fixture(scope="module")
+def user_dir(tmp_path_factory) -> Path:
+    """A working folder holding the card's relative model paths and the ``chest_xray.png`` the snippets open."""
+    cwd = tmp_path_factory.mktemp("hub_user")
+    for kind in ("unet", "vlm"):
+        folder = bundled_model_path(kind)
+        link = cwd / folder.relative_to(ROOT)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(folder, target_is_directory=True)
+    real_radiographs()["00000001_000"].save(cwd / "chest_xray.png")
+    return cwd
+
+
+@pytest.mark.parametrize("kind", ["unet", "vlm"])
+def test_the_model_cards_plain_snippets_run_as_written_without_our_code(user_dir, kind):
+    blocks = plain_blocks(bundled_model_path(kind) / "README.md")
+    assert len(blocks) == (1 if kind == "unet" else 2)
+    (user_dir / f"blocks_{kind}.json").write_text(json.dumps(blocks))
+    out = hub_user(f"""
+        import json
+        for block in json.load(open("blocks_{kind}.json")):
+            exec(compile(block, "card block", "exec"), {{"__name__": "__main__"}})  # each block on its own
+        """, user_dir)  # fmt: skip
+    if kind == "vlm":
+        assert out.count("<loc") >= 4 and re.search(r"^\S.* \(\d+, \d+, \d+, \d+\)$", out, flags=re.M)
+    else:
+        h, w = np.asarray(real_radiographs()["00000001_000"]).shape
+        assert re.search(rf"^\({h}, {w}\) 0\.\d+", out, flags=re.M), out  # a heart mask at the image's size
+
+
+def test_smp_loads_the_bundled_unet_and_its_masks_equal_ours(user_dir):
+    hub_user("""
+        import numpy as np, segmentation_models_pytorch as smp, torch, torch.nn.functional as F
+        from PIL import Image
+        net = smp.from_pretrained("chexanatomy/assets/models/unet").eval()
+        assert type(net).__name__ == "Unet"
+        structures, size = net.config["_structures"], net.config["_input_size"]
+        image = Image.open("chest_xray.png").convert("L")
+        grey = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255)[None, None]
+        with torch.no_grad():
+            logits = net(F.interpolate(grey, size=(size, size), mode="bilinear", antialias=True))
+        logits = F.interpolate(logits, size=(image.height, image.width), mode="bilinear")[0]
+        np.savez("smp_masks.npz", **{n: (logits[i] > 0).numpy() for i, n in enumerate(structures)})
+        """, user_dir)  # fmt: skip
+    theirs = np.load(user_dir / "smp_masks.npz")
+    ours = load_segmenter("bundled-unet", device="cpu").segment(real_radiographs()["00000001_000"])
+    assert set(theirs.files) == set(ours)
+    for name, prediction in ours.items():  # one thread there, several here: a logit at 0 may round either way
+        assert (theirs[name] != prediction.mask).sum() <= 1e-4 * prediction.mask.size, name
+
+
+def test_a_default_generate_of_the_bundled_vlm_ends_in_eos(user_dir):
+    out = hub_user("""
+        from PIL import Image
+        from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
+        folder = "chexanatomy/assets/models/tiny_vlm"
+        model = AutoModelForImageTextToText.from_pretrained(folder)
+        processor = AutoProcessor.from_pretrained(folder)
+        inputs = processor(text="<image>segment heart", images=Image.open("chest_xray.png").convert("RGB"),
+                           return_tensors="pt")
+        answer = processor.decode(model.generate(**inputs)[0, inputs["input_ids"].shape[1]:])
+        print(repr(answer))
+        print(type(AutoModel.from_pretrained(folder)).__name__)
+        """, user_dir)  # fmt: skip
+    answer, backbone = out.strip().splitlines()[-2:]
+    assert answer.endswith("<eos>'") and answer.count("<loc") == 4 and answer.count("<seg") == 16
+    assert backbone == "PaliGemmaModel"  # why the cards name AutoModelForImageTextToText, which can generate
