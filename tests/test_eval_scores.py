@@ -250,3 +250,24 @@ def test_metric_card_example_runs(metric, monkeypatch, capsys):
     printed = capsys.readouterr().out.split()
     claimed = re.findall(r"# ([\d. ]+)\n", code)
     assert printed == " ".join(claimed).split()  # the numbers in the card's comments are what it prints
+
+
+def test_the_metric_folder_carries_the_current_scoring_code():
+    """The folder's masks.py is chexanatomy/masks.py byte for byte, its scores.py is eval/scores.py with a relative
+    core import (python -m eval.metric_bundle writes both), and it cites CheXanatomy as the cards do."""
+    from chexanatomy import CITATION
+    from eval.metric_bundle import main, stale_files
+
+    assert (METRIC_DIR / "masks.py").read_bytes() == (REPO / "chexanatomy" / "masks.py").read_bytes()
+    assert stale_files() == [], "run python -m eval.metric_bundle"
+    assert main(["--check"]) == 0
+    assert CITATION in (METRIC_DIR / "anatomy_segmentation.py").read_text()
+    assert CITATION in (METRIC_DIR / "README.md").read_text()
+
+
+def test_a_stale_metric_folder_is_reported_and_rewritten(tmp_path):
+    from eval.metric_bundle import stale_files, write_bundle
+
+    assert sorted(stale_files(tmp_path)) == ["masks.py", "scores.py"]
+    (tmp_path / "scores.py").write_text("old")
+    assert sorted(write_bundle(tmp_path)) == ["masks.py", "scores.py"] and stale_files(tmp_path) == []

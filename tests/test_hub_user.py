@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -128,3 +129,25 @@ def test_a_default_generate_of_the_bundled_vlm_ends_in_eos(user_dir):
     answer, backbone = out.strip().splitlines()[-2:]
     assert answer.endswith("<eos>'") and answer.count("<loc") == 4 and answer.count("<seg") == 16
     assert backbone == "PaliGemmaModel"  # why the cards name AutoModelForImageTextToText, which can generate
+
+
+def test_the_evaluate_metric_loads_from_its_folder_alone_and_scores_as_eval_does(tmp_path):
+    from eval.scores import score_structures
+
+    metric = shutil.copytree(ROOT / "eval" / "metrics" / "anatomy_segmentation", tmp_path / "anatomy_segmentation")
+    rng = np.random.default_rng(3)
+    refs = [rng.random((24, 32)) < 0.4 for _ in range(3)]
+    preds = [refs[0], rng.random((24, 32)) < 0.4, None]
+    np.savez(tmp_path / "masks.npz", *refs, *[p for p in preds if p is not None])
+    out = hub_user(f"""
+        import json, evaluate, numpy as np
+        arrays = np.load("masks.npz")
+        refs, preds = [arrays[f"arr_{{i}}"] for i in range(3)], [arrays["arr_3"], arrays["arr_4"], None]
+        metric = evaluate.load({str(metric)!r})
+        result = metric.compute(predictions=preds, references=refs, names=["heart", "heart", "lung_left"],
+                                spacing_mm=(0.5, 0.5))
+        print(json.dumps(result))
+        """, tmp_path)  # fmt: skip
+    records = [{"name": n, "pred": p, "ref": r} for n, p, r in zip(["heart", "heart", "lung_left"], preds, refs,
+                                                                    strict=True)]  # fmt: skip
+    assert json.loads(out.strip().splitlines()[-1]) == json.loads(json.dumps(score_structures(records, (0.5, 0.5))))

@@ -1,13 +1,14 @@
-"""``evaluate`` wrapper around :func:`eval.scores.score_structures`: per-structure Dice, IoU, HD95, box IoU.
+"""``evaluate`` wrapper around ``score_structures`` (``eval/scores.py``): per-structure Dice, IoU, HD95, box IoU.
 
-Load it offline from its folder (nothing is fetched from the Hub)::
+Load it from its folder or its Hub repository; it needs ``evaluate``, ``numpy`` and ``scipy``, not this project::
 
     import evaluate
     metric = evaluate.load("eval/metrics/anatomy_segmentation")
     metric.compute(predictions=[pred_mask], references=[ref_mask], names=["lung_left"])
 
-``evaluate`` copies this file into its module cache and imports it from there, so the scoring code is imported
-from the installed ``eval`` package (``pip install -e .``) rather than from a path relative to this file.
+The folder is self-contained: ``evaluate`` copies this script and the modules it imports relatively into its module
+cache. ``scores.py`` and ``masks.py`` beside it are generated copies of ``eval/scores.py`` and
+``chexanatomy/masks.py`` (``python -m eval.metric_bundle``); edit those, not the copies.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import datasets
 import evaluate
 import numpy as np
 
-from eval.scores import score_structures
+from .masks import Box
+from .scores import score_structures
 
 _DESCRIPTION = """
 Per-structure segmentation scores for 2-D anatomy masks (chest radiograph structures such as `lung_left`,
@@ -50,12 +52,11 @@ Examples:
     1.0
 """
 
-_CITATION = """
-@misc{chexanatomy,
-  title = {CheXanatomy: chest X-ray anatomy masks as PaliGemma tokens},
-  note = {anatomy_segmentation metric, eval/metrics/anatomy_segmentation}
-}
-"""
+_CITATION = """@misc{gatidis2026chexanatomy,
+  title  = {CheXanatomy},
+  author = {Gatidis, Sergios and Langlotz, Curtis P. and Bluethgen, Christian},
+  year   = {2026},
+}"""  # = chexanatomy.CITATION (tests/test_eval_scores.py), written out: this folder cannot import the project
 
 _MASK = datasets.List(datasets.List(datasets.Value("bool")))
 
@@ -71,7 +72,7 @@ def _to_bool_mask(mask):
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class AnatomySegmentation(evaluate.Metric):
-    """Per-structure anatomy mask scores; see ``eval.scores.score_structures`` for the exact definitions."""
+    """Per-structure anatomy mask scores; see ``score_structures`` (``scores.py``) for the exact definitions."""
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
@@ -98,7 +99,7 @@ class AnatomySegmentation(evaluate.Metric):
         references,
         names=None,
         valid=None,
-        pred_boxes=None,
+        pred_boxes: list[Box | None] | None = None,
         spacing_mm=None,
     ) -> dict:
         n = len(references)
