@@ -21,6 +21,7 @@ import datasets
 import numpy as np
 
 from chexanatomy.inference import load_segmenter
+from chexanatomy.locate import model_source
 from eval.corpus_eval import evaluate_on_corpus, large_structures
 
 GOALS = {"unet": {"macro_dice_ge_1pct": 0.90}, "tiny_vlm": {"macro_dice_ge_1pct": 0.80, "invalid_rate": 0.02}}
@@ -58,10 +59,11 @@ def main() -> None:
     rows = datasets.load_dataset(args.corpus_dir)[args.split]
     large = large_structures(rows)
     results = {"corpus_dir": args.corpus_dir, "split": args.split, "images": len(rows)}
-    for key, spec in (("unet", args.unet), ("tiny_vlm", args.vlm)):
-        if spec == "none":
+    for key, kind, spec in (("unet", "unet", args.unet), ("tiny_vlm", "vlm", args.vlm)):
+        source = model_source(spec, kind)
+        if source is None:
             continue
-        evaluation, _ = evaluate_on_corpus(load_segmenter(spec), rows, model_id=key, gallery_size=0)
+        evaluation, _ = evaluate_on_corpus(load_segmenter(source), rows, model_id=key, gallery_size=0)
         results[key] = {"model": spec, "images": len(rows), **large_structure_summary(evaluation, large)}
         report(key, results[key], GOALS[key])
     name = f"bundled_models_{args.tag}.json" if args.tag else "bundled_models.json"

@@ -23,7 +23,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from dataset_builder.build import BuildConfig, build, resolve_device
+from chexanatomy.locate import resolve_device
+from dataset_builder.build import BuildConfig, build
 from dataset_builder.ct import load_embedded
 
 ROOT = Path(__file__).resolve().parents[1]

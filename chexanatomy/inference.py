@@ -34,13 +34,18 @@ import torch
 from PIL import Image
 
 from .anatomy import STRUCTURES, get_structure
-from .locate import locate_model
+from .locate import (  # noqa: F401 (BUNDLED_MODELS, BUNDLED_MODELS_DIR, bundled_model_path: re-exported)
+    BUNDLED_MODELS,
+    BUNDLED_MODELS_DIR,
+    bundled_model_path,
+    locate_model,
+    model_source,
+    resolve_device,
+)
 from .mask_tokens import MaskTokenizer, decode_detections
 from .masks import as_grey, tight_box
 
 VLM_TASKS = ("segment", "detect")
-BUNDLED_MODELS_DIR = Path(__file__).parent / "assets" / "models"
-BUNDLED_MODELS = {"vlm": "tiny_vlm", "unet": "unet"}  # the embedded default's demonstration models
 
 
 @dataclass(eq=False)  # `==` on the mask array would be ambiguous
@@ -260,20 +265,6 @@ def _expand_features(features, batch: int):
 # --------------------------------------------------------------------------------------------------
 
 
-def bundled_model_path(kind: str) -> Path:
-    """Folder of the bundled demonstration model ``kind`` ("vlm" or "unet"), trained on the embedded corpus.
-
-    Raises:
-        FileNotFoundError: when this installation does not carry it.
-    """
-    if kind not in BUNDLED_MODELS:
-        raise ValueError(f"kind must be one of {sorted(BUNDLED_MODELS)}, got {kind!r}")
-    path = BUNDLED_MODELS_DIR / BUNDLED_MODELS[kind]
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"the bundled {kind} model is missing from this installation: {path}")
-    return path
-
-
 def load_segmenter(
     name_or_path: str | Path,
     device: str | None = None,
@@ -288,7 +279,7 @@ def load_segmenter(
 
     Args:
         name_or_path: the model folder, Hub id, or "bundled-vlm"/"bundled-unet".
-        device: "cpu", "cuda", ... (default: CUDA when available).
+        device: "cpu", "cuda", ..., or "auto"/None: CUDA when available (``chexanatomy.locate.resolve_device``).
         codec: the mask codec (default: the folder's ``mask_codec/``, else the bundled codec).
         base_model: the base of a LoRA adapter when its adapter config does not name a reachable one.
         kwargs: passed to ``VLMSegmenter`` (batch_size, max_new_tokens, structures).
@@ -298,10 +289,11 @@ def load_segmenter(
             id (``owner/name``; a mistyped local path never goes to the Hub), or names a Hub model that is not cached
             while offline (``chexanatomy.locate``).
     """
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if str(name_or_path) in ("bundled-vlm", "bundled-unet"):
-        name_or_path = bundled_model_path(str(name_or_path).removeprefix("bundled-"))
-    path = locate_model(name_or_path, ("config.json", "adapter_config.json"))
+    device = resolve_device(device)
+    source = model_source(name_or_path)
+    if source is None:
+        raise ValueError("no model to load: the name is 'none'")
+    path = locate_model(source, ("config.json", "adapter_config.json"))
     config = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
     from .unet import AnatomyUNet, unet_settings
 

@@ -1,5 +1,11 @@
 """Where a model named by a user is: a local folder, or a Hub repository, and never a mistyped path sent to the Hub.
 
+The names every command line takes for a model and a device are resolved here, once:
+
+* ``model_source``: ``"none"`` (no model of that kind), ``"bundled-vlm"``/``"bundled-unet"`` (the demonstration
+  models in ``chexanatomy/assets/models``), or a folder / Hub id;
+* ``resolve_device``: ``"auto"`` (or None) is ``cuda`` when available, else ``cpu``; other names pass through.
+
 Every loader of models and codecs (``inference.load_segmenter``, ``codec.load_codec``, the Space's ``--vlm``/
 ``--unet``, the build's ``--codec``) resolves names here. The rule:
 
@@ -16,6 +22,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+
+NO_MODEL = "none"
+BUNDLED_MODELS_DIR = Path(__file__).parent / "assets" / "models"
+BUNDLED_MODELS = {"vlm": "tiny_vlm", "unet": "unet"}  # the embedded default's demonstration models
+AUTO_DEVICE = "auto"
 
 _HUB_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 HUB_ID = re.compile(f"{_HUB_PART}/{_HUB_PART}")
@@ -73,3 +84,57 @@ def _download(repo: str) -> Path:
         raise FileNotFoundError(
             f"no model folder at {repo}, and no Hub model {repo} (or it is private: log in with `hf auth login`)"
         ) from None
+
+
+def bundled_model_path(kind: str) -> Path:
+    """Folder of the bundled demonstration model ``kind`` ("vlm" or "unet"), trained on the embedded corpus.
+
+    Raises:
+        ValueError: when ``kind`` is not one of ``BUNDLED_MODELS``.
+        FileNotFoundError: when this installation does not carry it.
+    """
+    if kind not in BUNDLED_MODELS:
+        raise ValueError(f"kind must be one of {sorted(BUNDLED_MODELS)}, got {kind!r}")
+    path = BUNDLED_MODELS_DIR / BUNDLED_MODELS[kind]
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"the bundled {kind} model is missing from this installation: {path}")
+    return path
+
+
+def is_bundled(name: str | Path, kind: str | None = None) -> bool:
+    """Whether ``name`` is ``"bundled-<kind>"`` (any bundled kind when ``kind`` is None)."""
+    kinds = BUNDLED_MODELS if kind is None else (kind,)
+    return str(name) in {f"bundled-{k}" for k in kinds}
+
+
+def model_source(name: str | Path, kind: str | None = None) -> str | Path | None:
+    """What a user's model name stands for: None for ``"none"``, the bundled folder, or ``name`` itself.
+
+    Args:
+        name: ``"none"`` (any case), ``"bundled-vlm"``/``"bundled-unet"``, a folder or a Hub id.
+        kind: ``"vlm"`` or ``"unet"`` when the option takes one kind (``--vlm``): the other kind's bundled name is
+            then an error.
+
+    Raises:
+        ValueError: for ``bundled-<x>`` that names no bundled model or the other kind.
+        FileNotFoundError: when the bundled model is missing from this installation.
+    """
+    text = str(name)
+    if text.lower() == NO_MODEL:
+        return None
+    if text.startswith("bundled-"):
+        wanted = text.removeprefix("bundled-")
+        if wanted not in BUNDLED_MODELS or (kind is not None and wanted != kind):
+            choices = [f"bundled-{k}" for k in ((kind,) if kind else BUNDLED_MODELS)]
+            raise ValueError(f"{text} is no bundled model here; bundled: {', '.join(choices)}")
+        return bundled_model_path(wanted)
+    return name
+
+
+def resolve_device(name: str | None = AUTO_DEVICE) -> str:
+    """The torch device of ``--device``: ``auto`` (or None) is ``cuda`` when available, else ``cpu``."""
+    if name is None or name == AUTO_DEVICE:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name

@@ -1,47 +1,66 @@
-"""Command line of the corpus builder.
+"""Command line of the corpus builder: ``build`` renders a corpus, ``card`` rewrites a built corpus's README.md.
 
 Examples:
     python -m dataset_builder build --source embedded --output_dir outputs/drr
     python -m dataset_builder build --config dataset_builder/recipes/embedded.yaml --size_px 256
+    python -m dataset_builder card --output_dir outputs/drr
+    python -m dataset_builder build --help        # every option of a command
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass, field
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from chexanatomy.cli import parse_config  # noqa: E402
+from chexanatomy.cli import UsageError, parse_config, prog_name, run_main  # noqa: E402
 
 from .build import BuildConfig, build, rewrite_card  # noqa: E402
 
 # A build that cannot start: bad flags or recipe, missing --root/CSV/codec, a folder in use or built otherwise. The
 # per-subject errors never get here (they are failures.jsonl lines).
 USAGE_ERRORS = (ValueError, OSError)
+COMMANDS = {"build": "render a corpus (BuildConfig)", "card": "rewrite the README.md of a built corpus"}
+
+
+@dataclass
+class CardCommand:
+    """Options of ``python -m dataset_builder card``."""
+
+    output_dir: str = field(metadata={"help": "The built corpus folder whose README.md is rewritten."})
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Returns 0 when at least one subject is in the corpus, 1 when none succeeded, 2 on usage errors.
+    """``python -m dataset_builder`` / ``chexanatomy-build``: the exit status of the command.
 
-    A usage error is one line on stderr (``error: ...``), never a traceback.
+    0 when at least one subject is in the corpus (or the card was written, or help shown), 1 when no subject
+    succeeded, 2 on usage errors: one line on stderr (``error: ...``), never a traceback.
     """
-    try:
-        return _main(list(sys.argv[1:] if argv is None else argv))
-    except USAGE_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_main(_main, argv, errors=USAGE_ERRORS)
+
+
+def usage() -> str:
+    """The commands, for ``--help`` and for a missing or unknown command."""
+    prog = prog_name("dataset_builder")
+    lines = [f"usage: {prog} {{{','.join(COMMANDS)}}} [--flags]   ({prog} COMMAND --help lists the flags)", ""]
+    return "\n".join(lines + [f"  {name:<6} {text}" for name, text in COMMANDS.items()])
 
 
 def _main(argv: list[str]) -> int:
-    if argv[:1] == ["card"] and argv[1:2] == ["--output_dir"] and len(argv) == 3:
-        print(f"wrote {rewrite_card(argv[2])}")
+    command, rest = (argv[0], argv[1:]) if argv else (None, [])
+    if command in ("-h", "--help"):
+        print(__doc__.strip() + "\n\n" + usage())
         return 0
-    if not argv or argv[0] != "build":
-        print("usage: python -m dataset_builder build [--flags]   (python -m dataset_builder build --help)\n"
-              "       python -m dataset_builder card --output_dir DIR")  # fmt: skip
-        return 2
-    config = parse_config(BuildConfig, argv[1:])
+    if command not in COMMANDS:
+        said = f"unknown command {command!r}" if command else "no command"
+        raise UsageError(f"{said}: choose one of {', '.join(COMMANDS)} (python -m dataset_builder --help)")
+    prog = f"{prog_name('dataset_builder')} {command}"
+    if command == "card":
+        print(f"wrote {rewrite_card(parse_config(CardCommand, rest, prog, __doc__).output_dir)}")
+        return 0
+    config = parse_config(BuildConfig, rest, prog, __doc__)
     s = build(config)
     for failure in s["failures"]:
         print(f"skipped {failure['subject_id']}: {failure['reason']}")
@@ -55,4 +74,4 @@ def _main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -33,6 +33,7 @@ from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from chexanatomy.codec import codec_fingerprint, default_tokenizer, load_codec
+from chexanatomy.locate import resolve_device
 from chexanatomy.mask_tokens import MaskTokenizer
 
 from .card import write_card
@@ -183,11 +184,6 @@ def _tokenizer(codec: str) -> MaskTokenizer | None:
     """One tokenizer per process and codec (workers load their own)."""
     loaded = load_codec(codec)
     return None if loaded is None else default_tokenizer(loaded)
-
-
-def resolve_device(name: str) -> str:
-    """Torch device name for ``--device``: ``auto`` becomes ``cuda`` if available, else ``cpu``; others pass through."""
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
 def subject_split(subject: Subject, config: BuildConfig) -> str:

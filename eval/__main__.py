@@ -24,7 +24,9 @@ from pathlib import Path
 
 import datasets
 
+from chexanatomy.cli import parse_config, prog_name, run_main
 from chexanatomy.inference import load_segmenter
+from chexanatomy.locate import model_source
 
 from . import report
 from .corpus_eval import evaluate_on_corpus
@@ -90,14 +92,16 @@ class EvalConfig:
     keep_largest: bool = field(
         default=True, metadata={"help": "Real benchmarks: keep each predicted lung's largest connected component."}
     )
-    device: str | None = field(default=None, metadata={"help": "cpu / cuda (default: cuda when available)."})
+    device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu or cuda."})
     max_new_tokens: int = field(default=32, metadata={"help": "VLM answer length cap (one object: 4 + 16 + name)."})
 
     def __post_init__(self):
         unknown = [s for s in self.studies if s not in STUDIES]
         if unknown:
             raise ValueError(f"--studies: unknown {unknown}; choose from {STUDIES}")
-        if self.vlm == "none" and self.unet == "none":
+        for kind in ("vlm", "unet"):
+            model_source(getattr(self, kind), kind)  # a bundled name of the other kind is a usage error
+        if self.vlm.lower() == "none" and self.unet.lower() == "none":
             raise ValueError("--vlm and --unet are both 'none': nothing to evaluate")
         if bool(self.jsrt) != bool(self.scr):
             raise ValueError("--jsrt and --scr go together (images and their masks)")
@@ -111,9 +115,9 @@ class EvalConfig:
 
 def load_models(config: EvalConfig) -> dict:
     """``{"vlm": Segmenter, "unet": Segmenter}`` for the models that are not 'none'."""
-    sources = {"vlm": config.vlm, "unet": config.unet}
+    sources = {"vlm": model_source(config.vlm, "vlm"), "unet": model_source(config.unet, "unet")}
     options = {"vlm": {"max_new_tokens": config.max_new_tokens}, "unet": {}}
-    return {k: load_segmenter(src, device=config.device, **options[k]) for k, src in sources.items() if src != "none"}
+    return {k: load_segmenter(src, device=config.device, **options[k]) for k, src in sources.items() if src}
 
 
 def fresh_cache_dir() -> str:
@@ -191,7 +195,7 @@ def run(config: EvalConfig, argv: list[str] | None = None) -> dict:
     for key, segmenter in models.items():
         evaluation, galleries[key] = evaluate_on_corpus(segmenter, rows, key, dataset)
         evaluations.append(evaluation)
-        print(report.summary_line(evaluation))
+        print(report.headline(evaluation))
     evaluations += score_real(models, config)
     plots = {"per_structure": "plots/per_structure_dice.png", "gallery": "plots/gallery.png"}
     report.plot_per_structure([e for e in evaluations if e["dataset"] is dataset], out / plots["per_structure"])
@@ -228,7 +232,7 @@ def score_real(models: dict, config: EvalConfig) -> list[dict]:
         for key, segmenter in models.items():
             for lungs in config.lung_definitions:
                 entries.append(evaluate_on_real(segmenter, records(), key, description, lungs, config.keep_largest))
-                print(report.summary_line(entries[-1]))
+                print(report.headline(entries[-1]))
     return entries
 
 
@@ -295,14 +299,16 @@ def _few_shot(config: EvalConfig, models: dict, out: Path, plots: dict, studies:
     tables["few_shot"] = few_shot_table(studies["few_shot"])
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point."""
+def main(argv: list[str] | None = None) -> int:
+    """``python -m eval`` / ``chexanatomy-eval``: 0 when evaluated, 2 on a usage error (one line: a flag, a path)."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    from chexanatomy.cli import parse_config
+    return run_main(_main, argv, errors=(FileNotFoundError,))
 
-    argv = sys.argv[1:] if argv is None else argv
-    run(parse_config(EvalConfig, argv), argv)
+
+def _main(argv: list[str]) -> int:
+    run(parse_config(EvalConfig, argv, prog_name("eval"), __doc__), argv)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,5 +1,8 @@
 """Reports of an evaluation run: ``results.json`` (the model card reads it), Markdown tables and PNG plots.
 
+The schema, the summary sentence, the per-structure table and the number formats are ``chexanatomy.results``'s
+(the model card shows the same).
+
 Plots are drawn with matplotlib (Agg, no display): per-structure Dice bars per model and dataset, and an overlay
 gallery (ground truth beside each model's masks). Study plots come from their own modules.
 """
@@ -12,8 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from chexanatomy.anatomy import STRUCTURES
-
-RESULTS_SCHEMA_VERSION = 1
+from chexanatomy.results import SCHEMA_VERSION, evaluation_title, markdown_table, structure_table, summary_line
 
 
 def _plt():
@@ -25,37 +27,15 @@ def _plt():
     return plt
 
 
-def _fmt(value, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+def headline(evaluation: dict) -> str:
+    """``model on dataset (split): summary sentence``, the line printed for each evaluation."""
+    return f"{evaluation_title(evaluation)}: {summary_line(evaluation)}"
 
 
-def structure_table(evaluation: dict) -> str:
-    """Markdown table of one evaluation, best Dice first: Dice, IoU, HD95 px/mm, box IoU, count, invalid rate."""
-    lines = [
-        "| structure | Dice | IoU | HD95 px | HD95 mm | box IoU | n | invalid |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    ranked = sorted(evaluation["per_structure"].items(), key=lambda kv: -(kv[1]["dice"] or 0))
-    for name, s in ranked:
-        lines.append(
-            f"| {name} | {_fmt(s['dice'])} | {_fmt(s['iou'])} | {_fmt(s['hd95_px'], 1)} | {_fmt(s['hd95_mm'], 1)} "
-            f"| {_fmt(s['box_iou'])} | {s['count']} | {_fmt(s['invalid_rate'], 2)} |"
-        )
-    return "\n".join(lines)
-
-
-def summary_line(evaluation: dict) -> str:
-    """One line: model, dataset/split, macro and micro Dice, macro HD95, invalid rate, time per image."""
-    s, d = evaluation["summary"], evaluation["dataset"]
-    large = s.get("macro_dice_ge_1pct")
-    lungs = f", lungs: {d['lung_definition']}" if d.get("lung_definition") and not d.get("synthetic") else ""
-    return (
-        f"{evaluation['model']} on {d.get('name', '?')} [{d.get('split', '?')}{lungs}], {d.get('images', '?')} images, "
-        f"{s['structures']} structures: macro Dice {_fmt(s['macro']['dice'])}"
-        f"{f' (>= 1 % area: {large:.3f})' if large is not None else ''}, micro Dice {_fmt(s['micro']['dice'])}, "
-        f"macro HD95 {_fmt(s['macro']['hd95_px'], 1)} px, invalid {_fmt(s['invalid_rate'], 3)}, "
-        f"{_fmt(evaluation.get('seconds_per_image'), 2)} s/image"
-    )
+def evaluation_markdown(evaluation: dict) -> list[str]:
+    """The ``report.md`` section of one evaluation: heading, summary sentence, per-structure table."""
+    table = markdown_table(*structure_table(evaluation.get("per_structure") or {}))
+    return [f"## {evaluation_title(evaluation)}", "", summary_line(evaluation), "", table, ""]
 
 
 def plot_per_structure(evaluations: list[dict], path: Path) -> Path:
@@ -118,7 +98,7 @@ def plot_gallery(galleries: dict[str, list], path: Path, structures: tuple[str, 
 def write_results(results: dict, output_dir: Path) -> Path:
     """``results.json`` (schema version, models, evaluations, studies, plots) in ``output_dir``."""
     path = output_dir / "results.json"
-    path.write_text(json.dumps({"schema_version": RESULTS_SCHEMA_VERSION, **results}, indent=2, default=float) + "\n")
+    path.write_text(json.dumps({"schema_version": SCHEMA_VERSION, **results}, indent=2, default=float) + "\n")
     return path
 
 
@@ -126,15 +106,7 @@ def write_markdown(results: dict, tables: dict[str, str], output_dir: Path) -> P
     """``report.md``: a summary line and the per-structure table of each evaluation, then each study's table."""
     parts = ["# CheXanatomy evaluation", "", f"Command: `{results.get('command', '')}`", ""]
     for e in results["evaluations"]:
-        parts += [
-            f"## {e['model']} on {e['dataset'].get('name', '')} ({e['dataset'].get('split', '')}"
-            + (f", lungs: {e['dataset'].get('lung_definition')})" if not e["dataset"].get("synthetic", True) else ")"),
-            "",
-            summary_line(e),
-            "",
-            structure_table(e),
-            "",
-        ]
+        parts += evaluation_markdown(e)
     for name, table in tables.items():
         parts += [f"## {name.replace('_', ' ')}", "", table, ""]
     for name, plot in results.get("plots", {}).items():

@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from chexanatomy.inference import Segmenter, grey_image
+from chexanatomy.results import MISSING, fmt
 
 from .perturb import DEFAULT_SWEEP, KINDS, Perturbation
 from .scores import score_structures
@@ -264,10 +265,6 @@ def plot_robustness(study: Mapping[str, Any], path: str | Path) -> Path:
     return path
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
 def _worst(study: Mapping[str, Any], model: str, name: str) -> tuple[float | None, str]:
     """The lowest Dice of ``name`` over the sweep, and the perturbation that gave it."""
     scored = [
@@ -276,7 +273,7 @@ def _worst(study: Mapping[str, Any], model: str, name: str) -> tuple[float | Non
         if r["model"] == model and name in r["per_structure"]
     ]
     scored = [s for s in scored if s[0] is not None]
-    return min(scored) if scored else (None, "n/a")
+    return min(scored) if scored else (None, MISSING)
 
 
 def _baseline(study: Mapping[str, Any], model: str, name: str) -> float | None:
@@ -292,13 +289,13 @@ def robustness_table(study: Mapping[str, Any]) -> str:
     lines = ["| model | perturbation | magnitude | Dice | HD95 (px) | invalid |", "|---|---|---:|---:|---:|---:|"]
     for r in study["rows"]:
         lines.append(
-            f"| {r['model']} | {r['perturbation']} | {r['magnitude']:g} | {_fmt(r['dice'])} | "
-            f"{_fmt(r['hd95_px'], 1)} | {_fmt(r['invalid_rate'], 2)} |"
+            f"| {r['model']} | {r['perturbation']} | {r['magnitude']:g} | {fmt(r['dice'])} | "
+            f"{fmt(r['hd95_px'], 1)} | {fmt(r['invalid_rate'], 2)} |"
         )
     lines += ["", "| model | structure | Dice unperturbed | worst Dice | worst at |", "|---|---|---:|---:|---|"]
     for model, name in itertools.product(_models(study), study["structures"]):
         worst, at = _worst(study, model, name)
-        lines.append(f"| {model} | {name} | {_fmt(_baseline(study, model, name))} | {_fmt(worst)} | {at} |")
+        lines.append(f"| {model} | {name} | {fmt(_baseline(study, model, name))} | {fmt(worst)} | {at} |")
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,9 @@
 Run it as ``python -m model_card --results outputs/eval/results.json --model vlm --model_dir outputs/tiny_vlm``.
 """
 
-from .card import load_results, push_card, read_model_folder, render_card, write_card
+from chexanatomy.results import load_results
+
+from .card import push_card, render_card, write_card
+from .inputs import read_model_folder
 
 __all__ = ["load_results", "push_card", "read_model_folder", "render_card", "write_card"]

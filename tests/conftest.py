@@ -26,3 +26,28 @@ def phantom_views(phantom):
 def centroid_yx(mask: np.ndarray) -> np.ndarray:
     """(row, col) centroid of a bool mask."""
     return np.argwhere(mask).mean(0)
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """``huggingface_hub.HfApi`` replaced by a recorder (nothing is uploaded); returns the list of calls made:
+    ``("create_repo", repo_id, private)`` and ``("upload_folder", repo_id, sorted top-level names uploaded)``."""
+    import huggingface_hub
+
+    calls = []
+
+    class FakeHub:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def create_repo(self, repo_id, private=False, **kwargs):
+            calls.append(("create_repo", repo_id, private))
+
+        def upload_folder(self, repo_id, folder_path, **kwargs):
+            from pathlib import Path
+
+            calls.append(("upload_folder", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+            return f"https://huggingface.co/{repo_id}/commit/0"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHub)
+    return calls

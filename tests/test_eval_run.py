@@ -142,7 +142,7 @@ def test_eval_command_writes_results_report_plots_and_a_card(models, corpus, row
     for plot in results["plots"].values():
         assert (out / plot).stat().st_size > 1000
     report = (out / "report.md").read_text()
-    assert "| heart |" in report and "few shot" in report
+    assert "| `heart` | heart |" in report and "few shot" in report
     card = render_card(saved, "unet", models / "unet")
     card.save(tmp_path / "README.md")
     assert ModelCard.load(tmp_path / "README.md").data.eval_results

@@ -8,6 +8,7 @@ import pytest
 from huggingface_hub import ModelCard
 from PIL import Image
 
+from chexanatomy.training_record import read_training_record, sft_record, unet_record
 from model_card.__main__ import main
 from model_card.card import push_card, render_card, write_card
 
@@ -68,7 +69,7 @@ def vlm_folder(root, model_name_or_path=BASE, adapter=True):
                "lora_alpha": 32, "lora_dropout": 0.05, "train_vision": False, "structures_per_sample": 20}  # fmt: skip
     sft = {"learning_rate": 5e-5, "lr_scheduler_type": "linear", "optim": "adamw_torch", "max_steps": 3000,
            "per_device_train_batch_size": 8, "gradient_accumulation_steps": 4, "bf16": True}  # fmt: skip
-    write_json(root / "training_config.json", {"anatomy": anatomy, "sft": sft})
+    sft_record(anatomy, sft).save(root)
     log = [{"loss": 2.5, "step": 10}, {"loss": 1.25, "step": 20}, {"train_loss": 1.9, "step": 20}]
     write_json(root / "training_metrics.json", log)
     write_json(root / "processor_config.json", {"image_processor": {"size": {"height": 448, "width": 448}}})
@@ -82,8 +83,8 @@ def vlm_folder(root, model_name_or_path=BASE, adapter=True):
 
 def unet_folder(root):
     root.mkdir()
-    write_json(root / "training_config.json", {"corpus_dir": "outputs/drr", "size": 256, "encoder": "resnet18",
-                                               "max_steps": 800, "batch_size": 8, "learning_rate": 0.002})  # fmt: skip
+    unet_record({"corpus_dir": "outputs/drr", "size": 256, "encoder": "resnet18", "max_steps": 800, "batch_size": 8,
+                 "learning_rate": 0.002}).save(root)  # fmt: skip
     write_json(root / "training_metrics.json", [{"step": 1, "loss": 1.6}, {"step": 800, "loss": 0.35}])
     return root
 
@@ -164,11 +165,11 @@ def test_training_recipe_comes_from_the_model_folder(results, tmp_path):
 
 def test_a_model_trained_in_stages_lists_every_stage(results, tmp_path):
     folder = vlm_folder(tmp_path / "vlm", model_name_or_path="tiny")
-    stage1 = json.loads((folder / "training_config.json").read_text())
-    stage2 = {"anatomy": {**stage1["anatomy"], "model_name_or_path": "outputs/stage1", "corpus_dir": "outputs/drr40"},
-              "sft": {**stage1["sft"], "max_steps": 2000, "learning_rate": 5e-4},
-              "initialised_from": {"path": "outputs/stage1", **stage1}}  # fmt: skip
-    write_json(folder / "training_config.json", stage2)
+    stage1 = read_training_record(folder)
+    stage1.path = "outputs/stage1"
+    anatomy, sft = stage1.options["anatomy"], stage1.options["sft"]
+    sft_record({**anatomy, "model_name_or_path": "outputs/stage1", "corpus_dir": "outputs/drr40"},
+               {**sft, "max_steps": 2000, "learning_rate": 5e-4}, stage1).save(folder)  # fmt: skip
     recipe = section(render_card(results, "vlm", folder, None).text, "Training")
     assert "trained from scratch" in recipe  # the base is the first stage's, not the local folder
     assert "1: `chexanatomy/drr`, 3000 steps of 8, lr 5e-05; 2: `outputs/drr40`, 2000 steps of 8, lr 0.0005" in recipe
@@ -179,10 +180,10 @@ def test_a_model_trained_in_stages_lists_every_stage(results, tmp_path):
 
 def test_a_unet_continued_at_another_size_lists_both_stages(results, tmp_path):
     folder = unet_folder(tmp_path / "unet")
-    stage1 = json.loads((folder / "training_config.json").read_text())
-    stage2 = {**stage1, "size": 384, "max_steps": 900, "learning_rate": 5e-4, "init_from": "outputs/unet",
-              "initialised_from": {"path": "outputs/unet", **stage1}}  # fmt: skip
-    write_json(folder / "training_config.json", stage2)
+    stage1 = read_training_record(folder)
+    stage1.path = "outputs/unet"
+    unet_record({**stage1.options, "size": 384, "max_steps": 900, "learning_rate": 5e-4, "init_from": "outputs/unet"},
+                stage1).save(folder)  # fmt: skip
     recipe = section(render_card(results, "unet", folder, None).text, "Training")
     assert ("1: `outputs/drr`, 800 steps of 8 at 256 px, lr 0.002; "
             "2: `outputs/drr`, 900 steps of 8 at 384 px, lr 0.0005") in recipe  # fmt: skip
@@ -260,7 +261,8 @@ def test_cli_writes_the_card_next_to_the_model_and_copies_linked_plots(results, 
     model_dir = vlm_folder(tmp_path / "run")
     (model_dir / "README.md").write_text("TRL's auto-generated card")
 
-    argv = ["--results", str(results_path), "--model", "vlm", "--model_dir", str(model_dir), "--repo_id", "me/anatomy"]
+    argv = ["--results", str(results_path), "--model", "vlm", "--model_dir", str(model_dir),
+            "--hub_model_id", "me/anatomy"]  # fmt: skip
     assert main(argv) == 0
 
     card = ModelCard.load(model_dir / "README.md")

@@ -4,11 +4,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from trl import SFTConfig
 
 from chexanatomy.cli import parse_config
 from dataset_builder.build import BuildConfig
 from train.codec import CodecTrainConfig
-from train.sft import make_parser
+from train.sft import AnatomyArguments
 from train.unet import UNetTrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ def test_sft_recipes_parse_with_the_papers_defaults_or_the_tiny_exceptions(recip
     raw = yaml.safe_load(recipe.read_text())
     # transformers refuses bf16 without a GPU at parse time; the GPU recipes say bf16 and are parsed here without it.
     cpu = ["--bf16", "false"] if raw.get("bf16") else []
-    anatomy, sft = make_parser().parse_args_and_config(["--config", str(recipe), *cpu])
+    anatomy, sft = parse_config((AnatomyArguments, SFTConfig), ["--config", str(recipe), *cpu])
     if anatomy.model_name_or_path.startswith("google/paligemma"):
         assert raw["bf16"] is True
         assert anatomy.lora and anatomy.lora_r == 16 and not anatomy.train_vision

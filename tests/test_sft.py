@@ -3,7 +3,6 @@
 Collator masks, LoRA steps, save/load/generate, resume, upload set.
 """
 
-import json
 import shutil
 from pathlib import Path
 
@@ -16,10 +15,12 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCall
 from trl import SFTConfig
 
 from chexanatomy.codec import default_tokenizer
+from chexanatomy.publish import push_folder
+from chexanatomy.training_record import read_training_record
 from dataset_builder.build import BuildConfig, build
 from train.collator import AnatomyCollator
 from train.lm_loss import answer_only_loss, answer_positions
-from train.sft import AnatomyArguments, _last_checkpoint, build_trainer, main, push_model
+from train.sft import AnatomyArguments, _last_checkpoint, build_trainer, train
 from train.tiny_paligemma import TinySpec, build_model, build_processor
 
 SPEC = TinySpec(image_size=64, vision_layers=1, text_layers=1, hidden=64, heads=2)
@@ -125,7 +126,7 @@ def test_save_load_generate_identical_and_resume(corpus, tmp_path):
     args = AnatomyArguments(
         model_name_or_path="tiny", corpus_dir=str(corpus), lora=False, train_vision=True, structures_per_sample=3
     )
-    main(args, sft_config(out, max_steps=2, save_steps=1))
+    train(args, sft_config(out, max_steps=2, save_steps=1))
     processor = AutoProcessor.from_pretrained(out)
     model = AutoModelForImageTextToText.from_pretrained(out).eval()
     image = datasets.load_dataset(str(corpus), cache_dir=str(tmp_path / "hf"))["train"][0]["image"].convert("RGB")
@@ -146,24 +147,24 @@ def test_save_load_generate_identical_and_resume(corpus, tmp_path):
 
 def test_a_continued_run_records_the_stage_it_started_from(corpus, tmp_path):
     first, second = tmp_path / "stage1", tmp_path / "stage2"
-    main(
+    train(
         AnatomyArguments(model_name_or_path="tiny", corpus_dir=str(corpus), lora=False, train_vision=True),
         sft_config(first, max_steps=1, save_steps=1),
     )
-    main(
+    train(
         AnatomyArguments(model_name_or_path=str(first), corpus_dir=str(corpus), lora=False, train_vision=True),
         sft_config(second, max_steps=1, save_steps=1),
     )
-    config = json.loads((second / "training_config.json").read_text())
-    assert config["anatomy"]["model_name_or_path"] == str(first)
-    assert config["initialised_from"]["path"] == str(first)
-    assert config["initialised_from"]["anatomy"]["model_name_or_path"] == "tiny"
-    assert "initialised_from" not in config["initialised_from"]  # stage 1 started from nothing
+    record = read_training_record(second)
+    assert record.trainer == "train.sft" and record.start == str(first) and record.steps == 1
+    assert record.initialised_from.path == str(first) and record.initialised_from.start == "tiny"
+    assert record.initialised_from.initialised_from is None  # stage 1 started from nothing
+    assert [s.start for s in record.stages()] == ["tiny", str(first)] and record.from_scratch()
 
 
 def test_hub_upload_holds_exactly_what_from_pretrained_needs(corpus, tmp_path):
     out = tmp_path / "tiny"
-    main(
+    train(
         AnatomyArguments(model_name_or_path="tiny", corpus_dir=str(corpus), lora=False, train_vision=True),
         sft_config(out, max_steps=1, save_steps=1),
     )
@@ -179,7 +180,7 @@ def test_hub_upload_holds_exactly_what_from_pretrained_needs(corpus, tmp_path):
             return "ok"
 
     api = FakeApi()
-    push_model(out, "chexanatomy/tiny-vlm", api=api)
+    push_folder(out, "chexanatomy/tiny-vlm", api=api)
     assert not any(f.startswith("checkpoint") or f.endswith(".bin") for f in api.files)
     needed = {
         "config.json",

@@ -1,12 +1,13 @@
 """The codec trainer on a tiny phantom corpus: it trains, restarts dead codes, saves a loadable codec."""
 
-import json
+
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from chexanatomy.training_record import read_training_record
 from chexanatomy.vqvae import MaskVQVAE
 from dataset_builder.build import BuildConfig, build
 from train.codec import CodecTrainConfig, learning_rate_at, train
@@ -58,8 +59,19 @@ def test_training_changes_every_parameter_and_saves_a_loadable_codec(corpus, tmp
     assert not torch.equal(before["quantizer.codebook"], after["quantizer.codebook"])
     codec = MaskVQVAE.from_pretrained(str(out))
     assert codec.encode_indices(torch.rand(2, 64, 64)).shape == (2, 16)
-    record = json.loads((out / "training_config.json").read_text())
-    assert record["steps_done"] == 3 and record["masks_in_bank"] > 0
+    record = read_training_record(out)
+    assert record.trainer == "train.codec" and record.outcome["steps_done"] == 3 and record.outcome["masks_in_bank"] > 0
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3 and metrics["codes_used"] > 1
     assert np.isfinite(metrics["loss"])
+
+
+def test_push_to_hub_uploads_the_codec_folder_to_hub_model_id(corpus, tmp_path, fake_hub):
+    from train.codec import main
+
+    out = tmp_path / "codec"
+    argv = ["--corpus_dir", str(corpus), "--output_dir", str(out), "--steps", "1", "--batch_size", "4",
+            "--device", "cpu", "--push_to_hub", "true", "--hub_model_id", "me/codec", "--hub_private_repo", "true"]
+    assert main(argv) == 0
+    assert fake_hub == [("create_repo", "me/codec", True), ("upload_folder", "me/codec", [
+        "README.md", "config.json", "metrics.jsonl", "model.safetensors", "training_config.json"])]  # fmt: skip

@@ -9,6 +9,7 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 
+from chexanatomy.training_record import read_training_record
 from dataset_builder.build import BuildConfig, build
 from train.unet import AnatomyUNet, UNetTrainConfig, default_structures, initial_model, loss_fn, row_tensors, train
 
@@ -87,8 +88,8 @@ def test_training_continues_from_a_saved_unet_at_another_size(corpus, rows, tmp_
     model = AnatomyUNet.from_pretrained(str(second))
     assert model.size == 96 and model.net.segmentation_head[0].in_channels == 8  # widths from the saved U-Net
     assert model.segment_masks(rows[0]["image"], ["heart"])["heart"].shape == rows[0]["image"].size[::-1]
-    lineage = json.loads((second / "training_config.json").read_text())["initialised_from"]
-    assert lineage["path"] == str(first) and lineage["size"] == 64 and "initialised_from" not in lineage
+    lineage = read_training_record(second).initialised_from
+    assert lineage.path == str(first) and lineage.image_size == 64 and lineage.initialised_from is None
 
     config = json.loads((first / "config.json").read_text())
     (first / "config.json").write_text(json.dumps({**config, "_structures": ["brain"]}))
@@ -152,3 +153,15 @@ def test_a_unet_folder_of_the_earlier_format_still_loads(tmp_path):
         assert torch.equal(reloaded(images), model(images))
     image = np.random.default_rng(0).integers(0, 255, (70, 90), dtype=np.uint8)
     assert load_segmenter(old, device="cpu").segment(image, ["heart"])["heart"].mask.shape == (70, 90)
+
+
+def test_push_to_hub_uploads_the_output_folder_to_hub_model_id(corpus, tmp_path, fake_hub):
+    from train.unet import main
+
+    out = tmp_path / "unet"
+    argv = ["--corpus_dir", str(corpus), "--output_dir", str(out), "--size", "64", "--max_steps", "1",
+            "--batch_size", "2", "--decoder_channels", "32", "16", "16", "8", "8",
+            "--push_to_hub", "true", "--hub_model_id", "me/unet"]  # fmt: skip
+    assert main(argv) == 0
+    assert fake_hub[0] == ("create_repo", "me/unet", False) and fake_hub[1][:2] == ("upload_folder", "me/unet")
+    assert {"config.json", "model.safetensors", "training_config.json"} <= set(fake_hub[1][2])

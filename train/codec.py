@@ -2,20 +2,22 @@
 
     python -m train.codec --corpus_dir outputs/drr --output_dir outputs/mask_codec            # CPU, ~15 min
     python -m train.codec --corpus_dir outputs/drr --steps 6000 --batch_size 512 --device cuda  # GPU, ~3 min
-    python -m train.codec --config train/recipes/codec.yaml --push_to_hub chexanatomy/mask-codec  # the bundled one
+    python -m train.codec --config train/recipes/codec.yaml                                   # the bundled one
+    python -m train.codec --corpus_dir outputs/drr --push_to_hub true --hub_model_id chexanatomy/mask-codec
 
 Recipe (docs/mask-tokens.md, adapted to anatomy): MSE on [-1, 1] targets + 0.25 commitment, EMA codebook
 (decay 0.99), AdamW lr 3e-4 without weight decay, linear warm-up then cosine decay; codes unused for
 ``restart_after`` steps are restarted on random encoder outputs so the codebook does not collapse. Crops are
 warped on the fly (``train/codec_data.py``) so the codec generalises beyond the CT it was trained on.
 Writes ``config.json`` + ``model.safetensors`` (``MaskVQVAE.from_pretrained`` loads them),
-``training_config.json`` and ``metrics.jsonl`` into ``output_dir``.
+``training_config.json`` (a ``TrainingRecord``) and ``metrics.jsonl`` into ``output_dir``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,16 +25,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from chexanatomy.cli import HubOptions, parse_config, prog_name, run_main
 from chexanatomy.codec import load_codec
+from chexanatomy.locate import resolve_device
 from chexanatomy.masks import dice
+from chexanatomy.publish import push_folder
+from chexanatomy.training_record import codec_record
 from chexanatomy.vqvae import MaskVQVAE
 
 from .codec_data import Augmentation, AugmentedStream, augmented_batch, load_mask_bank
 
 
 @dataclass
-class CodecTrainConfig:
-    """Options of ``python -m train.codec`` (every field is a ``--flag``)."""
+class CodecTrainConfig(HubOptions):
+    """Options of ``python -m train.codec`` (every field is a ``--flag``; publishing: ``HubOptions``)."""
 
     corpus_dir: str = field(default="outputs/drr", metadata={"help": "Corpus folder built by dataset_builder."})
     output_dir: str = field(default="outputs/mask_codec", metadata={"help": "Where the codec is saved."})
@@ -51,9 +57,9 @@ class CodecTrainConfig:
     log_every: int = field(default=100, metadata={"help": "Steps between metric lines."})
     num_workers: int = field(default=0, metadata={"help": "DataLoader processes making augmented crops."})
     max_seconds: float = field(default=0, metadata={"help": "Stop (and save) after this long; 0 = no limit."})
-    push_to_hub: str | None = field(default=None, metadata={"help": "Hub model repo to upload the codec to."})
 
     def __post_init__(self):
+        super().__post_init__()
         if self.resize not in ("bilinear", "nearest"):
             raise ValueError(f"resize must be 'bilinear' or 'nearest', got {self.resize!r}")
         if self.steps < 1 or self.batch_size < 2:
@@ -103,7 +109,7 @@ def seed_codebook(codec: MaskVQVAE, masks: torch.Tensor, gen: torch.Generator) -
 
 def train(config: CodecTrainConfig) -> dict:
     """Run the training; returns the final metrics."""
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
+    device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     bank = load_mask_bank(config.corpus_dir)
@@ -149,23 +155,24 @@ def train(config: CodecTrainConfig) -> dict:
             break
     log.close()
     codec.eval().cpu().save_pretrained(out)
-    record = {**asdict(config), "steps_done": steps_done, "masks_in_bank": len(bank.names)}
-    (out / "training_config.json").write_text(json.dumps(record, indent=2) + "\n")
+    codec_record(asdict(config), steps_done=steps_done, masks_in_bank=len(bank.names)).save(out)
     if config.push_to_hub:
-        codec.push_to_hub(config.push_to_hub, commit_message="CheXanatomy anatomy mask codec")
+        push_folder(out, config.hub_model_id, private=config.hub_private_repo,
+                    commit_message="CheXanatomy anatomy mask codec")  # fmt: skip
     return metrics
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m train.codec``: parse ``argv`` (default ``sys.argv[1:]``), train, print a summary."""
-    import sys
+def main(argv: list[str] | None = None) -> int:
+    """``python -m train.codec`` / ``chexanatomy-train-codec``: 0 when trained, 2 on a usage error (one line)."""
+    return run_main(_main, argv, errors=(FileNotFoundError,))
 
-    from chexanatomy.cli import parse_config
 
-    config = parse_config(CodecTrainConfig, list(sys.argv[1:] if argv is None else argv))
+def _main(argv: list[str]) -> int:
+    config = parse_config(CodecTrainConfig, argv, prog_name("train.codec"), __doc__)
     metrics = train(config)
     print(f"codec trained {metrics.get('step', -1) + 1} steps -> {config.output_dir} (last: {metrics})")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

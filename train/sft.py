@@ -3,14 +3,16 @@
     python -m train.sft --config train/recipes/paligemma2-3b-pt-448.yaml --corpus_dir outputs/drr      # GPU
     python -m train.sft --config train/recipes/tiny.yaml --corpus_dir outputs/drr --output_dir outputs/tiny-vlm
     accelerate launch --config_file train/recipes/accelerate_multi_gpu.yaml -m train.sft --config ...   # several GPUs
+    python -m train.sft --config ... --push_to_hub true --hub_model_id chexanatomy/paligemma2-3b-anatomy-448
 
 Defaults follow the paper: LoRA r=16 on q/k/v/o/gate/up/down of the language model, vision tower frozen
 (``--train_vision`` for the ablation), AdamW lr 5e-5, linear schedule, bf16 on GPU. ``tiny`` builds a small
 PaliGemma-architecture model from a config with a locally trained tokenizer and trains all its weights.
 
 The output folder holds the adapter (or the full model), the processor, the mask codec (``mask_codec/``), the
-resolved configuration (``training_config.json``) and the trainer's metrics; a killed run resumes from its last
-checkpoint when started again with the same ``--output_dir``.
+run's ``TrainingRecord`` (``training_config.json``) and the trainer's metrics; a killed run resumes from its last
+checkpoint when started again with the same ``--output_dir``. ``--push_to_hub true --hub_model_id ID`` uploads the
+folder once, at the end.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from pathlib import Path
 
 import datasets
 import torch
-from trl import SFTConfig, SFTTrainer, TrlParser
+from trl import SFTConfig, SFTTrainer
 
+from chexanatomy.cli import check_hub_options, parse_config, prog_name, run_main
 from chexanatomy.codec import DEFAULT_CODEC_DIR, default_tokenizer, load_codec
+from chexanatomy.publish import push_folder
+from chexanatomy.training_record import read_training_record, sft_record
 
 from .collator import AnatomyCollator, lazy_masks
-from .lineage import previous_training
 from .lm_loss import LORA_TARGETS, VISION_LORA_TARGETS, answer_only_loss
 
 
@@ -149,7 +153,7 @@ def set_generation_defaults(model) -> None:
 
 
 def save_outputs(trainer: SFTTrainer, processor, args: AnatomyArguments, sft: SFTConfig) -> Path:
-    """Adapter or model + processor + codec + resolved configuration + metrics in ``sft.output_dir``."""
+    """Adapter or model + processor + codec + ``TrainingRecord`` + metrics in ``sft.output_dir``."""
     out = Path(sft.output_dir)
     set_generation_defaults(trainer.model)
     trainer.save_model(str(out))
@@ -159,11 +163,8 @@ def save_outputs(trainer: SFTTrainer, processor, args: AnatomyArguments, sft: SF
         shutil.copytree(codec_dir, out / "mask_codec", dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.jsonl"))
     else:
         load_codec(args.codec).save_pretrained(out / "mask_codec")
-    resolved = {"anatomy": asdict(args), "sft": {k: v for k, v in sft.to_dict().items() if _jsonable(v)}}
-    previous = previous_training(args.model_name_or_path)
-    if previous is not None:
-        resolved["initialised_from"] = previous
-    (out / "training_config.json").write_text(json.dumps(resolved, indent=2, default=str) + "\n")
+    options = {k: v for k, v in sft.to_dict().items() if _jsonable(v)}
+    sft_record(asdict(args), options, read_training_record(args.model_name_or_path)).save(out)
     (out / "training_metrics.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")
     if args.merge and args.lora:
         trainer.model.merge_and_unload().save_pretrained(str(out / "merged"))
@@ -212,28 +213,19 @@ def build_trainer(args: AnatomyArguments, sft: SFTConfig) -> tuple[SFTTrainer, o
     return trainer, processor
 
 
-HUB_IGNORE = ["checkpoint-*", "checkpoint-*/**", "training_args.bin", "merged/**"]
+def train(args: AnatomyArguments, sft: SFTConfig) -> Path:
+    """Train (resuming from the last checkpoint in ``output_dir`` if any), save, and push when ``sft.push_to_hub``.
 
-
-def push_model(out: Path, repo_id: str, private: bool = False, api=None) -> str:
-    """Upload the output folder (without checkpoints and pickled arguments) so ``from_pretrained(repo_id)`` works."""
-    from huggingface_hub import HfApi
-
-    api = api or HfApi()
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    info = api.upload_folder(repo_id=repo_id, folder_path=str(out), ignore_patterns=HUB_IGNORE,
-                             commit_message="CheXanatomy: PaliGemma anatomy fine-tune")  # fmt: skip
-    return str(info)
-
-
-def main(args: AnatomyArguments, sft: SFTConfig) -> Path:
-    """Train (resuming from the last checkpoint in ``output_dir`` if any), save, optionally push."""
+    Returns:
+        The output folder.
+    """
     push, sft.push_to_hub = sft.push_to_hub, False  # we upload once, at the end (no Trainer repo syncing)
     trainer, processor = build_trainer(args, sft)
     trainer.train(resume_from_checkpoint=_last_checkpoint(sft.output_dir))
     out = save_outputs(trainer, processor, args, trainer.args)
     if push:
-        push_model(out, sft.hub_model_id or Path(sft.output_dir).name, bool(sft.hub_private_repo))
+        push_folder(out, sft.hub_model_id, private=bool(sft.hub_private_repo),
+                    commit_message="CheXanatomy: PaliGemma anatomy fine-tune")  # fmt: skip
     return out
 
 
@@ -243,11 +235,17 @@ def _last_checkpoint(output_dir: str) -> str | None:
     return get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
 
 
-def make_parser() -> TrlParser:
-    """The parser of ``python -m train.sft``: ``AnatomyArguments`` and ``SFTConfig`` flags plus ``--config``."""
-    return TrlParser((AnatomyArguments, SFTConfig))
+def main(argv: list[str] | None = None) -> int:
+    """``python -m train.sft`` / ``chexanatomy-train``: 0 when trained, 2 on a usage error (one line)."""
+    return run_main(_main, argv, errors=(FileNotFoundError,))
+
+
+def _main(argv: list[str]) -> int:
+    args, sft = parse_config((AnatomyArguments, SFTConfig), argv, prog_name("train.sft"), __doc__)
+    check_hub_options(sft)
+    print(f"saved -> {train(args, sft)}")
+    return 0
 
 
 if __name__ == "__main__":
-    anatomy_args, sft_config = make_parser().parse_args_and_config(sys.argv[1:])
-    print(f"saved -> {main(anatomy_args, sft_config)}")
+    sys.exit(main())

@@ -1,7 +1,8 @@
 """The U-Net baseline: one sigmoid channel per structure (structures overlap in a radiograph), Dice + BCE.
 
     python -m train.unet --corpus_dir outputs/drr --output_dir outputs/unet --epochs 40
-    python -m train.unet --corpus_dir outputs/drr --output_dir outputs/unet --push_to_hub chexanatomy/unet-anatomy
+    python -m train.unet --corpus_dir outputs/drr --output_dir outputs/unet \
+        --push_to_hub true --hub_model_id chexanatomy/unet-anatomy
 
 The network (``chexanatomy.unet.AnatomyUNet``, saved in segmentation-models-pytorch's format, so that
 ``smp.from_pretrained`` loads it) lives in the core so that evaluation and the Space load it without training code;
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,12 +27,16 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from chexanatomy.anatomy import STRUCTURES
+from chexanatomy.cli import HubOptions, parse_config, prog_name, run_main
+from chexanatomy.publish import push_folder
+from chexanatomy.training_record import read_training_record, unet_record
 from chexanatomy.unet import DEFAULT_DECODER_CHANNELS, AnatomyUNet, unet_settings
 
 from .augment import augment_radiograph
-from .lineage import previous_training
 
-__all__ = ["AnatomyUNet", "UNetTrainConfig", "augment", "default_structures", "loss_fn", "row_tensors", "train"]
+__all__ = [
+    "AnatomyUNet", "UNetTrainConfig", "augment", "default_structures", "loss_fn", "main", "row_tensors", "train",
+]  # fmt: skip
 
 
 def default_structures(corpus_rows) -> list[str]:
@@ -66,8 +72,8 @@ def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class UNetTrainConfig:
-    """Options of ``python -m train.unet``."""
+class UNetTrainConfig(HubOptions):
+    """Options of ``python -m train.unet`` (publishing: ``HubOptions``)."""
 
     corpus_dir: str = field(default="outputs/drr", metadata={"help": "Corpus folder or Hub dataset id."})
     output_dir: str = field(default="outputs/unet", metadata={"help": "Where the U-Net is saved."})
@@ -90,7 +96,6 @@ class UNetTrainConfig:
         default=None,
         metadata={"help": "Start from a saved U-Net (same structures), e.g. to continue at a higher --size."},
     )
-    push_to_hub: str | None = field(default=None, metadata={"help": "Hub model repo to upload to."})
 
 
 def initial_model(config: UNetTrainConfig, structures: list[str]) -> tuple[AnatomyUNet, dict | None]:
@@ -144,9 +149,9 @@ def _remap_head(model: AnatomyUNet, structures: list[str], saved: dict) -> Anato
 
 
 def train(config: UNetTrainConfig) -> dict:
-    """Train the U-Net; saves it with its training configuration and loss history; returns the last metrics.
+    """Train the U-Net; saves it with its ``TrainingRecord`` and loss history; returns the last metrics.
 
-    A run with ``init_from`` records that folder's ``training_config.json`` under ``initialised_from``.
+    A run with ``init_from`` nests that folder's record under ``initialised_from``.
     """
     from accelerate import Accelerator
 
@@ -188,23 +193,23 @@ def train(config: UNetTrainConfig) -> dict:
     out = Path(config.output_dir)
     unwrapped = accelerator.unwrap_model(model).cpu()
     unwrapped.save_pretrained(out)
-    record = asdict(config)
-    previous = previous_training(config.init_from)
-    if previous is not None:
-        record["initialised_from"] = previous
-    if head_change is not None:
-        record["head_remapped"] = head_change
-    (out / "training_config.json").write_text(json.dumps(record, indent=2) + "\n")
+    unet_record(asdict(config), read_training_record(config.init_from), head_remapped=head_change).save(out)
     (out / "training_metrics.json").write_text(json.dumps(history) + "\n")
     if config.push_to_hub:
-        unwrapped.push_to_hub(config.push_to_hub, commit_message="CheXanatomy U-Net baseline")
+        push_folder(out, config.hub_model_id, private=config.hub_private_repo, commit_message="CheXanatomy U-Net")
     return history[-1]
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m train.unet`` / ``chexanatomy-train-unet``: 0 when trained, 2 on a usage error (one line)."""
+    return run_main(_main, argv, errors=(FileNotFoundError,))
+
+
+def _main(argv: list[str]) -> int:
+    config = parse_config(UNetTrainConfig, argv, prog_name("train.unet"), __doc__)
+    print(f"U-Net trained -> {config.output_dir}: {train(config)}")
+    return 0
+
+
 if __name__ == "__main__":
-    import sys
-
-    from chexanatomy.cli import parse_config
-
-    cfg = parse_config(UNetTrainConfig, sys.argv[1:])
-    print(f"U-Net trained -> {cfg.output_dir}: {train(cfg)}")
+    sys.exit(main())

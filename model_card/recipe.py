@@ -1,0 +1,111 @@
+"""The card's training recipe: ``(setting, value)`` rows read from the run's ``TrainingRecord`` (every stage).
+
+A VLM's rows also read its LoRA adapter config and processor; a U-Net's are its network, resolution and loss.
+"""
+
+from __future__ import annotations
+
+from chexanatomy.results import escape
+from chexanatomy.training_record import TrainingRecord
+
+from .inputs import ModelFolder
+
+TINY = "none: a tiny PaliGemma-architecture model built from a config, trained from scratch"
+
+
+def final_loss(metrics: list[dict]) -> float | None:
+    """The last logged training ``loss`` (the trainer's closing ``train_loss`` is an average, not used)."""
+    losses = [m["loss"] for m in metrics if isinstance(m, dict) and m.get("loss") is not None]
+    return losses[-1] if losses else None
+
+
+def run_length(record: TrainingRecord) -> str:
+    """``"2500"`` (optimiser steps) or ``"20.0 epochs"``."""
+    return str(record.steps) if record.steps else f"{record.epochs} epochs"
+
+
+def stage_summary(record: TrainingRecord) -> str:
+    """One stage as text: corpus, steps or epochs, batch, input size (when recorded) and learning rate."""
+    length = f"{record.steps} steps" if record.steps else f"{record.epochs} epochs"
+    size = f" at {record.image_size} px" if record.image_size else ""
+    return f"`{record.corpus_dir}`, {length} of {record.batch_size}{size}, lr {record.learning_rate}"
+
+
+def stage_rows(record: TrainingRecord) -> list[tuple[str, str]]:
+    """The ``training stages`` row of a model trained in several runs; none for one run."""
+    stages = record.stages()
+    if len(stages) < 2:
+        return []
+    return [("training stages", "; ".join(f"{i}: {stage_summary(s)}" for i, s in enumerate(stages, 1)))]
+
+
+def schedule_rows(record: TrainingRecord) -> list[tuple[str, str]]:
+    """Optimiser and length rows (the last stage's, when there were several)."""
+    last = " (last stage)" if len(record.stages()) > 1 else ""
+    return [
+        ("optimiser", f"{record.optimiser}, lr {record.learning_rate}, {record.schedule} decay"),
+        (f"steps{last}", run_length(record)),
+    ]
+
+
+def weights_rows(record: TrainingRecord | None, adapter: dict | None, first_start: str | None) -> list:
+    """What the VLM's run trained: LoRA (from the adapter config, else the record) or which weights."""
+    if adapter is not None or (record is not None and record.lora):
+        lora, adapter = (record.lora if record is not None else None) or {}, adapter or {}
+        targets = adapter.get("target_modules")
+        targets = ", ".join(sorted(targets)) if isinstance(targets, list) else targets
+        r, alpha = adapter.get("r", lora.get("r")), adapter.get("lora_alpha", lora.get("alpha"))
+        dropout = adapter.get("lora_dropout", lora.get("dropout"))
+        rows = [("weights trained", f"LoRA r={r}, alpha={alpha}, dropout {dropout}")]
+        return rows + ([("LoRA targets", f"`{targets}`")] if targets else [])
+    if record is None:
+        return []
+    return [("weights trained", "all" if first_start == "tiny" or not record.frozen else "all language-model weights")]
+
+
+def vlm_recipe(folder: ModelFolder) -> list[tuple[str, str]]:
+    """``(setting, value)`` rows of a VLM's training recipe, from the training record and the adapter config."""
+    record, stages = folder.training, folder.stages()
+    start = stages[0].start if stages else None
+    start = start or (folder.adapter or {}).get("base_model_name_or_path")
+    rows = [("base model", TINY if start == "tiny" else f"`{start}`")] if start else []
+    rows += weights_rows(record, folder.adapter, start)
+    if record is not None:
+        rows += [
+            ("vision tower", "frozen" if "vision tower" in record.frozen else "trained"),
+            ("training corpus", f"`{record.corpus_dir}`"),
+            ("structures per answer", str(record.structures_per_answer)),
+            *stage_rows(record),
+            *schedule_rows(record),
+            ("batch", f"{record.batch_size} per device"
+             + (f" x {record.gradient_accumulation} accumulation" if record.gradient_accumulation != 1 else "")),
+            ("precision", record.precision),
+        ]  # fmt: skip
+    if folder.image_size:
+        rows.append(("resolution", f"{folder.image_size} x {folder.image_size} px"))
+    return rows
+
+
+def unet_recipe(folder: ModelFolder) -> list[tuple[str, str]]:
+    """``(setting, value)`` rows of the U-Net's training recipe, from its training record."""
+    record = folder.training
+    if record is None:
+        return []
+    return [
+        ("network", f"U-Net (segmentation-models-pytorch), encoder `{record.encoder}`, no pretrained weights"),
+        ("training corpus", f"`{record.corpus_dir}`"),
+        ("resolution", f"{record.image_size} x {record.image_size} px"),
+        ("loss", "Dice + binary cross-entropy, one sigmoid channel per structure"),
+        *stage_rows(record),
+        *schedule_rows(record),
+        ("batch", str(record.batch_size)),
+    ]
+
+
+def recipe_rows(kind: str, folder: ModelFolder) -> list[tuple[str, str]]:
+    """The training recipe as ``(setting, value)`` rows, with the final loss; empty without a training record."""
+    rows = unet_recipe(folder) if kind == "unet" else vlm_recipe(folder) if folder.training or folder.adapter else []
+    loss = final_loss(folder.metrics)
+    if loss is not None:
+        rows.append(("final training loss", f"{loss:.4g}"))
+    return [(key, escape(value)) for key, value in rows]
