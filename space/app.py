@@ -18,11 +18,11 @@ The app imports only the core ``chexanatomy`` package; Gradio supplies the UI, q
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import logging
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -40,7 +40,9 @@ def _folder_as_package() -> str:
 if not __package__:
     __package__ = _folder_as_package()
 
+from chexanatomy.cli import parse_config, prog_name, run_main  # noqa: E402
 from chexanatomy.inference import Segmenter, load_segmenter  # noqa: E402
+from chexanatomy.locate import model_source  # noqa: E402
 
 from .bundled_examples import EXAMPLES_DIR  # noqa: E402
 from .selection import MAX_STRUCTURES  # noqa: E402
@@ -59,60 +61,57 @@ def load_model(name: str, kind: str, device: str | None = None) -> Segmenter | N
     Raises:
         FileNotFoundError: naming ``name`` when it is no model folder and no reachable Hub model (offline: not cached);
             a mistyped local path never goes to the Hub (``chexanatomy.locate``).
+        ValueError: for the other kind's bundled name (``--vlm bundled-unet``).
     """
-    if name.lower() == "none":
-        return None
-    if name == f"bundled-{kind}":
-        from chexanatomy.inference import bundled_model_path
-
-        try:
-            bundled_model_path(kind)
-        except FileNotFoundError:
-            logger.warning("no bundled %s in this installation; loading %s from the Hub", kind, HUB_MODELS[kind])
-            name = HUB_MODELS[kind]
-    return load_segmenter(name, device=device)
+    try:
+        source = model_source(name, kind)
+    except FileNotFoundError:
+        logger.warning("no bundled %s in this installation; loading %s from the Hub", kind, HUB_MODELS[kind])
+        source = HUB_MODELS[kind]
+    return None if source is None else load_segmenter(source, device=device)
 
 
-def make_parser() -> argparse.ArgumentParser:
-    """Command-line options (model defaults from ``CHEXANATOMY_VLM``/``CHEXANATOMY_UNET``)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--vlm",
-        default=os.environ.get("CHEXANATOMY_VLM", "bundled-vlm"),
-        help="VLM folder, Hub id, 'bundled-vlm' or 'none'",
-    )
-    parser.add_argument(
-        "--unet",
-        default=os.environ.get("CHEXANATOMY_UNET", "bundled-unet"),
-        help="U-Net folder, Hub id, 'bundled-unet' or 'none'",
-    )
-    parser.add_argument(
-        "--host",
-        default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        help="interface to listen on (Spaces sets GRADIO_SERVER_NAME=0.0.0.0)",
-    )
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
-    parser.add_argument("--examples_dir", default=str(EXAMPLES_DIR))
-    parser.add_argument("--max_structures", type=int, default=MAX_STRUCTURES)
-    parser.add_argument("--concurrency", type=int, default=1, help="requests processed at once")
-    return parser
+def _env(variable: str, default: str, text: str, kind=str):
+    """A field whose default is read from the environment ``variable`` when the config is made."""
+    return field(default_factory=lambda: kind(os.environ.get(variable, default)), metadata={"help": text})
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Load the models, build the UI and serve it until interrupted."""
-    parser = make_parser()
-    args = parser.parse_args(argv)
+@dataclass
+class SpaceConfig:
+    """Options of ``python space/app.py`` (defaults from ``CHEXANATOMY_VLM``/``CHEXANATOMY_UNET`` and Gradio's)."""
+
+    vlm: str = _env("CHEXANATOMY_VLM", "bundled-vlm", "VLM folder, Hub id, 'bundled-vlm' or 'none' (CHEXANATOMY_VLM).")
+    unet: str = _env("CHEXANATOMY_UNET", "bundled-unet", "U-Net folder, Hub id, 'bundled-unet' or 'none'.")
+    host: str = _env("GRADIO_SERVER_NAME", "127.0.0.1", "Interface to listen on (Spaces sets 0.0.0.0).")
+    port: int = _env("GRADIO_SERVER_PORT", "7860", "Port to listen on (GRADIO_SERVER_PORT).", int)
+    device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu or cuda."})
+    examples_dir: str = field(default=str(EXAMPLES_DIR), metadata={"help": "Folder of the example radiographs."})
+    max_structures: int = field(default=MAX_STRUCTURES, metadata={"help": "Structures one request may ask for."})
+    concurrency: int = field(default=1, metadata={"help": "Requests processed at once."})
+
+    def __post_init__(self):
+        for kind in ("vlm", "unet"):
+            try:
+                model_source(getattr(self, kind), kind)  # the other kind's bundled name is a usage error
+            except FileNotFoundError:
+                pass  # a bundled model this installation lacks: load_model falls back to the Hub
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python space/app.py`` / ``chexanatomy-space``: serve until interrupted; 2 on a usage error (one line)."""
+    return run_main(_main, argv, errors=(FileNotFoundError,))
+
+
+def _main(argv: list[str]) -> int:
+    config = parse_config(SpaceConfig, argv, prog_name("space.app"), __doc__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes
-    try:
-        vlm, unet = load_model(args.vlm, "vlm", args.device), load_model(args.unet, "unet", args.device)
-    except FileNotFoundError as error:
-        parser.exit(2, f"error: {error}\n")  # a usage error: one line, no traceback
-    demo = build_demo(vlm, unet, Path(args.examples_dir), args.max_structures, args.concurrency)
-    logger.info("serving VLM=%s U-Net=%s on http://%s:%d", args.vlm, args.unet, args.host, args.port)
-    launch(demo, args.host, args.port, examples_dir=Path(args.examples_dir))
+    vlm, unet = load_model(config.vlm, "vlm", config.device), load_model(config.unet, "unet", config.device)
+    demo = build_demo(vlm, unet, Path(config.examples_dir), config.max_structures, config.concurrency)
+    logger.info("serving VLM=%s U-Net=%s on http://%s:%d", config.vlm, config.unet, config.host, config.port)
+    launch(demo, config.host, config.port, examples_dir=Path(config.examples_dir))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

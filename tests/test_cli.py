@@ -16,6 +16,7 @@ ENTRY_POINTS = {
     "train-codec": ("train.codec", [], "train"),
     "eval": ("eval.__main__", [], "run"),
     "card": ("model_card.__main__", [], "write_card"),
+    "space": ("space.app", [], "build_demo"),
 }
 # A recipe for each entry point with two options, the second overridden on the command line; read them back from
 # the arguments main passed on; the values expected.
@@ -28,8 +29,10 @@ RECIPES = {
     "eval": ({"corpus_dir": "a", "max_images": 64}, ["--max_images", "48"],
              lambda a: (a[0].corpus_dir, a[0].max_images)),
     "card": ({"model": "a", "output": "64"}, ["--output", "48"], lambda a: (a[1], a[4])),
+    "space": ({"vlm": "none", "unet": "none", "max_structures": 64}, ["--max_structures", "48"],
+              lambda a: (a[0], a[1], a[3])),
 }  # fmt: skip
-EXPECTED = {"build": ("phantom", 48), "train": ("a", 0.25), "card": ("a", "48")}  # the others: ("a", 48)
+EXPECTED = {"build": ("phantom", 48), "train": ("a", 0.25), "card": ("a", "48"), "space": (None, None, 48)}
 
 
 def entry(name):

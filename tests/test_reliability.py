@@ -523,22 +523,22 @@ def test_hub_id_offline_says_not_cached():
 def test_space_model_typo_and_offline_fallback_are_one_line_errors(tmp_path, monkeypatch, capsys):
     from test_space import space_app
 
-    import chexanatomy.inference
+    import chexanatomy.locate
 
     app = space_app()
     calls = forbid_hub(monkeypatch)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "outputs").mkdir()
-    with pytest.raises(SystemExit) as exit_info:
-        app.main(["--vlm", "none", "--unet", "outputs/unet-typo"])
-    assert exit_info.value.code == 2 and calls == []
-    assert capsys.readouterr().err.strip().startswith("error: no model folder at outputs/unet-typo")
+    assert app.main(["--vlm", "none", "--unet", "outputs/unet-typo"]) == 2 and calls == []
+    err = capsys.readouterr().err
+    assert err.startswith("error: no model folder at outputs/unet-typo") and err.count("\n") == 1
+    assert app.main(["--vlm", "bundled-unet"]) == 2 and "bundled-vlm" in capsys.readouterr().err
     monkeypatch.undo()
 
     def missing(kind):
         raise FileNotFoundError(kind)
 
-    monkeypatch.setattr(chexanatomy.inference, "bundled_model_path", missing)
+    monkeypatch.setattr(chexanatomy.locate, "bundled_model_path", missing)
     with pytest.raises(FileNotFoundError, match="not cached"):
         app.load_model("bundled-unet", "unet", "cpu")
 
