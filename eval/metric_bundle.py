@@ -12,10 +12,11 @@ is the core and ``eval/scores.py``; ``tests/test_eval_scores.py`` fails when the
 
 from __future__ import annotations
 
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import chexanatomy.masks
+from chexanatomy.cli import parse_config, prog_name, run_main
 
 METRIC_DIR = Path(__file__).resolve().parent / "metrics" / "anatomy_segmentation"
 SCORES = Path(__file__).resolve().parent / "scores.py"
@@ -53,13 +54,20 @@ def write_bundle(metric_dir: Path = METRIC_DIR) -> list[str]:
     return stale
 
 
+@dataclass
+class BundleOptions:
+    """Options of ``python -m eval.metric_bundle``."""
+
+    check: bool = field(default=False, metadata={"help": "Only check: exit 1, naming the stale files."})
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m eval.metric_bundle [--check]``; 0 when the folder is (now) up to date."""
-    argv = sys.argv[1:] if argv is None else argv
-    if argv not in ([], ["--check"]):
-        print("usage: python -m eval.metric_bundle [--check]", file=sys.stderr)
-        return 2
-    if argv == ["--check"]:
+    """``python -m eval.metric_bundle [--check]``; 0 when the folder is (now) up to date, 2 on a usage error."""
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    if parse_config(BundleOptions, argv, prog_name("eval.metric_bundle"), __doc__).check:
         stale = stale_files()
         print(f"{METRIC_DIR}: stale {', '.join(stale)}; run python -m eval.metric_bundle" if stale else "up to date")
         return 1 if stale else 0

@@ -14,14 +14,17 @@ ground truth by the PNG's SHA-256, so the PNGs must be committed byte for byte a
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
+import sys
 import time
+from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
+
+from chexanatomy.cli import parse_config, run_main
 
 HERE = Path(__file__).resolve().parent
 
@@ -89,27 +92,31 @@ def write_real_example(name: str, out_dir: Path) -> dict:
     }
 
 
-def make_parser() -> argparse.ArgumentParser:
-    """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus_dir", default="outputs/drr", help="a built corpus (Parquet + README)")
-    parser.add_argument("--out_dir", default=str(HERE / "examples"), help="where the examples go")
-    parser.add_argument("--n", type=int, default=3, help="how many images")
-    parser.add_argument("--split", default="test", help="corpus split (test = held-out pseudo-subjects)")
-    parser.add_argument("--views", nargs="+", default=["PA", "LAT"], help="views, taken in turn")
-    parser.add_argument("--cache_dir", default=None, help="datasets cache folder")
-    return parser
+@dataclass
+class ExamplesConfig:
+    """Options of ``python space/make_examples.py``."""
+
+    corpus_dir: str = field(default="outputs/drr", metadata={"help": "A built corpus (Parquet + README)."})
+    out_dir: str = field(default=str(HERE / "examples"), metadata={"help": "Where the examples go."})
+    n: int = field(default=3, metadata={"help": "How many corpus images."})
+    split: str = field(default="test", metadata={"help": "Corpus split (test = held-out pseudo-subjects)."})
+    views: list[str] = field(default_factory=lambda: ["PA", "LAT"], metadata={"help": "Views, taken in turn."})
+    cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder."})
 
 
-def main(args: argparse.Namespace) -> None:
-    """Export ``args.n`` examples and print a one-line summary."""
+def export(args: ExamplesConfig) -> None:
+    """Export the real radiographs and ``args.n`` corpus examples; print a one-line summary.
+
+    Raises:
+        ValueError: when the split has fewer than ``args.n`` rows with the views asked for.
+    """
     import datasets
 
     start = time.perf_counter()
     rows = list(datasets.load_dataset(args.corpus_dir, split=args.split, cache_dir=args.cache_dir))
     chosen = interleave_views(rows, args.views)[: args.n]
     if len(chosen) < args.n:
-        raise SystemExit(f"--n {args.n}: the {args.split} split has only {len(chosen)} rows with views {args.views}")
+        raise ValueError(f"--n {args.n}: the {args.split} split has only {len(chosen)} rows with views {args.views}")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     from chexanatomy.examples import REAL_RADIOGRAPHS
@@ -122,5 +129,15 @@ def main(args: argparse.Namespace) -> None:
     print(f"wrote {len(entries)} examples ({size / 1e6:.2f} MB) to {out_dir} in {time.perf_counter() - start:.1f} s")
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python space/make_examples.py``: 0 when written, 2 on a usage error (one line)."""
+    return run_main(_main, argv, errors=(FileNotFoundError, ValueError))
+
+
+def _main(argv: list[str]) -> int:
+    export(parse_config(ExamplesConfig, argv, "python space/make_examples.py", __doc__))
+    return 0
+
+
 if __name__ == "__main__":
-    main(make_parser().parse_args())
+    sys.exit(main())

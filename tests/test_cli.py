@@ -3,6 +3,7 @@ takes a --config recipe that the command line overrides, and publishes only as -
 
 import importlib
 import os
+from pathlib import Path
 
 import pytest
 
@@ -191,3 +192,27 @@ def test_card_push_reaches_the_card_upload(tmp_path, monkeypatch, capsys):
     assert cli.main(argv) == 0 and pushed == ["me/unet"]
     assert "pushed 1 files to me/unet" in capsys.readouterr().out
     assert cli.main(["--output", str(card_path), "--hub_model_id", "me/unet"]) == 0 and pushed == ["me/unet"]
+
+
+def developer_tool(name: str):
+    """``main`` of the repository's developer tools (not console scripts): the metric bundler, the Space examples."""
+    if name == "metric_bundle":
+        return importlib.import_module("eval.metric_bundle").main
+    from test_space import load_module
+
+    root = Path(__file__).resolve().parents[1]
+    return load_module("chexanatomy_space_make_examples", root / "space" / "make_examples.py").main
+
+
+@pytest.mark.parametrize("name", ["metric_bundle", "make_examples"])
+def test_developer_tools_parse_the_same_way(name, tmp_path, capsys):
+    main = developer_tool(name)
+    assert main(["--help"]) == 0 and "--config FILE" in capsys.readouterr().out
+    assert_one_line_usage_error(main(["--bogus"]), capsys.readouterr().err, "--bogus")
+
+
+def test_make_examples_reports_a_missing_corpus_in_one_line(tmp_path, capsys):
+    main = developer_tool("make_examples")
+    assert_one_line_usage_error(main(["--corpus_dir", str(tmp_path / "nothing"), "--out_dir", str(tmp_path / "o")]),
+                                capsys.readouterr().err)  # fmt: skip
+    assert not (tmp_path / "o").exists()
