@@ -52,6 +52,7 @@ from scipy import ndimage, stats
 
 from chexanatomy.masks import grey_levels
 from chexanatomy.radiograph_io import DICOM_SUFFIXES, PICTURE_SUFFIXES, read_radiograph
+from chexanatomy.results import fmt as _fmt  # the one number format (missing: n/a) of cards and reports
 
 SIDE = 256
 HIST_BINS = 64
@@ -475,10 +476,6 @@ def plot_domain_gap(study: Mapping[str, Any], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def domain_gap_table(study: Mapping[str, Any], closest: int = 3) -> str:
