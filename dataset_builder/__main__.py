@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from chexanatomy.cli import UsageError, parse_config, prog_name, run_main  # noqa: E402
 
-from .build import BuildConfig, build, rewrite_card  # noqa: E402
+from .build import BuildConfig, build, format_summary, rewrite_card  # noqa: E402
 
 # A build that cannot start: bad flags or recipe, missing --root/CSV/codec, a folder in use or built otherwise. The
 # per-subject errors never get here (they are failures.jsonl lines).
@@ -64,12 +64,7 @@ def _main(argv: list[str]) -> int:
     s = build(config)
     for failure in s["failures"]:
         print(f"skipped {failure['subject_id']}: {failure['reason']}")
-    print(
-        f"{s['subjects']} subjects: built {s['built']} ({s['images']} images), "
-        f"skipped {s['resumed_skipped']} already built, "
-        f"{s['failed']} failed, in {s['seconds']} s (read {s['read_s']} s, render {s['render_s']} s, "
-        f"write {s['write_s']} s) -> {config.output_dir}" + (f"; pushed {s['pushed']}" if "pushed" in s else "")
-    )
+    print(format_summary(s, config.output_dir))
     return 0 if s["built"] + s["resumed_skipped"] > 0 else 1
 
 

@@ -1,4 +1,4 @@
-"""The dataset card: rendered with ``huggingface_hub.DatasetCard.from_template`` from the shards on disk.
+"""The dataset card: rendered with ``huggingface_hub.DatasetCard.from_template`` from the shards in the folder.
 
 Counts (per split, per structure) are read back from the written Parquet shards, so the card always
 describes the files next to it, including after a resumed or sharded build.
@@ -6,7 +6,7 @@ describes the files next to it, including after a resumed or sharded build.
 
 from __future__ import annotations
 
-import json
+import io
 from collections import Counter
 from pathlib import Path
 
@@ -19,7 +19,8 @@ from chexanatomy import CITATION
 from chexanatomy.codec import DEFAULT_CODEC_REPO, DEFAULT_CODEC_VERSION
 from chexanatomy.examples import real_radiographs
 
-from .corpus import FEATURES, FORMAT_VERSION, SPLITS, existing_shards, write_text_atomically
+from .corpus import FEATURES, FORMAT_VERSION, SPLITS, existing_shards
+from .storage import Folder
 
 TEMPLATE = Path(__file__).parent / "templates" / "dataset_card.md"
 _COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
@@ -75,13 +76,14 @@ SOURCE_CITATIONS = {
 }
 
 
-def corpus_stats(root: Path) -> dict:
+def corpus_stats(folder: Folder | str | Path) -> dict:
     """Per-split subjects/images/masks and per-structure image counts, read from the shards."""
+    folder = Folder.of(folder)
     splits, structures = [], Counter()
-    for split, files in existing_shards(root).items():
+    for split, files in existing_shards(folder).items():
         subjects, images, masks = set(), 0, 0
         for f in files:
-            table = pq.read_table(f, columns=["subject_id", "structures"])
+            table = _read_table(folder, f, columns=["subject_id", "structures"])
             subjects.update(table.column("subject_id").to_pylist())
             images += table.num_rows
             for row in table.column("structures").to_pylist():
@@ -89,39 +91,49 @@ def corpus_stats(root: Path) -> dict:
                 structures.update(s["name"] for s in row)
         if images:
             splits.append({"split": split, "subjects": len(subjects), "images": images, "masks": masks})
-    failed = sum(len(f.read_text().splitlines()) for f in Path(root).glob("failures*.jsonl"))
+    logs = [n for n in folder.names() if n.startswith("failures") and n.endswith(".jsonl")]
+    failed = sum(len(folder.read_text(n).splitlines()) for n in logs)
     return {"splits": splits, "structures": sorted(structures.items()), "failed": failed}
 
 
-def first_structure(root: Path) -> dict | None:
+def _read_table(folder: Folder, rel: str, columns: list[str] | None = None):
+    """A Parquet file of the folder (any filesystem) as a ``pyarrow.Table``."""
+    with folder.fs.open(folder.full(rel), "rb") as fh:
+        return pq.read_table(fh, columns=columns)
+
+
+def first_structure(folder: Folder | str | Path) -> dict | None:
     """The first structure of the first training row (``load_dataset(...)["train"][0]["structures"][0]``).
 
     Returns:
         its ``name``, ``segment_target`` and ``detect_target``; None without training rows.
     """
-    files = existing_shards(root)["train"]
+    folder = Folder.of(folder)
+    files = existing_shards(folder)["train"]
     if not files:
         return None
-    table = pq.read_table(files[0], columns=["structures"]).slice(0, 1)
+    table = _read_table(folder, files[0], columns=["structures"]).slice(0, 1)
     rows = table.column("structures").to_pylist()
     if not rows or not rows[0]:
         return None
     return {k: rows[0][0][k] for k in ("name", "segment_target", "detect_target")}
 
 
-def dataset_info(root: Path, stats: dict) -> dict:
+def dataset_info(folder: Folder | str | Path, stats: dict) -> dict:
     """The card's ``dataset_info``: the features, each split's rows, and the bytes of the Parquet files to download."""
+    folder = Folder.of(folder)
     splits = [{"name": s["split"], "num_examples": s["images"]} for s in stats["splits"]]
-    size = sum(f.stat().st_size for files in existing_shards(root).values() for f in files)
+    size = sum(folder.fs.size(folder.full(f)) for files in existing_shards(folder).values() for f in files)
     return {"features": FEATURES._to_yaml_list(), "splits": splits, "download_size": size}
 
 
-def render_example(root: Path, out: Path) -> bool:
-    """Save ``out`` (PNG): the first view of the first shard with a few structures outlined in colour."""
-    files = [f for split in ("test", "validation", "train") for f in existing_shards(root)[split]]
+def render_example(folder: Folder | str | Path) -> bytes | None:
+    """PNG bytes: the first view of the first shard with a few structures outlined in colour (None: no shard)."""
+    folder = Folder.of(folder)
+    files = [f for split in ("test", "validation", "train") for f in existing_shards(folder)[split]]
     if not files:
-        return False
-    row = FEATURES.decode_example(pq.read_table(files[0]).slice(0, 1).to_pylist()[0])
+        return None
+    row = FEATURES.decode_example(_read_table(folder, files[0]).slice(0, 1).to_pylist()[0])
     rgb = np.asarray(row["image"].convert("RGB")).astype(np.float32)
     # Largest first, so that the heart and trachea are blended over the lungs rather than hidden by them.
     names = sorted((s for s in row["structures"] if s["name"] in EXAMPLE_STRUCTURES), key=lambda s: -s["area_px"])
@@ -132,8 +144,9 @@ def render_example(root: Path, out: Path) -> bool:
     draw = ImageDraw.Draw(img)
     for i, (colour, s) in enumerate(zip(_COLOURS, names, strict=False)):
         draw.text((4, 4 + 12 * i), s["name"], fill=colour)
-    side_by_side(img, real_radiographs()[REAL_EXAMPLE].convert("RGB")).save(out)
-    return True
+    png = io.BytesIO()
+    side_by_side(img, real_radiographs()[REAL_EXAMPLE].convert("RGB")).save(png, format="PNG")
+    return png.getvalue()
 
 
 def side_by_side(rendered: Image.Image, real: Image.Image) -> Image.Image:
@@ -149,9 +162,10 @@ def side_by_side(rendered: Image.Image, real: Image.Image) -> Image.Image:
     return out
 
 
-def build_card(root: Path, config: dict, provenance: list[str], repo_id: str) -> DatasetCard:
-    """Render the card of the corpus in ``root`` (does not write it)."""
-    stats = corpus_stats(root)
+def build_card(folder: Folder | str | Path, config: dict, provenance: list[str], repo_id: str) -> DatasetCard:
+    """Render the card of the corpus in ``folder`` (does not write it)."""
+    folder = Folder.of(folder)
+    stats = corpus_stats(folder)
     present = [s["split"] for s in stats["splits"]]
     source = config.get("source", "")
     terms = SOURCE_TERMS.get(source, SOURCE_TERMS["pairs"])
@@ -175,7 +189,7 @@ def build_card(root: Path, config: dict, provenance: list[str], repo_id: str) ->
             }
         ],
         format_version=FORMAT_VERSION,
-        dataset_info=dataset_info(root, stats),
+        dataset_info=dataset_info(folder, stats),
     )
     embedded = source == "embedded"
     return DatasetCard.from_template(
@@ -192,7 +206,7 @@ def build_card(root: Path, config: dict, provenance: list[str], repo_id: str) ->
             else f"Source: {source}."
         ),
         source_terms=terms["statement"],
-        first_structure=first_structure(root),
+        first_structure=first_structure(folder),
         source_citation=SOURCE_CITATIONS.get(source),
         citation=CITATION,
         split_rows=stats["splits"],
@@ -218,11 +232,14 @@ def build_card(root: Path, config: dict, provenance: list[str], repo_id: str) ->
     )
 
 
-def write_card(root: Path, config: dict, provenance: list[str], repo_id: str = "chexanatomy/drr") -> Path:
-    """Write ``README.md``, ``example.png`` and ``build_config.json`` into the corpus folder."""
-    root = Path(root)
-    render_example(root, root / "example.png")
-    write_text_atomically(root / "build_config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
-    path = root / "README.md"
-    build_card(root, config, provenance, repo_id).save(path)
-    return path
+def write_card(
+    folder: Folder | str | Path, config: dict, provenance: list[str], repo_id: str = "chexanatomy/drr"
+) -> str:
+    """Write ``README.md`` and ``example.png`` into the corpus folder (``build_config.json`` is the build's); returns
+    the card's path or URL.
+    """  # noqa: D205
+    folder = Folder.of(folder)
+    if (example := render_example(folder)) is not None:
+        folder.write("example.png", example)
+    folder.write("README.md", str(build_card(folder, config, provenance, repo_id)))
+    return folder.url_of("README.md")

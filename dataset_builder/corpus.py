@@ -1,6 +1,7 @@
-"""Writing rendered views as a Hugging Face dataset: explicit features, subject-level splits, Parquet shards.
+"""Rendered views as a Hugging Face dataset: subject-level splits, rows with explicit features, Parquet shards.
 
-Layout of a corpus folder (loads with ``datasets.load_dataset(folder)`` thanks to the card's ``configs:``)::
+The last stage of a build before the folder (CLI -> config -> sources -> stages -> corpus rows -> folder). Layout of
+a corpus folder (loads with ``datasets.load_dataset(folder)`` thanks to the card's ``configs:``)::
 
     README.md                      dataset card (YAML header + documentation)
     build_config.json              the resolved build configuration
@@ -9,15 +10,14 @@ Layout of a corpus folder (loads with ``datasets.load_dataset(folder)`` thanks t
 
 One shard per subject makes builds resumable (a finished subject is never rebuilt) and lets many
 processes or machines write into one folder without coordination; a shard appears under its final name
-only once it is complete (written to a temporary name, then ``os.replace``).
+only once it is complete (``storage.Folder.write``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
+import io
 import re
-from pathlib import Path
 
 import datasets
 import numpy as np
@@ -28,15 +28,16 @@ from chexanatomy.mask_tokens import MaskTokenizer, format_detect_target
 from chexanatomy.masks import Box, tight_box
 
 from .appearance import Appearance
-from .geometry import Framing
+from .ct import CTInputError
+from .geometry import Framing, Pose, view_geometry
 from .render import RenderedView
 
 SPLITS = ("train", "validation", "test")
 FORMAT_VERSION = "2.0"  # 2.0: radiograph-like appearance (physics, processing, framing) and lung fields
 
 
-def _features_of(example: Appearance) -> dict:
-    """``datasets`` features of a recorded parameter dict: float32 numbers, bools, strings, nested dicts, lists."""
+def _features_of(record: dict) -> dict:
+    """``datasets`` features of a recorded dict: int32, float32, bool, string, float32 lists, nested dicts."""
 
     def feature(value):
         if isinstance(value, dict):
@@ -45,11 +46,22 @@ def _features_of(example: Appearance) -> dict:
             return datasets.Value("bool")
         if isinstance(value, str):
             return datasets.Value("string")
+        if isinstance(value, int):
+            return datasets.Value("int32")
         if isinstance(value, list | tuple):
             return datasets.List(datasets.Value("float32"))
         return datasets.Value("float32")
 
-    return feature(example.to_dict())
+    return feature(record)
+
+
+def _geometry_record(geometry) -> dict:
+    """A ``ViewGeometry`` as its row's ``geometry`` dict (the view is a column of its own)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in geometry.to_dict().items() if k != "view"}
+
+
+def _pose_record(pose: Pose) -> dict:
+    return {"rotation_deg": list(pose.rotation_deg), "translation_mm": list(pose.translation_mm)}
 
 
 FEATURES = datasets.Features(
@@ -59,20 +71,11 @@ FEATURES = datasets.Features(
         "source": datasets.Value("string"),
         "view": datasets.Value("string"),
         "pose_index": datasets.Value("int32"),
-        "geometry": {
-            "size_px": datasets.Value("int32"),
-            "sid_mm": datasets.Value("float32"),
-            "sod_mm": datasets.Value("float32"),
-            "detector_mm": datasets.Value("float32"),
-            "pixel_mm": datasets.Value("float32"),
-            "isocenter_mm": datasets.List(datasets.Value("float32")),
-        },
-        "pose": {
-            "rotation_deg": datasets.List(datasets.Value("float32")),
-            "translation_mm": datasets.List(datasets.Value("float32")),
-        },
-        "appearance": _features_of(Appearance()),
-        "framing": {name: datasets.Value("float32") for name in Framing.__dataclass_fields__},
+        # The recorded parameters' features follow their dataclasses (one definition of each field).
+        "geometry": _features_of(_geometry_record(view_geometry("PA", 64))),
+        "pose": _features_of(_pose_record(Pose())),
+        "appearance": _features_of(Appearance().to_dict()),
+        "framing": _features_of(Framing().to_dict()),
         "mask_threshold_mm": datasets.Value("float32"),
         "structures": datasets.List(
             {
@@ -88,16 +91,34 @@ FEATURES = datasets.Features(
 )
 
 
+def check_fractions(fractions) -> None:
+    """``ValueError`` unless ``fractions`` are 3 non-negative numbers (train, validation, test) summing to 1."""
+    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
+        raise ValueError(f"split fractions must be 3 non-negative numbers summing to 1, got {fractions}")
+
+
 def split_of(subject_id: str, fractions=(0.8, 0.1, 0.1)) -> str:
     """The split of a subject, a pure function of its id (never of other subjects or of images).
 
     The id's SHA-256 gives a uniform number in [0, 1), cut at the cumulative ``fractions``.
     """
-    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
-        raise ValueError(f"split fractions must be 3 non-negative numbers summing to 1, got {fractions}")
+    check_fractions(fractions)
     u = int(hashlib.sha256(subject_id.encode()).hexdigest()[:8], 16) / 2**32
     edges = np.cumsum(fractions)
     return SPLITS[int(min(np.searchsorted(edges, u, side="right"), 2))]
+
+
+def subject_split(subject_id: str, given: str | None, fractions=(0.8, 0.1, 0.1)) -> str:
+    """The split of a subject: ``given`` (fixed by the collection's metadata) if any, else ``split_of`` its id.
+
+    Raises:
+        CTInputError: ``given`` is not one of ``SPLITS`` (the subject fails; the rest of the build goes on).
+    """
+    if given is None:
+        return split_of(subject_id, tuple(fractions))
+    if given not in SPLITS:
+        raise CTInputError(f"{subject_id}: split {given!r} is not one of {SPLITS}")
+    return given
 
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,120}")
@@ -167,15 +188,8 @@ def to_row(
         "source": source,
         "view": g.view,
         "pose_index": view.pose_index,
-        "geometry": {
-            "size_px": g.size_px,
-            "sid_mm": g.sid_mm,
-            "sod_mm": g.sod_mm,
-            "detector_mm": g.detector_mm,
-            "pixel_mm": g.pixel_mm,
-            "isocenter_mm": list(g.isocenter_mm),
-        },
-        "pose": {"rotation_deg": list(view.pose.rotation_deg), "translation_mm": list(view.pose.translation_mm)},
+        "geometry": _geometry_record(g),
+        "pose": _pose_record(view.pose),
         "appearance": view.appearance.to_dict(),
         "framing": (view.framing or Framing(0.0, 0.0, 0.0)).to_dict(),
         "mask_threshold_mm": threshold_mm,
@@ -193,44 +207,20 @@ def to_row(
     }
 
 
-def shard_path(root: Path, split: str, subject_id: str) -> Path:
-    """Shard file of one subject: ``root/data/{split}-{safe subject id}.parquet``."""
-    return Path(root) / "data" / f"{split}-{safe_name(subject_id)}.parquet"
+def shard_file(split: str, subject_id: str) -> str:
+    """Shard file of one subject, relative to the corpus folder: ``data/{split}-{safe subject id}.parquet``."""
+    return f"data/{split}-{safe_name(subject_id)}.parquet"
 
 
-def temporary_path(path: Path) -> Path:
-    """Where ``path`` is written before ``os.replace`` puts it in place: ``.{name}.tmp-{pid}`` beside it."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def shard_bytes(rows: list[dict]) -> bytes:
+    """The Parquet file of ``rows`` (see ``FEATURES``): the same bytes in any process, on any machine."""
+    datasets.disable_progress_bars()  # one bar per build (subjects) is enough
+    buffer = io.BytesIO()
+    datasets.Dataset.from_list(rows, features=FEATURES).to_parquet(buffer)
+    return buffer.getvalue()
 
 
-def target_of_temporary(name: str) -> str | None:
-    """The file name a temporary file name (see ``temporary_path``) stands for, None for any other name."""
-    match = re.fullmatch(r"\.(.+)\.tmp-[0-9]+", name)
-    return match.group(1) if match else None
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the whole new one, never a part."""
-    tmp = temporary_path(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_shard(rows: list[dict], path: Path) -> None:
-    """Write rows as one Parquet file, atomically: readers never see a partial shard."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(path)
-    try:
-        datasets.disable_progress_bars()  # one bar per build (subjects) is enough
-        datasets.Dataset.from_list(rows, features=FEATURES).to_parquet(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def existing_shards(root: Path) -> dict[str, list[Path]]:
-    """Split -> sorted shard files present in a corpus folder (temporary files ignored)."""
-    return {s: sorted((Path(root) / "data").glob(f"{s}-*.parquet")) for s in SPLITS}
+def existing_shards(folder) -> dict[str, list[str]]:
+    """Split -> sorted shard files (relative, ``data/...``) in a ``storage.Folder`` (temporary files ignored)."""
+    names = [n for n in folder.names("data") if n.endswith(".parquet") and not n.startswith(".")]
+    return {s: [f"data/{n}" for n in names if n.startswith(f"{s}-")] for s in SPLITS}

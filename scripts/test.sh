@@ -9,4 +9,8 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
 fi
 source scripts/setup.sh
 "$VENV/bin/ruff" check --quiet . || { echo "ruff found problems (pyproject.toml [tool.ruff]); fix them first" >&2; exit 1; }
-exec "$VENV/bin/python" -m pytest -q "$@"
+"$VENV/bin/python" -m pytest -q "$@"
+# The two-node Ray cluster test (marked `cluster`, left out above), once, when the whole suite was asked for.
+if [ $# -eq 0 ]; then
+  "$VENV/bin/python" -m pytest -q -m cluster tests/test_ray_cluster.py
+fi

@@ -356,8 +356,9 @@ def nan_volume():
 
 
 def test_a_ct_that_renders_constant_fails_and_writes_no_row(tmp_path):
-    from dataset_builder.build import BuildConfig, build_subject
+    from dataset_builder.build import BuildConfig
     from dataset_builder.sources import Subject
+    from dataset_builder.stages import build_subject
 
     config = BuildConfig(source="phantom", output_dir=str(tmp_path), size_px=48, poses_per_view=1, codec="none")
     result = build_subject(Subject("render_nan", nan_volume), config)
@@ -411,7 +412,7 @@ def test_a_killed_worker_is_retried_once_then_named_and_the_rest_completes(tmp_p
     from dataset_builder.sources import Subject
 
     subjects = [*phantom_subjects(3), Subject("killed_worker", kill_own_process)]
-    monkeypatch.setattr(BuildConfig, "subjects", lambda self: subjects)
+    monkeypatch.setattr("dataset_builder.build.list_subjects", lambda config: subjects)
     config = BuildConfig(source="phantom", output_dir=str(tmp_path), num_proc=2, size_px=48, views=["PA"],
                          poses_per_view=1, codec="none")  # fmt: skip
     summary = build(config)
@@ -439,9 +440,7 @@ def build_in_child(output_dir: str, results) -> None:
 
 
 def test_two_concurrent_builds_into_one_folder_render_each_subject_once(tmp_path, monkeypatch):
-    from dataset_builder.build import BuildConfig
-
-    monkeypatch.setattr(BuildConfig, "subjects", lambda self: phantom_subjects(3, slow=True))
+    monkeypatch.setattr("dataset_builder.build.list_subjects", lambda config: phantom_subjects(3, slow=True))
     ctx = multiprocessing.get_context("fork")
     results = ctx.Queue()
     children = [ctx.Process(target=build_in_child, args=(str(tmp_path), results)) for _ in range(2)]
