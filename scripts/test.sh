@@ -10,7 +10,8 @@ fi
 source scripts/setup.sh
 "$VENV/bin/ruff" check --quiet . || { echo "ruff found problems (pyproject.toml [tool.ruff]); fix them first" >&2; exit 1; }
 "$VENV/bin/python" -m pytest -q "$@"
-# The two-node Ray cluster test (marked `cluster`, left out above), once, when the whole suite was asked for.
+# The Ray fault-tolerance tests (marked `cluster`, left out above: a two-node cluster, killed workers), once, when the
+# whole suite was asked for.
 if [ $# -eq 0 ]; then
-  "$VENV/bin/python" -m pytest -q -m cluster tests/test_ray_cluster.py
+  "$VENV/bin/python" -m pytest -q -m cluster tests/test_ray_engine.py tests/test_ray_cluster.py
 fi

@@ -1,6 +1,6 @@
 """--engine ray on a two-node Ray cluster on the loopback interface, with a worker killed mid-build.
 
-Marked ``cluster`` (about a minute; the default run leaves it out): ``pytest -m cluster tests/test_ray_cluster.py``,
+Marked ``cluster`` (a minute or two; the default run leaves it out): ``pytest -m cluster tests/test_ray_cluster.py``,
 which ``scripts/test.sh`` runs once after the suite. The nodes are ``ray start`` processes with their own temporary
 folder and free ports, so other Ray runtimes on the machine are untouched; every process they start carries a marker
 in its environment, and the teardown stops exactly those.
@@ -8,7 +8,9 @@ in its environment, and the teardown stops exactly those.
 
 import contextlib
 import functools
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -69,7 +71,8 @@ def start_node(args: list[str], env: dict) -> None:
 
 @pytest.fixture()
 def cluster():
-    """The address of a head node and a second node (1 CPU each, the second with a resource of its own).
+    """(address, environment for a driver) of a head node and a second node (1 CPU each, the second with a resource of
+    its own).
 
     Ray's token authentication is off for this loopback-only cluster: its nodes would otherwise take the token of
     whatever Ray runtime last wrote ``~/.ray/auth_token`` on this machine.
@@ -83,7 +86,7 @@ def cluster():
     try:
         start_node(["--head", f"--port={gcs}", f"--temp-dir={temp}", "--include-dashboard=false"], env)
         start_node([f"--address=127.0.0.1:{gcs}", '--resources={"second_node": 1}'], env)
-        yield f"127.0.0.1:{gcs}"
+        yield f"127.0.0.1:{gcs}", env
     finally:
         for _ in range(3):  # raylets may restart a worker while we go
             for pid in marked_pids(marker):
@@ -91,48 +94,69 @@ def cluster():
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.5)
         assert not marked_pids(marker)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def announced_load(folder: str, load):
-    """Leave ``{subject}.{pid}`` with this worker's node id in ``folder``, pause (a window to be killed in), load."""
+    """Leave ``{subject}.{pid}`` with this worker's node id in ``folder``, then load; the first attempt first pauses
+    (a window in which to be killed).
+    """  # noqa: D205
     ct = load()
-    node = ray.get_runtime_context().get_node_id()
-    Path(folder, f"{ct.subject_id}.{os.getpid()}").write_text(node)
-    time.sleep(1.5)
+    first = not list(Path(folder).glob(f"{ct.subject_id}.*"))
+    Path(folder, f"{ct.subject_id}.{os.getpid()}").write_text(ray.get_runtime_context().get_node_id())
+    time.sleep(3.0 if first else 0.0)
     return ct
+
+
+def drive(output_dir: str, address: str, announce: str) -> None:
+    """The build on the cluster with announcing subjects, run in a child process (printed summary as JSON).
+
+    A driver process of its own: Ray settings of the test process (e.g. the token authentication a local runtime
+    turned on) must not reach this cluster's driver.
+    """
+    import dataset_builder.build
+
+    slow = [Subject(s.subject_id, functools.partial(announced_load, announce, s.load)) for s in SUBJECTS]
+    dataset_builder.build.list_subjects = lambda config: slow
+    summary = build(BuildConfig(output_dir=output_dir, engine="ray", ray_address=address, **CONFIG))
+    print("SUMMARY " + json.dumps(summary))
 
 
 def kill_first_announced(folder: Path, killed: list, stop: threading.Event) -> None:
     """Kill (SIGKILL) the worker process of the first subject that announces itself, once."""
     while not stop.is_set() and not killed:
         for path in folder.glob("*.*"):
-            pid = int(path.suffix[1:])
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                os.kill(int(path.suffix[1:]), signal.SIGKILL)
                 killed.append(path.stem)
             break
         time.sleep(0.05)
 
 
+CONFIG = dict(source="phantom", **SMALL)
+SUBJECTS = pseudo_subjects("phantom", 4, 0, 1.0)
+
+
 def test_two_node_cluster_builds_the_same_bytes_and_survives_a_killed_worker(cluster, tmp_path, monkeypatch):
-    cfg = dict(source="phantom", **SMALL)
-    base = pseudo_subjects("phantom", 4, 0, 1.0)
-    monkeypatch.setattr("dataset_builder.build.list_subjects", lambda config: base)
-    build(BuildConfig(output_dir=str(tmp_path / "one"), **cfg))
+    address, env = cluster
+    monkeypatch.setattr("dataset_builder.build.list_subjects", lambda config: SUBJECTS)
+    build(BuildConfig(output_dir=str(tmp_path / "one"), **CONFIG))
     announce = tmp_path / "announce"
     announce.mkdir()
-    slow = [Subject(s.subject_id, functools.partial(announced_load, str(announce), s.load)) for s in base]
-    monkeypatch.setattr("dataset_builder.build.list_subjects", lambda config: slow)
     killed, stop = [], threading.Event()
     killer = threading.Thread(target=kill_first_announced, args=(announce, killed, stop))
     killer.start()
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_ray_cluster as t; "
+            f"t.drive({str(tmp_path / 'cluster')!r}, {address!r}, {str(announce)!r})")  # fmt: skip
     try:
-        summary = build(BuildConfig(output_dir=str(tmp_path / "cluster"), engine="ray", ray_address=cluster, **cfg))
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     finally:
         stop.set()
         killer.join()
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.split("SUMMARY ", 1)[1])
     assert killed, "no worker was killed"
-    assert summary["built"] == 4 and summary["failed"] == 0
+    assert summary["built"] == 4 and summary["failed"] == 0, summary["failures"]
     assert digest(tmp_path / "one") == digest(tmp_path / "cluster")
     nodes = {p.read_text() for p in announce.iterdir()}
     assert len(nodes) == 2  # both nodes rendered

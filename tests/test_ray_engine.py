@@ -75,6 +75,7 @@ def killed_once(marker: str, load):
     return load()
 
 
+@pytest.mark.cluster  # restarting killed workers takes half a minute: run once by scripts/test.sh
 def test_a_worker_killed_once_is_retried_and_one_killed_twice_is_recorded(local_ray, tmp_path, monkeypatch):
     first, second = pseudo_subjects("phantom", 2, 0, 1.0)
     subjects = [
