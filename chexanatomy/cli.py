@@ -26,6 +26,10 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser
 
+# Input that is not there: a mistyped folder, or a Hub id that cannot be reached (offline, or not cached). Entry
+# points that read a corpus or a model report these as usage errors (one line, exit 2).
+MISSING_INPUT = (FileNotFoundError, ConnectionError)
+
 
 class UsageError(ValueError):
     """Input a user can fix (a flag, a recipe, a path): shown as one line ``error: ...``, exit status 2."""
@@ -58,8 +62,9 @@ class ConfigParser(HfArgumentParser):
 
     def __init__(self, dataclass_types, prog: str | None = None, description: str | None = None):
         super().__init__(
-            dataclass_types, prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
-        )
+            dataclass_types, prog=prog, description=description, allow_abbrev=False,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
         self.add_argument(
             "--config", metavar="FILE", default=None,
             help="YAML recipe whose keys are the options below; flags on the command line override it.",

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import datasets
 
-from chexanatomy.cli import parse_config, prog_name, run_main
+from chexanatomy.cli import MISSING_INPUT, parse_config, prog_name, run_main
 from chexanatomy.inference import load_segmenter
 from chexanatomy.locate import model_source
 
@@ -302,7 +302,7 @@ def _few_shot(config: EvalConfig, models: dict, out: Path, plots: dict, studies:
 def main(argv: list[str] | None = None) -> int:
     """``python -m eval`` / ``chexanatomy-eval``: 0 when evaluated, 2 on a usage error (one line: a flag, a path)."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    return run_main(_main, argv, errors=(FileNotFoundError,))
+    return run_main(_main, argv, errors=MISSING_INPUT)
 
 
 def _main(argv: list[str]) -> int:

@@ -40,7 +40,7 @@ def _folder_as_package() -> str:
 if not __package__:
     __package__ = _folder_as_package()
 
-from chexanatomy.cli import parse_config, prog_name, run_main  # noqa: E402
+from chexanatomy.cli import MISSING_INPUT, parse_config, prog_name, run_main  # noqa: E402
 from chexanatomy.inference import Segmenter, load_segmenter  # noqa: E402
 from chexanatomy.locate import model_source  # noqa: E402
 
@@ -99,7 +99,7 @@ class SpaceConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """``python space/app.py`` / ``chexanatomy-space``: serve until interrupted; 2 on a usage error (one line)."""
-    return run_main(_main, argv, errors=(FileNotFoundError,))
+    return run_main(_main, argv, errors=MISSING_INPUT)
 
 
 def _main(argv: list[str]) -> int:

@@ -216,3 +216,17 @@ def test_make_examples_reports_a_missing_corpus_in_one_line(tmp_path, capsys):
     assert_one_line_usage_error(main(["--corpus_dir", str(tmp_path / "nothing"), "--out_dir", str(tmp_path / "o")]),
                                 capsys.readouterr().err)  # fmt: skip
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("name", ["train-unet", "train-codec"])
+def test_a_corpus_that_is_not_there_is_one_line(name, tmp_path, capsys):
+    main, prefix = entry(name)
+    code = main([*prefix, "--corpus_dir", str(tmp_path / "no_corpus"), "--output_dir", str(tmp_path / "out")])
+    assert_one_line_usage_error(code, capsys.readouterr().err, "no_corpus")
+
+
+def test_abbreviated_flags_are_refused(capsys):
+    """``--push`` was a flag of its own: it must not silently become ``--push_to_hub``; no abbreviations at all."""
+    main, _ = entry("card")
+    for flag in ("--hub_model", "--push"):
+        assert_one_line_usage_error(main(["--output", "c.md", flag, "x"]), capsys.readouterr().err, flag)

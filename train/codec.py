@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from chexanatomy.cli import HubOptions, parse_config, prog_name, run_main
+from chexanatomy.cli import MISSING_INPUT, HubOptions, parse_config, prog_name, run_main
 from chexanatomy.codec import load_codec
 from chexanatomy.locate import resolve_device
 from chexanatomy.masks import dice
@@ -164,7 +164,7 @@ def train(config: CodecTrainConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m train.codec`` / ``chexanatomy-train-codec``: 0 when trained, 2 on a usage error (one line)."""
-    return run_main(_main, argv, errors=(FileNotFoundError,))
+    return run_main(_main, argv, errors=MISSING_INPUT)
 
 
 def _main(argv: list[str]) -> int:

@@ -27,7 +27,7 @@ import datasets
 import torch
 from trl import SFTConfig, SFTTrainer
 
-from chexanatomy.cli import check_hub_options, parse_config, prog_name, run_main
+from chexanatomy.cli import MISSING_INPUT, check_hub_options, parse_config, prog_name, run_main
 from chexanatomy.codec import DEFAULT_CODEC_DIR, default_tokenizer, load_codec
 from chexanatomy.publish import push_folder
 from chexanatomy.training_record import read_training_record, sft_record
@@ -237,7 +237,7 @@ def _last_checkpoint(output_dir: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m train.sft`` / ``chexanatomy-train``: 0 when trained, 2 on a usage error (one line)."""
-    return run_main(_main, argv, errors=(FileNotFoundError,))
+    return run_main(_main, argv, errors=MISSING_INPUT)
 
 
 def _main(argv: list[str]) -> int:

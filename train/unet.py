@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from chexanatomy.anatomy import STRUCTURES
-from chexanatomy.cli import HubOptions, parse_config, prog_name, run_main
+from chexanatomy.cli import MISSING_INPUT, HubOptions, parse_config, prog_name, run_main
 from chexanatomy.publish import push_folder
 from chexanatomy.training_record import read_training_record, unet_record
 from chexanatomy.unet import DEFAULT_DECODER_CHANNELS, AnatomyUNet, unet_settings
@@ -202,7 +202,7 @@ def train(config: UNetTrainConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m train.unet`` / ``chexanatomy-train-unet``: 0 when trained, 2 on a usage error (one line)."""
-    return run_main(_main, argv, errors=(FileNotFoundError,))
+    return run_main(_main, argv, errors=MISSING_INPUT)
 
 
 def _main(argv: list[str]) -> int:
