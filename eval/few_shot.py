@@ -18,6 +18,7 @@ allows): a processor-``suffix`` collator like the anatomy one, for a task outsid
 
 from __future__ import annotations
 
+import importlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,10 @@ def fine_tune(model, processor, examples: list[dict], config: FewShotConfig) -> 
     import datasets
     from trl import SFTConfig
 
-    from train.sft import AnatomySFTTrainer, prepare_sft_config
+    # The one allowed cross-part import (the study trains): `train.sft` in a checkout, `chexanatomy.train.sft` when
+    # installed (pyproject.toml installs the parts under chexanatomy), so it is named from this package's name.
+    sft_module = importlib.import_module(__package__.removesuffix("eval") + "train.sft")
+    AnatomySFTTrainer, prepare_sft_config = sft_module.AnatomySFTTrainer, sft_module.prepare_sft_config
 
     train = datasets.Dataset.from_list([{"index": i} for i in range(len(examples))])
     collator = TaskCollator(processor)

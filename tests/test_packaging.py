@@ -1,0 +1,104 @@
+"""What `pip install .` puts on a user's machine: one top-level package, no test tool, console scripts that resolve.
+
+The wheel is built (offline, no build isolation) from a copy of the tracked files without the large model weights,
+which change nothing in the layout and would only slow the build.
+"""
+
+import ast
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTS = ("dataset_builder", "train", "eval", "model_card", "space")
+TEST_TOOLS = {"pytest", "hypothesis", "ruff", "playwright"}
+SCRIPTS = {"chexanatomy-build", "chexanatomy-train", "chexanatomy-train-unet", "chexanatomy-train-codec",
+           "chexanatomy-eval", "chexanatomy-card", "chexanatomy-space"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> zipfile.ZipFile:
+    source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel")
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, tracked.decode().split("\0")):
+        path = ROOT / name
+        if path.is_file() and path.stat().st_size < 1_000_000:
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, source / name)
+    shutil.copy2(ROOT / "pyproject.toml", source / "pyproject.toml")  # also when edited and not yet committed
+    build = f"from setuptools import build_meta; print(build_meta.build_wheel({str(out)!r}))"
+    name = subprocess.run([sys.executable, "-c", build], cwd=source, capture_output=True, text=True, check=True)
+    return zipfile.ZipFile(out / name.stdout.strip().splitlines()[-1])
+
+
+def metadata(wheel: zipfile.ZipFile, file: str) -> str:
+    return next(wheel.read(n).decode() for n in wheel.namelist() if n.endswith(f".dist-info/{file}"))
+
+
+def test_the_wheel_claims_only_the_name_chexanatomy(wheel):
+    top = {n.split("/")[0] for n in wheel.namelist() if not n.split("/")[0].endswith(".dist-info")}
+    assert top == {"chexanatomy"}
+    names = set(wheel.namelist())
+    for part in PARTS:  # every part is installed under chexanatomy/, with its data files
+        assert any(n.startswith(f"chexanatomy/{part}/") and n.endswith(".py") for n in names), part
+    assert {"chexanatomy/dataset_builder/templates/dataset_card.md", "chexanatomy/model_card/templates/model_card.md",
+            "chexanatomy/train/recipes/tiny.yaml"} <= names  # fmt: skip
+    assert any(n.startswith("chexanatomy/eval/metrics/anatomy_segmentation/") for n in names)
+
+
+def test_installing_pulls_no_test_tool(wheel):
+    requirements = [Requirement(line.split(":", 1)[1].strip()) for line in metadata(wheel, "METADATA").splitlines()
+                    if line.startswith("Requires-Dist:")]  # fmt: skip
+    core = {r.name.lower() for r in requirements if r.marker is None}
+    assert not core & TEST_TOOLS and {"torch", "transformers", "segmentation-models-pytorch"} <= core
+    for extra in ("build", "train", "eval", "space"):
+        pulled = {r.name.lower() for r in requirements if r.marker is not None and r.marker.evaluate({"extra": extra})}
+        assert pulled and not pulled & TEST_TOOLS, extra
+    dev = {r.name.lower() for r in requirements if r.marker is not None and r.marker.evaluate({"extra": "dev"})}
+    assert TEST_TOOLS <= dev
+    pinned = {r.name for r in requirements if any(s.operator == "==" for s in r.specifier)}
+    assert pinned == {"gradio"}  # its internal is replaced (test_pinned_internals.py); other pins: requirements.txt
+
+
+def test_every_console_script_names_a_main_of_a_part(wheel):
+    scripts = dict(
+        line.split(" = ") for line in metadata(wheel, "entry_points.txt").split("[console_scripts]")[1].splitlines()
+        if " = " in line
+    )  # fmt: skip
+    assert set(scripts) == SCRIPTS
+    for target in scripts.values():
+        module, function = target.split(":")
+        path = module.removeprefix("chexanatomy.").replace(".", "/") + ".py"
+        tree = ast.parse((ROOT / path).read_text())
+        assert function in {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}, target
+
+
+def test_a_part_imports_its_own_modules_relatively_and_no_other_part():
+    """Absolute imports of `eval`, `train`, ... would work in a checkout and break once installed (chexanatomy.eval).
+
+    space/make_examples.py is a repository tool (it exports corpus images as the Space's examples, from a checkout)
+    and is not part of the app or of the Space bundle.
+    """
+    offenders = []
+    for part in PARTS:
+        for path in sorted(p for p in (ROOT / part).rglob("*.py") if p != ROOT / "space" / "make_examples.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in PARTS]
+    assert offenders == []
+
+
+def test_requirements_txt_stays_the_pinned_development_environment():
+    pins = {Requirement(line.split("#")[0]).name: line for line in (ROOT / "requirements.txt").read_text().splitlines()
+            if line.split("#")[0].strip()}  # fmt: skip
+    assert "==" in pins["torch"] and "==" in pins["torchvision"] and TEST_TOOLS <= set(pins)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "dependencies" not in project.get("dynamic", [])
