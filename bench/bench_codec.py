@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from chexanatomy.anatomy import tokenisable
 from chexanatomy.codec import load_codec
 from chexanatomy.mask_tokens import MaskTokenizer, codec_precision, crop_masks, paste_mask, pixel_boxes, tight_boxes
 from chexanatomy.masks import dice
 from chexanatomy.vqvae import INFERENCE_CHUNK, MaskVQVAE, run_inference
-from train.codec_data import full_masks, tokenisable
+from train.codec_data import full_masks
 
 VARIANTS = {
     "tight, bilinear": (0, "bilinear", "float32"),

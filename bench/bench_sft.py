@@ -9,7 +9,7 @@ answer tokens, 20 structures = 20 x 22). Rows:
 
 * ``1 structure, full logits``: the anchor's configuration (the model's own loss over every position);
 * ``20 packed, full logits``: packing alone;
-* ``20 packed, answer-only logits``: ours (``train.lm_loss.answer_only_loss``: the LM head runs on answer
+* ``20 packed, answer-only logits``: ours (``chexanatomy.finetune.answer_only_loss``: the LM head runs on answer
   positions only).
 
 Goal on an H200 for 3B/448: >= 300 structures/s at <= 80 GB (anchor: 192/s at 123 GB for 20 packed, batch 8).
@@ -27,7 +27,8 @@ import torch
 from bench_inference import paligemma2_3b_shaped
 from peft import LoraConfig, get_peft_model
 
-from train.lm_loss import LORA_TARGETS, answer_only_loss
+from chexanatomy.finetune import answer_only_loss
+from train.lm_loss import LORA_TARGETS
 from train.tiny_paligemma import build_model, build_processor
 
 ANCHOR = {  # docs/anchors.md, H200, 3B/448, eager, batch 8

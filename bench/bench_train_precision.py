@@ -27,11 +27,12 @@ import datasets
 import torch
 
 from chexanatomy.codec import default_tokenizer
+from chexanatomy.finetune import answer_only_loss
 from chexanatomy.inference import bundled_model_path
 from chexanatomy.unet import AnatomyUNet
+from train.augment import augment_radiograph
 from train.collator import AnatomyCollator, lazy_masks
-from train.lm_loss import answer_only_loss
-from train.unet import augment, default_structures, loss_fn, row_tensors
+from train.unet import default_structures, loss_fn, row_tensors
 
 
 def _timed_steps(step, steps: int) -> tuple[list[float], list[float]]:
@@ -50,7 +51,9 @@ def unet_run(rows, bf16: bool, steps: int, init: AnatomyUNet, structures: list[s
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
     cached = [row_tensors(r, structures, 128) for r in rows]
     rng = random.Random(0)
-    batches = [[augment(*cached[(8 * i + j) % len(cached)], rng) for j in range(8)] for i in range(steps + 1)]
+    batches = [
+        [augment_radiograph(*cached[(8 * i + j) % len(cached)], rng) for j in range(8)] for i in range(steps + 1)
+    ]
 
     def step(i):
         images, targets = (torch.stack(t) for t in zip(*batches[i + 1], strict=True))

@@ -475,10 +475,28 @@ def leaf_members(name: str) -> tuple[str, ...]:
     return tuple(leaf for m in s.members for leaf in leaf_members(m))
 
 
+def tokenisable(name: str) -> bool:
+    """Whether a structure's answer carries mask tokens (``<seg>`` codes) besides its box.
+
+    Single objects do; multipart unions (a rib cage, the costal cartilages) get a box only: their mask does not fit
+    one object's 16 codes. A name outside the vocabulary counts as a single object.
+    """
+    return name not in STRUCTURES or not STRUCTURES[name].multipart
+
+
+# The anatomy lists the parts share (one home each).
+MULTIPART = tuple(name for name in STRUCTURES if not tokenisable(name))  # box-only unions, vocabulary order
+LUNGS = STRUCTURES["lungs"].members  # ("lung_left", "lung_right"): the patient's sides
+LUNG_LOBES = leaf_members("lungs")  # the five lobes TotalSegmentator labels, whose union is both lungs
+
+
 __all__ = [
     "EXCLUDED_BY_DEFAULT",
     "GROUPS",
+    "LUNGS",
     "LUNG_FIELD_OCCLUDERS",
+    "LUNG_LOBES",
+    "MULTIPART",
     "STRUCTURES",
     "Structure",
     "TOTALSEG_CLASS_MAPS",
@@ -490,4 +508,5 @@ __all__ = [
     "leaf_members",
     "map_label_names",
     "structures_in_group",
+    "tokenisable",
 ]

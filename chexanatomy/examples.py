@@ -12,6 +12,8 @@ import importlib.resources
 
 from PIL import Image
 
+from .masks import as_grey
+
 REAL_RADIOGRAPHS = ("00000001_000.png", "00027426_000.png")
 
 
@@ -29,7 +31,7 @@ def real_radiographs() -> dict[str, Image.Image]:
     out = {}
     for name in REAL_RADIOGRAPHS:
         image = Image.open(io.BytesIO(real_radiograph_bytes(name)))
-        out[name.rsplit(".", 1)[0]] = image.convert("L")
+        out[name.rsplit(".", 1)[0]] = Image.fromarray(as_grey(image))
     return out
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .anatomy import STRUCTURES, get_structure
+from .anatomy import STRUCTURES, get_structure, tokenisable
 from .locate import (  # noqa: F401 (BUNDLED_MODELS, BUNDLED_MODELS_DIR, bundled_model_path: re-exported)
     BUNDLED_MODELS,
     BUNDLED_MODELS_DIR,
@@ -141,7 +141,7 @@ class UNetSegmenter:
 
 def default_vlm_structures() -> list[str]:
     """Structures a VLM is asked for by default: the vocabulary minus the multipart ones (detect targets only)."""
-    return [s.name for s in STRUCTURES.values() if not s.multipart]
+    return [name for name in STRUCTURES if tokenisable(name)]
 
 
 class VLMSegmenter:

@@ -15,17 +15,16 @@ only once it is complete (``storage.Folder.write``).
 
 from __future__ import annotations
 
-import hashlib
 import io
-import re
 
 import datasets
 import numpy as np
 from PIL import Image
 
-from chexanatomy.anatomy import STRUCTURES
+from chexanatomy.anatomy import STRUCTURES, tokenisable
 from chexanatomy.mask_tokens import MaskTokenizer, format_detect_target
 from chexanatomy.masks import Box, tight_box
+from chexanatomy.subjects import safe_name, stable_fraction
 
 from .appearance import Appearance
 from .ct import CTInputError
@@ -100,10 +99,11 @@ def check_fractions(fractions) -> None:
 def split_of(subject_id: str, fractions=(0.8, 0.1, 0.1)) -> str:
     """The split of a subject, a pure function of its id (never of other subjects or of images).
 
-    The id's SHA-256 gives a uniform number in [0, 1), cut at the cumulative ``fractions``.
+    The id's SHA-256 gives a uniform number in [0, 1) (``chexanatomy.subjects.stable_fraction``), cut at the
+    cumulative ``fractions``.
     """
     check_fractions(fractions)
-    u = int(hashlib.sha256(subject_id.encode()).hexdigest()[:8], 16) / 2**32
+    u = stable_fraction(subject_id)
     edges = np.cumsum(fractions)
     return SPLITS[int(min(np.searchsorted(edges, u, side="right"), 2))]
 
@@ -119,25 +119,6 @@ def subject_split(subject_id: str, given: str | None, fractions=(0.8, 0.1, 0.1))
     if given not in SPLITS:
         raise CTInputError(f"{subject_id}: split {given!r} is not one of {SPLITS}")
     return given
-
-
-_SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,120}")
-_HASH_MARK = "~"  # outside the safe alphabet: a hashed name never equals an unchanged one
-
-
-def safe_name(subject_id: str) -> str:
-    """``subject_id`` as a file-name component (letters, digits, ``._-~``), injective: two ids, two names.
-
-    An id of at most 120 letters, digits and ``._-`` is its own name. Any other id becomes a readable prefix (other
-    characters replaced by ``_``, at most 80) + ``~`` + 12 hex digits of the id's SHA-256, so ``x 1``, ``x_1`` and
-    ``x/1`` get three names. Raises ``ValueError`` for an empty id.
-    """
-    if not subject_id:
-        raise ValueError("a subject id must not be empty")
-    if _SAFE_ID.fullmatch(subject_id):
-        return subject_id
-    digest = hashlib.sha256(subject_id.encode("utf-8", errors="surrogatepass")).hexdigest()[:12]
-    return re.sub(r"[^A-Za-z0-9._-]", "_", subject_id)[:80] + _HASH_MARK + digest
 
 
 def mask_boxes(view: RenderedView) -> dict[str, Box]:
@@ -158,7 +139,7 @@ def token_targets(
         return {name: (None, None) for name in view.masks}
     boxes = mask_boxes(view) if boxes is None else boxes
     hw = view.image.shape
-    single = [n for n in view.masks if not STRUCTURES[n].multipart]
+    single = [n for n in view.masks if tokenisable(n)]
     segment = (
         tokenizer.encode(
             np.stack([view.masks[n] for n in single]),

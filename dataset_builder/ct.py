@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from chexanatomy.anatomy import map_label_names
+from chexanatomy.anatomy import LUNG_LOBES, map_label_names
 
 
 class CTInputError(ValueError):
@@ -174,7 +174,7 @@ def validate_chest_ct(ct: CTVolume) -> CTVolume:
         dims = " x ".join(f"{v:.0f}" for v in extent)
         raise CTInputError(f"{ct.subject_id}: field of view {dims} mm is too small for a chest radiograph "
                            f"(need >= {MIN_FIELD_OF_VIEW_MM:.0f} mm along every axis)")  # fmt: skip
-    lung_ids = [i for i, n in ct.structure_labels.items() if n.startswith("lung_")]
+    lung_ids = [i for i, n in ct.structure_labels.items() if n in LUNG_LOBES]
     if not lung_ids or not np.isin(ct.labels, lung_ids).any():
         raise CTInputError(f"{ct.subject_id}: the label map has no lung voxels: not a chest CT, or lungs not segmented")
     return ct

@@ -11,13 +11,13 @@ projection pass.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from chexanatomy.anatomy import STRUCTURES, expand_derived, leaf_members
+from chexanatomy.anatomy import LUNG_LOBES, STRUCTURES, expand_derived, leaf_members
+from chexanatomy.subjects import stable_seed
 
 from .appearance import Appearance, attenuation_channels, display, mix_line_integrals, random_appearance
 from .ct import CTVolume, remove_outside_body
@@ -27,13 +27,6 @@ from .realism import extend_body, virtual_non_contrast
 
 FRAMINGS = ("radiograph", "fixed")
 
-LUNG_LOBES = {
-    "lung_upper_lobe_left",
-    "lung_lower_lobe_left",
-    "lung_upper_lobe_right",
-    "lung_middle_lobe_right",
-    "lung_lower_lobe_right",
-}
 
 
 @dataclass(frozen=True)
@@ -98,12 +91,6 @@ class RenderedView:
     appearance: Appearance
     pose_index: int
     framing: Framing | None = None
-
-
-def stable_seed(*parts) -> int:
-    """A 63-bit seed from strings/ints that is identical across processes and machines."""
-    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def _pose(settings: RenderSettings, rng: np.random.Generator, index: int) -> Pose:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chexanatomy.anatomy import TOTALSEG_CLASS_MAPS
+from chexanatomy.subjects import stable_seed
 
 from . import storage
 from .ct import (
@@ -30,7 +31,6 @@ from .ct import (
 )
 from .deform import deform
 from .phantom import make_thorax_phantom
-from .render import stable_seed
 
 PROVENANCE = {
     "embedded": EMBEDDED_PROVENANCE,

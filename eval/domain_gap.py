@@ -13,20 +13,9 @@ Why more than a histogram: on 12 real radiographs, the intensity histogram of a 
 close to them (1-Wasserstein 0.139) as they were to each other (0.140) (docs/anchors.md, "Domain gap, first look"),
 so the report adds texture and spectrum features and a classifier two-sample test.
 
-Every image is reduced the same way: grey (16-bit and DICOM values kept as floats), resized to
-``SIDE`` x ``SIDE`` (aspect ratio not kept; PIL bilinear with antialiasing), then percentile-normalised
-(1st -> 0, 99th -> 1, clipped). Features per image (:func:`image_features`):
-
-* ``histogram``: ``HIST_BINS`` bins on [0, 1], summing to 1.
-* ``mean``, ``std``, ``skewness``, ``kurtosis`` (excess: 0 for a Gaussian) of the normalised intensities.
-* ``entropy``: Shannon entropy of ``histogram``, in bits (at most log2(64) = 6).
-* ``edge_density``: mean Sobel gradient magnitude, in normalised intensity per pixel of the 256 grid.
-* ``hf_energy_ratio``: share of the power spectrum's energy (within the Nyquist disc, DC excluded) above
-  ``HF_CUTOFF`` = 0.25 cycles per pixel (the upper half of the band): noise and fine texture.
-* ``spectrum_slope``: slope of log10 power against log10 frequency of the radially averaged power spectrum, fitted
-  over ``SLOPE_BAND`` = 0.02-0.4 cycles per pixel; natural images sit near -2, smoother images are steeper.
-  The spectrum is taken after removing the mean and applying a 2-D Hann window, so that the image border does
-  not add a spurious 1/f^2 component.
+Every image is reduced and described by ``eval.image_features`` (grey levels at full precision, resized to
+``SIDE`` x ``SIDE``, percentile-normalised; histogram, moments, entropy, edge density, high-frequency energy and
+spectrum slope: that module's docstring defines each), and the sets are compared with ``eval.two_sample``.
 
 Set-level measures (:func:`domain_gap_study`): 1-Wasserstein distance between pooled intensity distributions
 (DRR vs real, next to real vs real and DRR vs DRR on seeded random halves: a gap is only a gap if it exceeds those),
@@ -35,7 +24,7 @@ balanced accuracy of telling DRR from real on the standardised scalar features (
 permutation p-value. Per image: the distance of its standardised feature vector to the other set's centroid
 (which DRRs look most real, which real images look most synthetic).
 
-Written by hand on numpy/scipy: the features are a few lines each, and no library offers this report.
+Written by hand on numpy/scipy: no library offers this report.
 """
 
 from __future__ import annotations
@@ -48,27 +37,12 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage, stats
 
-from chexanatomy.masks import grey_levels
 from chexanatomy.radiograph_io import DICOM_SUFFIXES, PICTURE_SUFFIXES, read_radiograph
 from chexanatomy.results import fmt as _fmt  # the one number format (missing: n/a) of cards and reports
 
-SIDE = 256
-HIST_BINS = 64
-W1_BINS = 256  # finer bins for the Wasserstein distance (binning error <= 1 / 512)
-HF_CUTOFF = 0.25  # cycles per pixel
-SLOPE_BAND = (0.02, 0.4)  # cycles per pixel
-SCALAR_FEATURES = (
-    "mean",
-    "std",
-    "skewness",
-    "kurtosis",
-    "entropy",
-    "edge_density",
-    "hf_energy_ratio",
-    "spectrum_slope",
-)
+from .image_features import HF_CUTOFF, HIST_BINS, SCALAR_FEATURES, SIDE, SLOPE_BAND, W1_BINS, describe
+from .two_sample import halves_w1, histogram_w1, permutation_test, smd, standardise
 
 Images = Mapping[str, Image.Image | np.ndarray] | Sequence[Image.Image | np.ndarray]
 
@@ -133,173 +107,8 @@ def corpus_images(
 
 
 # --------------------------------------------------------------------------------------------------
-# Per-image features
+# The study
 # --------------------------------------------------------------------------------------------------
-
-
-def normalised(image: Image.Image | np.ndarray, side: int = SIDE) -> np.ndarray:
-    """An image as float32 [side, side] in [0, 1]: resized, then 1st percentile -> 0 and 99th -> 1, clipped.
-
-    A flat image (99th percentile = 1st) comes back all zeros.
-    """
-    resized = np.asarray(Image.fromarray(grey_levels(image)).resize((side, side), Image.Resampling.BILINEAR))
-    low, high = np.percentile(resized, [1, 99])
-    if high <= low:
-        return np.zeros((side, side), dtype=np.float32)
-    return np.clip((resized - low) / (high - low), 0.0, 1.0).astype(np.float32)
-
-
-def _power_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Power spectrum of a square [N, N] image (mean removed, Hann window) and each bin's radius in cycles/image."""
-    n = x.shape[0]
-    window = np.outer(np.hanning(n), np.hanning(n))
-    power = np.abs(np.fft.fftshift(np.fft.fft2((x - x.mean()) * window))) ** 2
-    yy, xx = np.indices(power.shape) - n // 2
-    return power, np.hypot(yy, xx)
-
-
-def radial_spectrum(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Radially averaged power spectrum of a square [N, N] image.
-
-    Returns:
-        (frequency, power): float [N/2], frequencies 1/N .. 1/2 cycles per pixel (integer radii 1 .. N/2),
-        and the mean power over each one-pixel-wide annulus.
-    """
-    power, radius = _power_2d(x)
-    ring = np.rint(radius).astype(int).ravel()
-    mean = np.bincount(ring, power.ravel()) / np.maximum(np.bincount(ring), 1)
-    radii = np.arange(1, x.shape[0] // 2 + 1)
-    return radii / x.shape[0], mean[radii]
-
-
-def _hf_energy_ratio(x: np.ndarray) -> float:
-    power, radius = _power_2d(x)
-    disc = (radius > 0) & (radius <= x.shape[0] / 2)
-    total = power[disc].sum()
-    return float(power[disc & (radius > HF_CUTOFF * x.shape[0])].sum() / total) if total > 0 else 0.0
-
-
-def _spectrum_slope(x: np.ndarray) -> float:
-    frequency, power = radial_spectrum(x)
-    band = (frequency >= SLOPE_BAND[0]) & (frequency <= SLOPE_BAND[1]) & (power > 0)
-    if band.sum() < 2:
-        return 0.0
-    return float(np.polyfit(np.log10(frequency[band]), np.log10(power[band]), 1)[0])
-
-
-def _entropy_bits(histogram: np.ndarray) -> float:
-    p = histogram[histogram > 0]
-    return float(-(p * np.log2(p)).sum())
-
-
-def _features_of(x: np.ndarray) -> dict[str, Any]:
-    """The features of a normalised image float [SIDE, SIDE] in [0, 1]."""
-    values = x.ravel().astype(np.float64)
-    histogram = np.histogram(values, bins=HIST_BINS, range=(0.0, 1.0))[0] / values.size
-    flat = values.std() == 0  # skewness/kurtosis are undefined for a constant image: report 0
-    gradient = np.hypot(ndimage.sobel(x, axis=0), ndimage.sobel(x, axis=1)) / 8.0  # Sobel weights sum to 8
-    return {
-        "histogram": histogram.tolist(),
-        "mean": float(values.mean()),
-        "std": float(values.std()),
-        "skewness": 0.0 if flat else float(stats.skew(values)),
-        "kurtosis": 0.0 if flat else float(stats.kurtosis(values)),
-        "entropy": _entropy_bits(histogram),
-        "edge_density": float(gradient.mean()),
-        "hf_energy_ratio": _hf_energy_ratio(x),
-        "spectrum_slope": _spectrum_slope(x),
-    }
-
-
-def image_features(image: Image.Image | np.ndarray) -> dict[str, Any]:
-    """The features of one image (see the module docstring for definitions and units).
-
-    Returns:
-        ``{"histogram": list[HIST_BINS] summing to 1, "mean", "std", "skewness", "kurtosis", "entropy",
-        "edge_density", "hf_energy_ratio", "spectrum_slope"}`` (plain floats).
-    """
-    return _features_of(normalised(image))
-
-
-def _describe(image: Image.Image | np.ndarray) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """One normalisation, three uses: features, a ``W1_BINS`` pixel-count histogram, the radial power spectrum."""
-    x = normalised(image)
-    fine = np.histogram(x, bins=W1_BINS, range=(0.0, 1.0))[0].astype(np.float64)
-    return _features_of(x), fine, radial_spectrum(x)[1]
-
-
-# --------------------------------------------------------------------------------------------------
-# Set-level measures
-# --------------------------------------------------------------------------------------------------
-
-
-def histogram_w1(a: np.ndarray, b: np.ndarray) -> float:
-    """1-Wasserstein distance on [0, 1] intensities between two pooled sets of ``W1_BINS``-bin histograms.
-
-    Args:
-        a: float [n, W1_BINS] pixel counts per image of one set (every image has SIDE x SIDE pixels, so summing
-            them pools the pixels).
-        b: float [m, W1_BINS], the other set.
-    """
-    centres = (np.arange(W1_BINS) + 0.5) / W1_BINS
-    return float(stats.wasserstein_distance(centres, centres, a.sum(axis=0), b.sum(axis=0)))
-
-
-def _halves_w1(fine: np.ndarray, rng: np.random.Generator) -> float | None:
-    """W1 between two seeded random halves of one set (its sampling noise floor); None below 2 images."""
-    if len(fine) < 2:
-        return None
-    order = rng.permutation(len(fine))
-    return histogram_w1(fine[order[: len(fine) // 2]], fine[order[len(fine) // 2 :]])
-
-
-def standardise(features: np.ndarray) -> np.ndarray:
-    """z-scores per column of float [n, k], with the pooled mean and std (columns with std 0 become 0).
-
-    Pooling both sets is label-free, so it does not leak labels into the leave-one-out test.
-    """
-    std = features.std(axis=0)
-    return (features - features.mean(axis=0)) / np.where(std > 0, std, 1.0)
-
-
-def loo_nearest_centroid_accuracy(x: np.ndarray, labels: np.ndarray) -> float:
-    """Leave-one-out balanced accuracy of a nearest-centroid classifier.
-
-    Args:
-        x: float [n, k] feature vectors.
-        labels: int [n] in {0, 1}, each class with at least 2 members.
-
-    Returns:
-        Mean over the two classes of the share of members whose own-class centroid (computed without them) is
-        nearer than the other class's centroid (Euclidean); a tie counts as half. 0.5 = chance.
-    """
-    counts = np.bincount(labels, minlength=2).astype(np.float64)
-    sums = np.stack([x[labels == c].sum(axis=0) for c in (0, 1)])
-    own = (sums[labels] - x) / (counts[labels] - 1)[:, None]
-    other = sums[1 - labels] / counts[1 - labels][:, None]
-    d_own, d_other = np.linalg.norm(x - own, axis=1), np.linalg.norm(x - other, axis=1)
-    correct = (d_own < d_other) + 0.5 * (d_own == d_other)
-    return float(np.mean([correct[labels == c].mean() for c in (0, 1)]))
-
-
-def permutation_test(x: np.ndarray, labels: np.ndarray, n_permutations: int = 200, seed: int = 0) -> dict[str, float]:
-    """The classifier two-sample test: observed accuracy against accuracies with shuffled labels.
-
-    Returns:
-        ``{"accuracy", "p_value", "null_mean"}``; p = (1 + #{null >= observed}) / (1 + n_permutations), so the
-        smallest possible p is 1 / (1 + n_permutations).
-    """
-    observed = loo_nearest_centroid_accuracy(x, labels)
-    rng = np.random.default_rng(seed)
-    null = np.array([loo_nearest_centroid_accuracy(x, rng.permutation(labels)) for _ in range(n_permutations)])
-    p_value = (1 + int((null >= observed - 1e-12).sum())) / (1 + n_permutations)
-    return {"accuracy": observed, "p_value": p_value, "null_mean": float(null.mean()) if n_permutations else None}
-
-
-def _smd(a: np.ndarray, b: np.ndarray) -> float:
-    """(mean a - mean b) / sqrt((var a + var b) / 2), 0 when both sets are constant."""
-    pooled = np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2) if min(len(a), len(b)) > 1 else 0.0
-    return float((a.mean() - b.mean()) / pooled) if pooled > 0 else 0.0
 
 
 def _named(images: Images, prefix: str) -> dict[str, Image.Image | np.ndarray]:
@@ -318,7 +127,7 @@ def _feature_stats(drr: np.ndarray, real: np.ndarray) -> dict[str, dict[str, flo
             "drr_std": float(a.std(ddof=1)),
             "real_mean": float(b.mean()),
             "real_std": float(b.std(ddof=1)),
-            "smd": _smd(a, b),
+            "smd": smd(a, b),
         }
     return out
 
@@ -386,7 +195,7 @@ def domain_gap_study(
     for kind, images in sets.items():
         if len(images) < 2:
             raise ValueError(f"{kind}_images has {len(images)} image(s); the leave-one-out test needs at least 2")
-    described = {kind: [_describe(im) for im in images.values()] for kind, images in sets.items()}
+    described = {kind: [describe(im) for im in images.values()] for kind, images in sets.items()}
     features = {kind: [d[0] for d in ds] for kind, ds in described.items()}
     fine = {kind: np.stack([d[1] for d in ds]) for kind, ds in described.items()}
     matrix = {kind: np.array([[f[n] for n in SCALAR_FEATURES] for f in feats]) for kind, feats in features.items()}
@@ -398,8 +207,8 @@ def domain_gap_study(
         "n_drr": len(sets["drr"]),
         "n_real": len(sets["real"]),
         "histogram_w1_drr_vs_real": histogram_w1(fine["drr"], fine["real"]),
-        "histogram_w1_real_vs_real": _halves_w1(fine["real"], rng),
-        "histogram_w1_drr_vs_drr": _halves_w1(fine["drr"], rng),
+        "histogram_w1_real_vs_real": halves_w1(fine["real"], rng),
+        "histogram_w1_drr_vs_drr": halves_w1(fine["drr"], rng),
         "classifier_accuracy": test["accuracy"],
         "classifier_p_value": test["p_value"],
         "classifier_null_mean": test["null_mean"],
@@ -512,17 +321,4 @@ def domain_gap_table(study: Mapping[str, Any], closest: int = 3) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = [
-    "corpus_images",
-    "domain_gap_study",
-    "domain_gap_table",
-    "histogram_w1",
-    "image_features",
-    "load_image_folder",
-    "loo_nearest_centroid_accuracy",
-    "normalised",
-    "permutation_test",
-    "plot_domain_gap",
-    "radial_spectrum",
-    "standardise",
-]
+__all__ = ["corpus_images", "domain_gap_study", "domain_gap_table", "load_image_folder", "plot_domain_gap"]

@@ -12,13 +12,12 @@ learn the task. "Base" is the anatomy model's starting point: a fresh random ini
 architecture for a model trained from scratch (the bundled tiny model), or the LoRA base model without the
 anatomy adapter for a PaliGemma adapter. Both starts get the same k examples, steps, learning rate and seed.
 
-Training here is a short ``SFTTrainer`` run (the one place where ``eval/`` imports ``train/``, as the layout
-allows): a processor-``suffix`` collator like the anatomy one, for a task outside the vocabulary.
+Training here is a short ``SFTTrainer`` run with the anatomy trainer's own pieces from the core
+(``chexanatomy.finetune``: the processor-``suffix`` batch, the answer-only loss), for a task outside the vocabulary.
 """
 
 from __future__ import annotations
 
-import importlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from chexanatomy.finetune import answer_only_trainer_class, prepare_sft_config, suffix_batch
 from chexanatomy.inference import VLMSegmenter
 from chexanatomy.masks import dice
 
@@ -64,20 +64,10 @@ def task_examples(rows, segmenter: VLMSegmenter, views: tuple[str, ...]) -> list
     return examples
 
 
-class TaskCollator:
-    """``processor(text=prompt, images, suffix=target)``: answer tokens get token_type_ids 1 and are the only labels."""
-
-    def __init__(self, processor):
-        self.processor = processor
-
-    def __call__(self, examples: list[dict]) -> dict:
-        return self.processor(
-            text=[f"<image>segment {TASK_NAME}"] * len(examples),
-            images=[e["image"] for e in examples],
-            suffix=[e["target"] for e in examples],
-            return_tensors="pt",
-            padding="longest",
-        )
+def task_batch(processor, examples: list[dict]):
+    """The training batch of ``segment {TASK_NAME}`` prompts answered by the examples' targets (``suffix_batch``)."""
+    prompts = [f"segment {TASK_NAME}"] * len(examples)
+    return suffix_batch(processor, prompts, [e["image"] for e in examples], [e["target"] for e in examples])
 
 
 def fine_tune(model, processor, examples: list[dict], config: FewShotConfig) -> None:
@@ -85,13 +75,7 @@ def fine_tune(model, processor, examples: list[dict], config: FewShotConfig) -> 
     import datasets
     from trl import SFTConfig
 
-    # The one allowed cross-part import (the study trains): `train.sft` in a checkout, `chexanatomy.train.sft` when
-    # installed (pyproject.toml installs the parts under chexanatomy), so it is named from this package's name.
-    sft_module = importlib.import_module(__package__.removesuffix("eval") + "train.sft")
-    AnatomySFTTrainer, prepare_sft_config = sft_module.AnatomySFTTrainer, sft_module.prepare_sft_config
-
     train = datasets.Dataset.from_list([{"index": i} for i in range(len(examples))])
-    collator = TaskCollator(processor)
     with tempfile.TemporaryDirectory() as tmp:
         sft = SFTConfig(
             output_dir=tmp,
@@ -106,12 +90,12 @@ def fine_tune(model, processor, examples: list[dict], config: FewShotConfig) -> 
             bf16=False,
             disable_tqdm=True,
         )
-        trainer = AnatomySFTTrainer(
+        trainer = answer_only_trainer_class()(
             model=model,
             args=prepare_sft_config(sft),
             train_dataset=train,
             processing_class=processor,
-            data_collator=lambda rows: collator([examples[r["index"]] for r in rows]),
+            data_collator=lambda rows: task_batch(processor, [examples[r["index"]] for r in rows]),
         )
         trainer.train()
     model.eval()

@@ -24,13 +24,13 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from chexanatomy.anatomy import LUNG_FIELD_OCCLUDERS
+from chexanatomy.anatomy import LUNG_FIELD_OCCLUDERS, LUNGS
 from chexanatomy.inference import Segmenter
 
 from .real_cxr import LUNG_DEFINITIONS, radiographic_lung_field
 from .scores import score_structures
 
-SIDES = {"lung_left": ("lung_left",), "lung_right": ("lung_right",), "lungs": ("lung_left", "lung_right")}
+SIDES = {**{side: (side,) for side in LUNGS}, "lungs": LUNGS}
 FIELD_OF = {"lung_left": "lung_field_left", "lung_right": "lung_field_right"}
 OCCLUDERS_OF = {"scr": LUNG_FIELD_OCCLUDERS, "heart": ("heart",), "full": ()}  # when the model has no lung field
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from chexanatomy.anatomy import STRUCTURES
+from chexanatomy.masks import grey_levels
 from chexanatomy.results import SCHEMA_VERSION, evaluation_title, markdown_table, structure_table, summary_line
 
 
@@ -60,7 +61,7 @@ def plot_per_structure(evaluations: list[dict], path: Path) -> Path:
 
 def _overlay(image, masks: dict[str, np.ndarray]) -> np.ndarray:
     """RGB float [H, W, 3]: the grey image with each mask tinted in its own colour (alpha 0.45)."""
-    grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    grey = grey_levels(image)
     rgb = np.repeat(grey[..., None], 3, axis=2)
     colours = _plt().get_cmap("tab20")
     for i, name in enumerate(sorted(masks)):

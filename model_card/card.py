@@ -23,7 +23,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from chexanatomy import CITATION
-from chexanatomy.anatomy import STRUCTURES
+from chexanatomy.anatomy import MULTIPART
 from chexanatomy.locate import hub_id
 from chexanatomy.results import display_name, load_results
 
@@ -41,8 +41,6 @@ INDEX_METRICS = (
     ("hd95_px", "hd95", "macro HD95 (px)"),
     ("invalid_rate", "invalid_rate", "invalid-answer rate"),
 )
-# Unions of many thin pieces that 16 mask codes cannot draw (docs/codec.md); the vocabulary marks them.
-MULTIPART = tuple(name for name, s in STRUCTURES.items() if s.multipart)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def interleave_views(rows: list[dict], views: list[str]) -> list[dict]:
 
 def example_name(row: dict) -> str:
     """A file stem such as ``pa_embedded-ps008_pose0``; the subject id as the corpus's shard names write it."""
-    from dataset_builder.corpus import safe_name  # never a raw id in a path: "../x" or "a/b" stay in out_dir
+    from chexanatomy.subjects import safe_name  # never a raw id in a path: "../x" or "a/b" stay in out_dir
 
     return f"{row['view'].lower()}_{safe_name(row['subject_id'])}_pose{row['pose_index']}"
 

@@ -51,3 +51,22 @@ def fake_hub(monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeHub)
     return calls
+
+
+@pytest.fixture(scope="session")
+def phantom_corpus(tmp_path_factory):
+    """A built corpus: 3 phantom subjects, PA only, one pose, 64 px, with token targets (read it, never write)."""
+    from dataset_builder.build import BuildConfig, build
+
+    out = tmp_path_factory.mktemp("phantom_corpus")
+    small = dict(num_subjects=3, size_px=64, poses_per_view=1, views=["PA"])
+    build(BuildConfig(source="phantom", output_dir=str(out), **small))
+    return out
+
+
+@pytest.fixture(scope="session")
+def phantom_rows(phantom_corpus):
+    """The train split of ``phantom_corpus`` as a ``datasets.Dataset``."""
+    import datasets
+
+    return datasets.load_dataset(str(phantom_corpus), cache_dir=str(phantom_corpus.parent / "hf"))["train"]

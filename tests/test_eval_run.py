@@ -2,7 +2,6 @@
 
 import json
 
-import datasets
 import numpy as np
 import pytest
 import torch
@@ -12,7 +11,6 @@ from PIL import Image
 from chexanatomy.codec import default_tokenizer
 from chexanatomy.inference import UNetSegmenter, VLMSegmenter, accepts_image_features, grey_image, load_segmenter
 from chexanatomy.unet import AnatomyUNet
-from dataset_builder.build import BuildConfig, build
 from eval.__main__ import EvalConfig, run
 from eval.few_shot import task_mask
 from model_card.card import render_card
@@ -22,34 +20,20 @@ SPEC = TinySpec(image_size=64, vision_layers=1, text_layers=1, hidden=64, heads=
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    out = tmp_path_factory.mktemp("eval_corpus")
-    build(
-        BuildConfig(source="phantom", output_dir=str(out), num_subjects=3, size_px=64, poses_per_view=1, views=["PA"])
-    )
-    return out
-
-
-@pytest.fixture(scope="module")
-def rows(corpus):
-    return datasets.load_dataset(str(corpus), cache_dir=str(corpus.parent / "hf"))["train"]
-
-
-@pytest.fixture(scope="module")
-def models(corpus, rows, tmp_path_factory):
+def models(phantom_corpus, phantom_rows, tmp_path_factory):
     """Folders of an untrained tiny VLM (+ processor) and a tiny U-Net, as the training scripts save them."""
     root = tmp_path_factory.mktemp("models")
     processor = build_processor(SPEC)
     build_model(processor, SPEC).save_pretrained(root / "vlm")
     processor.save_pretrained(root / "vlm")
-    names = sorted({s["name"] for r in rows for s in r["structures"]})
+    names = sorted({s["name"] for r in phantom_rows for s in r["structures"]})
     AnatomyUNet(names, size=64, encoder="resnet18").save_pretrained(root / "unet")
     return root
 
 
-def test_batched_answers_equal_one_generate_per_prompt(models, rows):
+def test_batched_answers_equal_one_generate_per_prompt(models, phantom_rows):
     segmenter = load_segmenter(models / "vlm", device="cpu", max_new_tokens=6)
-    image = rows[0]["image"]
+    image = phantom_rows[0]["image"]
     prompts = ["segment heart", "segment left lung", "detect trachea"]
     batched = segmenter.generate_answers(image, prompts)
     single = []
@@ -61,13 +45,13 @@ def test_batched_answers_equal_one_generate_per_prompt(models, rows):
     assert batched == single
 
 
-def test_vision_tower_runs_once_per_image(models, rows):
+def test_vision_tower_runs_once_per_image(models, phantom_rows):
     segmenter = load_segmenter(models / "vlm", device="cpu", max_new_tokens=4)
     assert accepts_image_features(segmenter.model), "this transformers' forward has no mm_encoder_outputs any more"
     calls = []
     hook = segmenter.model.model.vision_tower.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     try:
-        predictions = segmenter.segment(rows[0]["image"], ["heart", "lung_left", "lung_right", "trachea"])
+        predictions = segmenter.segment(phantom_rows[0]["image"], ["heart", "lung_left", "lung_right", "trachea"])
     finally:
         hook.remove()
     assert calls == [1]  # one image through the vision tower for all four prompts
@@ -77,21 +61,21 @@ def test_vision_tower_runs_once_per_image(models, rows):
         assert p.valid or (not p.mask.any() and p.box is None)
 
 
-def test_segmenters_share_one_interface(models, rows):
+def test_segmenters_share_one_interface(models, phantom_rows):
     unet = load_segmenter(models / "unet", device="cpu")
     assert isinstance(unet, UNetSegmenter) and unet.kind == "unet"
     vlm = load_segmenter(models / "vlm", device="cpu")
     assert isinstance(vlm, VLMSegmenter) and vlm.kind == "vlm"
-    out = unet.segment(rows[0]["image"].resize((80, 70)), ["heart", "left lung"])  # display names resolve too
+    out = unet.segment(phantom_rows[0]["image"].resize((80, 70)), ["heart", "left lung"])  # display names resolve too
     assert set(out) == {"heart", "lung_left"} and out["heart"].mask.shape == (70, 80)
     with pytest.raises(KeyError, match="brain"):
-        unet.segment(rows[0]["image"], ["brain"])
+        unet.segment(phantom_rows[0]["image"], ["brain"])
 
 
-def test_valid_vlm_answer_decodes_to_the_structure_mask(models, rows):
+def test_valid_vlm_answer_decodes_to_the_structure_mask(models, phantom_rows):
     """A model whose answer is the stored target gives back the corpus mask (the decode path of segment)."""
     segmenter = load_segmenter(models / "vlm", device="cpu")
-    row = rows[0]
+    row = phantom_rows[0]
     heart = next(s for s in row["structures"] if s["name"] == "heart")
     segmenter.generate_answers = lambda image, prompts: [heart["segment_target"]] * len(prompts)
     prediction = segmenter.segment(row["image"], ["heart"])["heart"]
@@ -109,13 +93,13 @@ def test_grey_image_handles_16_bit_rgba_and_tiny():
         grey_image(Image.new("L", (1, 1)))
 
 
-def test_eval_command_writes_results_report_plots_and_a_card(models, corpus, rows, tmp_path):
-    assert any(task_mask(r) is not None for r in rows)
+def test_eval_command_writes_results_report_plots_and_a_card(models, phantom_corpus, phantom_rows, tmp_path):
+    assert any(task_mask(r) is not None for r in phantom_rows)
     out = tmp_path / "eval"
     config = EvalConfig(
         vlm=str(models / "vlm"),
         unet=str(models / "unet"),
-        corpus_dir=str(corpus),
+        corpus_dir=str(phantom_corpus),
         split="train",
         output_dir=str(out),
         studies=["robustness", "few_shot", "domain_gap", "plausibility"],

@@ -256,7 +256,7 @@ def test_no_row_has_a_constant_image_or_implausible_lungs(corpus):
 
 
 def test_safe_names_are_injective_and_refuse_empty_ids():
-    from dataset_builder.corpus import safe_name
+    from chexanatomy.subjects import safe_name
 
     ids = ["x 1", "x_1", "x/1", "x:1", "日本", "中国", "ü", "é", "a" * 200, "a" * 201, "phantom-ps000"]
     names = [safe_name(i) for i in ids]

@@ -6,7 +6,6 @@ Collator masks, LoRA steps, save/load/generate, resume, upload set.
 import shutil
 from pathlib import Path
 
-import datasets
 import numpy as np
 import pytest
 import torch
@@ -15,29 +14,14 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCall
 from trl import SFTConfig
 
 from chexanatomy.codec import default_tokenizer
+from chexanatomy.finetune import answer_only_loss, answer_positions
 from chexanatomy.publish import push_folder
 from chexanatomy.training_record import read_training_record
-from dataset_builder.build import BuildConfig, build
 from train.collator import AnatomyCollator
-from train.lm_loss import answer_only_loss, answer_positions
 from train.sft import AnatomyArguments, _last_checkpoint, build_trainer, train
 from train.tiny_paligemma import TinySpec, build_model, build_processor
 
 SPEC = TinySpec(image_size=64, vision_layers=1, text_layers=1, hidden=64, heads=2)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sft_corpus")
-    build(
-        BuildConfig(source="phantom", output_dir=str(out), num_subjects=3, size_px=64, poses_per_view=1, views=["PA"])
-    )
-    return out
-
-
-@pytest.fixture(scope="module")
-def rows(corpus):
-    return datasets.load_dataset(str(corpus), cache_dir=str(corpus.parent / "hf"))["train"]
 
 
 class StepCounter(TrainerCallback):
@@ -53,10 +37,10 @@ def sft_config(out: Path, **kw) -> SFTConfig:
     return SFTConfig(**{**base, **kw})
 
 
-def test_collator_puts_only_the_answer_and_eos_in_the_loss(rows):
+def test_collator_puts_only_the_answer_and_eos_in_the_loss(phantom_rows):
     processor = build_processor(SPEC)
     collator = AnatomyCollator(processor, default_tokenizer(), structures_per_sample=3, augment_fraction=0.0, seed=0)
-    batch = collator([rows[0], rows[1]])
+    batch = collator([phantom_rows[0], phantom_rows[1]])
     tok = processor.tokenizer
     for i in range(2):
         answer = batch["token_type_ids"][i] == 1
@@ -75,11 +59,11 @@ def test_collator_puts_only_the_answer_and_eos_in_the_loss(rows):
             assert text.count("<seg") == 16 * len(names.split(" ; "))
 
 
-def test_answer_only_loss_equals_the_full_loss(rows):
+def test_answer_only_loss_equals_the_full_loss(phantom_rows):
     processor = build_processor(SPEC)
     model = build_model(processor, SPEC).eval()
     collator = AnatomyCollator(processor, default_tokenizer(), structures_per_sample=4, augment_fraction=0.0, seed=2)
-    batch = collator([rows[0], rows[1], rows[0]])
+    batch = collator([phantom_rows[0], phantom_rows[1], phantom_rows[0]])
     full = model(**batch).loss
     keep = answer_positions(batch["labels"])
     lengths = batch["attention_mask"].sum(1)
@@ -88,10 +72,10 @@ def test_answer_only_loss_equals_the_full_loss(rows):
     torch.testing.assert_close(answer_only_loss(model, batch), full, rtol=1e-5, atol=1e-5)
 
 
-def test_augmented_answers_decode_to_the_moved_masks(rows):
+def test_augmented_answers_decode_to_the_moved_masks(phantom_rows):
     processor = build_processor(SPEC)
     tok = default_tokenizer()
-    row = rows[0]
+    row = phantom_rows[0]
     original = np.asarray(row["image"].convert("L"))
     changed = 0
     for seed in range(4):
@@ -105,12 +89,12 @@ def test_augmented_answers_decode_to_the_moved_masks(rows):
     assert changed >= 3  # geometry (p 0.7) or style (p 0.8) nearly always applies
 
 
-def test_two_lora_steps_change_every_lora_parameter(corpus, tmp_path):
+def test_two_lora_steps_change_every_lora_parameter(phantom_corpus, tmp_path):
     base = tmp_path / "base"
     processor = build_processor(SPEC)
     build_model(processor, SPEC).save_pretrained(base)
     processor.save_pretrained(base)
-    args = AnatomyArguments(model_name_or_path=str(base), corpus_dir=str(corpus), structures_per_sample=3)
+    args = AnatomyArguments(model_name_or_path=str(base), corpus_dir=str(phantom_corpus), structures_per_sample=3)
     trainer, _ = build_trainer(args, sft_config(tmp_path / "out"))
     lora = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert lora and all("lora_" in n for n in lora)
@@ -121,15 +105,16 @@ def test_two_lora_steps_change_every_lora_parameter(corpus, tmp_path):
     assert not unchanged, unchanged  # (lora_B starts at 0, so lora_A first moves in step 2)
 
 
-def test_save_load_generate_identical_and_resume(corpus, tmp_path):
+def test_save_load_generate_identical_and_resume(phantom_corpus, phantom_rows, tmp_path):
     out = tmp_path / "tiny"
     args = AnatomyArguments(
-        model_name_or_path="tiny", corpus_dir=str(corpus), lora=False, train_vision=True, structures_per_sample=3
+        model_name_or_path="tiny", corpus_dir=str(phantom_corpus), lora=False, train_vision=True,
+        structures_per_sample=3,
     )
     train(args, sft_config(out, max_steps=2, save_steps=1))
     processor = AutoProcessor.from_pretrained(out)
     model = AutoModelForImageTextToText.from_pretrained(out).eval()
-    image = datasets.load_dataset(str(corpus), cache_dir=str(tmp_path / "hf"))["train"][0]["image"].convert("RGB")
+    image = phantom_rows[0]["image"].convert("RGB")
     inputs = processor(text="<image>segment heart", images=image, return_tensors="pt")
     first = model.generate(**inputs, max_new_tokens=8, do_sample=False)
     reloaded = AutoModelForImageTextToText.from_pretrained(out).eval()
@@ -145,14 +130,14 @@ def test_save_load_generate_identical_and_resume(corpus, tmp_path):
     assert counter.steps == 1 and trainer.state.global_step == 3
 
 
-def test_a_continued_run_records_the_stage_it_started_from(corpus, tmp_path):
+def test_a_continued_run_records_the_stage_it_started_from(phantom_corpus, tmp_path):
     first, second = tmp_path / "stage1", tmp_path / "stage2"
     train(
-        AnatomyArguments(model_name_or_path="tiny", corpus_dir=str(corpus), lora=False, train_vision=True),
+        AnatomyArguments(model_name_or_path="tiny", corpus_dir=str(phantom_corpus), lora=False, train_vision=True),
         sft_config(first, max_steps=1, save_steps=1),
     )
     train(
-        AnatomyArguments(model_name_or_path=str(first), corpus_dir=str(corpus), lora=False, train_vision=True),
+        AnatomyArguments(model_name_or_path=str(first), corpus_dir=str(phantom_corpus), lora=False, train_vision=True),
         sft_config(second, max_steps=1, save_steps=1),
     )
     record = read_training_record(second)
@@ -162,10 +147,10 @@ def test_a_continued_run_records_the_stage_it_started_from(corpus, tmp_path):
     assert [s.start for s in record.stages()] == ["tiny", str(first)] and record.from_scratch()
 
 
-def test_hub_upload_holds_exactly_what_from_pretrained_needs(corpus, tmp_path):
+def test_hub_upload_holds_exactly_what_from_pretrained_needs(phantom_corpus, tmp_path):
     out = tmp_path / "tiny"
     train(
-        AnatomyArguments(model_name_or_path="tiny", corpus_dir=str(corpus), lora=False, train_vision=True),
+        AnatomyArguments(model_name_or_path="tiny", corpus_dir=str(phantom_corpus), lora=False, train_vision=True),
         sft_config(out, max_steps=1, save_steps=1),
     )
 
@@ -198,10 +183,10 @@ def test_hub_upload_holds_exactly_what_from_pretrained_needs(corpus, tmp_path):
     assert AutoProcessor.from_pretrained(mirror) is not None
 
 
-def test_tiny_from_scratch_trains_its_vision_tower(corpus, tmp_path):
+def test_tiny_from_scratch_trains_its_vision_tower(phantom_corpus, tmp_path):
     with pytest.raises(ValueError, match="train_vision"):
         AnatomyArguments(model_name_or_path="tiny", lora=False, train_vision=False)
-    args = AnatomyArguments(model_name_or_path="tiny", corpus_dir=str(corpus), lora=False, train_vision=True)
+    args = AnatomyArguments(model_name_or_path="tiny", corpus_dir=str(phantom_corpus), lora=False, train_vision=True)
     trainer, _ = build_trainer(args, sft_config(tmp_path / "out", max_steps=1))
     frozen = [n for n, p in trainer.model.named_parameters() if not p.requires_grad]
     assert not frozen, frozen[:3]  # a randomly initialised vision tower must learn

@@ -3,53 +3,35 @@
 import json
 import random
 
-import datasets
 import numpy as np
 import pytest
 import segmentation_models_pytorch as smp
 import torch
 
 from chexanatomy.training_record import read_training_record
-from dataset_builder.build import BuildConfig, build
 from train.unet import AnatomyUNet, UNetTrainConfig, default_structures, initial_model, loss_fn, row_tensors, train
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    out = tmp_path_factory.mktemp("unet_corpus")
-    build(
-        BuildConfig(
-            source="phantom", output_dir=str(out), num_subjects=2, size_px=64, poses_per_view=1, views=["PA"],
-            codec="none",
-        )
-    )  # fmt: skip
-    return out
-
-
-@pytest.fixture(scope="module")
-def rows(corpus):
-    return datasets.load_dataset(str(corpus), cache_dir=str(corpus.parent / "hf"))["train"]
-
-
-def test_targets_follow_the_structure_order_and_augmentation_moves_them_together(rows):
-    structures = default_structures(rows["structures"])
+def test_targets_follow_the_structure_order_and_augmentation_moves_them_together(phantom_rows):
+    structures = default_structures(phantom_rows["structures"])
     assert "lung_left" in structures
-    image, target = row_tensors(rows[0], structures, 64, None)
+    image, target = row_tensors(phantom_rows[0], structures, 64, None)
     lung = target[structures.index("lung_left")]
     assert image.shape == (1, 64, 64) and target.shape == (len(structures), 64, 64)
-    stored = next(s["mask"] for s in rows[0]["structures"] if s["name"] == "lung_left")
+    stored = next(s["mask"] for s in phantom_rows[0]["structures"] if s["name"] == "lung_left")
     assert torch.equal(lung > 0.5, torch.from_numpy(np.asarray(stored, dtype=bool)))
-    image_a, target_a = row_tensors(rows[0], structures, 64, random.Random(1))
-    image_b, target_b = row_tensors(rows[0], structures, 64, random.Random(1))
+    image_a, target_a = row_tensors(phantom_rows[0], structures, 64, random.Random(1))
+    image_b, target_b = row_tensors(phantom_rows[0], structures, 64, random.Random(1))
     assert torch.equal(target_a, target_b)
 
 
-def test_a_step_lowers_the_loss_on_a_fixed_batch(rows):
+def test_a_step_lowers_the_loss_on_a_fixed_batch(phantom_rows):
     torch.manual_seed(0)
-    structures = default_structures(rows["structures"])
+    structures = default_structures(phantom_rows["structures"])
     model = AnatomyUNet(structures, size=64)
     # every row_tensors result is an (image, target) pair, so the transposed tuples are equally long
-    images, targets = (torch.stack(t) for t in zip(*[row_tensors(r, structures, 64, None) for r in rows], strict=True))
+    tensors = [row_tensors(r, structures, 64, None) for r in phantom_rows]
+    images, targets = (torch.stack(t) for t in zip(*tensors, strict=True))
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(5):
@@ -61,48 +43,49 @@ def test_a_step_lowers_the_loss_on_a_fixed_batch(rows):
     assert losses[-1] < losses[0]
 
 
-def test_training_saves_a_model_that_segments_at_the_image_size(corpus, rows, tmp_path):
+def test_training_saves_a_model_that_segments_at_the_image_size(phantom_corpus, phantom_rows, tmp_path):
     out = tmp_path / "unet"
     train(
         UNetTrainConfig(
-            corpus_dir=str(corpus), output_dir=str(out), size=64, max_steps=2, batch_size=2,
+            corpus_dir=str(phantom_corpus), output_dir=str(out), size=64, max_steps=2, batch_size=2,
             decoder_channels=[64, 32, 16, 16, 8],
         )
     )  # fmt: skip
     model = AnatomyUNet.from_pretrained(str(out)).eval()
-    assert model.structures == default_structures(rows["structures"])
+    assert model.structures == default_structures(phantom_rows["structures"])
     assert model.net.segmentation_head[0].in_channels == 8  # the narrow decoder came back from config.json
-    image = rows[0]["image"]
+    image = phantom_rows[0]["image"]
     masks = model.segment_masks(image.resize((80, 80)), ["lung_left", "heart"])
     assert set(masks) == {"lung_left", "heart"} and masks["heart"].shape == (80, 80) and masks["heart"].dtype == bool
     with pytest.raises(KeyError, match="not trained"):
         model.segment_masks(image, ["brain"])
 
 
-def test_training_continues_from_a_saved_unet_at_another_size(corpus, rows, tmp_path):
+def test_training_continues_from_a_saved_unet_at_another_size(phantom_corpus, phantom_rows, tmp_path):
     first, second = tmp_path / "unet64", tmp_path / "unet96"
-    train(UNetTrainConfig(corpus_dir=str(corpus), output_dir=str(first), size=64, max_steps=1, batch_size=2,
+    train(UNetTrainConfig(corpus_dir=str(phantom_corpus), output_dir=str(first), size=64, max_steps=1, batch_size=2,
                           decoder_channels=[32, 16, 16, 8, 8]))  # fmt: skip
-    train(UNetTrainConfig(corpus_dir=str(corpus), output_dir=str(second), size=96, max_steps=1, batch_size=2,
+    train(UNetTrainConfig(corpus_dir=str(phantom_corpus), output_dir=str(second), size=96, max_steps=1, batch_size=2,
                           init_from=str(first)))  # fmt: skip
     model = AnatomyUNet.from_pretrained(str(second))
     assert model.size == 96 and model.net.segmentation_head[0].in_channels == 8  # widths from the saved U-Net
-    assert model.segment_masks(rows[0]["image"], ["heart"])["heart"].shape == rows[0]["image"].size[::-1]
+    image = phantom_rows[0]["image"]
+    assert model.segment_masks(image, ["heart"])["heart"].shape == image.size[::-1]
     lineage = read_training_record(second).initialised_from
     assert lineage.path == str(first) and lineage.image_size == 64 and lineage.initialised_from is None
 
     config = json.loads((first / "config.json").read_text())
     (first / "config.json").write_text(json.dumps({**config, "_structures": ["brain"]}))
     with pytest.raises(ValueError, match="other structures"):
-        train(UNetTrainConfig(corpus_dir=str(corpus), output_dir=str(tmp_path / "x"), size=64, max_steps=1,
+        train(UNetTrainConfig(corpus_dir=str(phantom_corpus), output_dir=str(tmp_path / "x"), size=64, max_steps=1,
                               init_from=str(first)))  # fmt: skip
 
 
-def test_a_unet_continues_on_a_corpus_with_new_structures(corpus, rows, tmp_path):
+def test_a_unet_continues_on_a_corpus_with_new_structures(phantom_corpus, phantom_rows, tmp_path):
     """A U-Net saved without the lung fields continues on a corpus that has them: kept channels keep their weights,
     a new lung field starts from its lung's channel, and the record lists the change."""
     first, second = tmp_path / "old", tmp_path / "new"
-    train(UNetTrainConfig(corpus_dir=str(corpus), output_dir=str(first), size=64, max_steps=1, batch_size=2,
+    train(UNetTrainConfig(corpus_dir=str(phantom_corpus), output_dir=str(first), size=64, max_steps=1, batch_size=2,
                           decoder_channels=[32, 16, 16, 8, 8]))  # fmt: skip
     old = AnatomyUNet.from_pretrained(str(first))
     kept = [n for n in old.structures if not n.startswith("lung_field")]
@@ -113,7 +96,9 @@ def test_a_unet_continues_on_a_corpus_with_new_structures(corpus, rows, tmp_path
         state[key] = state[key][head]
     reduced.load_state_dict(state)
     reduced.save_pretrained(first)
-    config = UNetTrainConfig(corpus_dir=str(corpus), output_dir=str(second), size=64, max_steps=1, init_from=str(first))
+    config = UNetTrainConfig(
+        corpus_dir=str(phantom_corpus), output_dir=str(second), size=64, max_steps=1, init_from=str(first)
+    )
     model, change = initial_model(config, old.structures)
     assert change == {"added": ["lung_field_left", "lung_field_right", "lung_fields"], "dropped": []}
     new_head, old_head = model.net.segmentation_head[0].weight, reduced.net.segmentation_head[0].weight

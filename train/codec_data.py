@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from chexanatomy.anatomy import STRUCTURES
+from chexanatomy.anatomy import tokenisable
 from chexanatomy.mask_tokens import crop_masks, tight_boxes
 
 CANVAS = 128  # side of the square crop the augmentation works on (pixels)
@@ -55,11 +55,6 @@ def _square_crop(mask: np.ndarray, bbox, margin: float = 0.2) -> np.ndarray:
 def _to_canvas(square: np.ndarray) -> torch.Tensor:
     t = torch.from_numpy(square.astype(np.float32))[None, None]
     return (F.interpolate(t, size=(CANVAS, CANVAS), mode="bilinear", antialias=True)[0, 0] > 0.5).to(torch.uint8)
-
-
-def tokenisable(name: str) -> bool:
-    """Whether a structure gets mask tokens (single objects; multipart unions such as a rib cage do not)."""
-    return name not in STRUCTURES or not STRUCTURES[name].multipart
 
 
 def load_mask_bank(corpus_dir: str | Path, splits=("train",), min_area_px: int = 16) -> MaskBank:

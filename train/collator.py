@@ -21,8 +21,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from chexanatomy.anatomy import STRUCTURES
+from chexanatomy.anatomy import STRUCTURES, tokenisable
+from chexanatomy.finetune import suffix_batch
 from chexanatomy.mask_tokens import MaskTokenizer, format_detect_target, tight_boxes
+from chexanatomy.masks import grey_levels
 
 from .augment import augment_radiograph
 
@@ -104,7 +106,7 @@ class AnatomyCollator:
 
         Masks that leave the image are dropped; the kept ones lose their stored targets (re-tokenised by the caller).
         """
-        x = torch.from_numpy(np.asarray(image.convert("L"), dtype=np.float32) / 255.0)[None]
+        x = torch.from_numpy(grey_levels(image))[None]
         masks = torch.from_numpy(np.stack([np.asarray(s["mask"], dtype=np.float32) for s in structures]))
         x, masks = augment_radiograph(x, masks, self.rng)
         canvas = Image.fromarray((x[0] * 255 + 0.5).to(torch.uint8).numpy(), mode="L").convert(image.mode)
@@ -118,8 +120,9 @@ class AnatomyCollator:
     def _retokenise(self, structures: list[dict], hw: tuple[int, int]) -> list[dict]:
         masks = np.stack([np.asarray(s["mask"], dtype=bool) for s in structures])
         boxes = tight_boxes(masks)
-        single = [i for i, s in enumerate(structures) if not STRUCTURES[s["name"]].multipart]
-        seg = self.tokenizer.encode(masks[single], [structures[i]["name"] for i in single]) if single else []
+        single = [i for i, s in enumerate(structures) if tokenisable(s["name"])]
+        names = [structures[i]["name"] for i in single]
+        seg = self.tokenizer.encode(masks[single], names, boxes=boxes[single]) if single else []
         seg_by_index = dict(zip(single, seg, strict=True))  # encode returns one target per mask
         return [
             {**s, "segment_target": seg_by_index.get(i), "detect_target": format_detect_target(boxes[i], hw, s["name"])}
@@ -157,10 +160,5 @@ class AnatomyCollator:
         (-100 except on answer positions), plus ``pixel_values`` ``[B, 3, H, W]``.
         """
         samples = [self.make_sample(r) for r in rows]
-        return self.processor(
-            text=["<image>" + s.prompt for s in samples],
-            images=[s.image for s in samples],
-            suffix=[s.answer for s in samples],
-            return_tensors="pt",
-            padding="longest",
-        )
+        return suffix_batch(self.processor, [s.prompt for s in samples], [s.image for s in samples],
+                            [s.answer for s in samples])  # fmt: skip

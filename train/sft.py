@@ -29,11 +29,12 @@ from trl import SFTConfig, SFTTrainer
 
 from chexanatomy.cli import MISSING_INPUT, check_hub_options, parse_config, prog_name, run_main
 from chexanatomy.codec import DEFAULT_CODEC_DIR, default_tokenizer, load_codec
+from chexanatomy.finetune import answer_only_trainer_class, prepare_sft_config
 from chexanatomy.publish import push_folder
 from chexanatomy.training_record import read_training_record, sft_record
 
 from .collator import AnatomyCollator, lazy_masks
-from .lm_loss import LORA_TARGETS, VISION_LORA_TARGETS, answer_only_loss
+from .lm_loss import LORA_TARGETS, VISION_LORA_TARGETS
 
 
 @dataclass
@@ -130,16 +131,6 @@ def load_splits(args: AnatomyArguments):
     return lazy_masks(train), lazy_masks(validation) if validation is not None else None
 
 
-def prepare_sft_config(config: SFTConfig) -> SFTConfig:
-    """The settings PaliGemma needs whatever the recipe says (docs/environment.md): our collator, no TRL packing."""
-    config.remove_unused_columns = False
-    config.dataset_kwargs = {**(config.dataset_kwargs or {}), "skip_prepare_dataset": True}
-    config.packing = False
-    if not torch.cuda.is_available():
-        config.bf16, config.fp16, config.gradient_checkpointing = False, False, False
-    return config
-
-
 MAX_NEW_TOKENS = 512  # a bare generate() must finish an answer: 20 structures x (4 + 16 + name + " ; ") tokens
 
 
@@ -180,18 +171,7 @@ def _jsonable(value) -> bool:
         return False
 
 
-class AnatomySFTTrainer(SFTTrainer):
-    """``SFTTrainer`` whose loss computes logits only where there are labels (see ``answer_only_loss``)."""
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """The scalar training loss (cross-entropy over answer tokens) of one batch.
-
-        With ``return_outputs`` (evaluation paths that want logits) TRL's own computation runs and returns
-        ``(loss, outputs)``; otherwise only the loss tensor, from ``answer_only_loss``.
-        """
-        if return_outputs:  # evaluation paths that want logits keep TRL's full computation
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        return answer_only_loss(model, inputs)
+AnatomySFTTrainer = answer_only_trainer_class()
 
 
 def build_trainer(args: AnatomyArguments, sft: SFTConfig) -> tuple[SFTTrainer, object]:

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from chexanatomy.anatomy import STRUCTURES
 from chexanatomy.cli import MISSING_INPUT, HubOptions, parse_config, prog_name, run_main
+from chexanatomy.masks import grey_levels
 from chexanatomy.publish import push_folder
 from chexanatomy.training_record import read_training_record, unet_record
 from chexanatomy.unet import DEFAULT_DECODER_CHANNELS, AnatomyUNet, unet_settings
@@ -35,7 +36,7 @@ from chexanatomy.unet import DEFAULT_DECODER_CHANNELS, AnatomyUNet, unet_setting
 from .augment import augment_radiograph
 
 __all__ = [
-    "AnatomyUNet", "UNetTrainConfig", "augment", "default_structures", "loss_fn", "main", "row_tensors", "train",
+    "AnatomyUNet", "UNetTrainConfig", "default_structures", "loss_fn", "main", "row_tensors", "train",
 ]  # fmt: skip
 
 
@@ -48,8 +49,12 @@ def default_structures(corpus_rows) -> list[str]:
 def row_tensors(
     row: dict, structures: list[str], size: int, rng: random.Random | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(image [1, S, S] in [0, 1], targets [C, S, S] in {0, 1}) of a corpus row, scale/offset augmented if ``rng``."""
-    image = torch.from_numpy(np.asarray(row["image"].convert("L"), dtype=np.float32) / 255.0)
+    """(image [1, S, S] in [0, 1], targets [C, S, S] in {0, 1}) of a corpus row, augmented if ``rng``.
+
+    The augmentation is ``train.augment.augment_radiograph`` (the VLM collator's too): geometry on image and
+    targets together, radiograph style on the image.
+    """
+    image = torch.from_numpy(grey_levels(row["image"]))
     target = torch.zeros(len(structures), *image.shape)
     index = {n: i for i, n in enumerate(structures)}
     for s in row["structures"]:
@@ -57,12 +62,7 @@ def row_tensors(
             target[index[s["name"]]] = torch.from_numpy(np.asarray(s["mask"], dtype=np.float32))
     both = F.interpolate(torch.cat([image[None], target])[None], size=(size, size), mode="bilinear", antialias=True)[0]
     image, target = both[:1], (both[1:] > 0.5).float()
-    return augment(image, target, rng) if rng is not None else (image, target)
-
-
-def augment(image: torch.Tensor, target: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
-    """Radiograph augmentation (``train.augment``): geometry on image and targets, radiograph style on the image."""
-    return augment_radiograph(image, target, rng)
+    return augment_radiograph(image, target, rng) if rng is not None else (image, target)
 
 
 def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -176,7 +176,7 @@ def train(config: UNetTrainConfig) -> dict:
         rng.shuffle(order)
         for start in range(0, len(order), config.batch_size):
             picked = (cached[i] for i in order[start : start + config.batch_size])
-            batch = [augment(image, target.float(), rng) for image, target in picked]
+            batch = [augment_radiograph(image, target.float(), rng) for image, target in picked]
             images, targets = (torch.stack(t).to(accelerator.device) for t in zip(*batch, strict=True))
             with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=config.bf16):
                 loss = loss_fn(model(images).float(), targets)
