@@ -53,17 +53,13 @@ def dice(pred: Any, ref: Any) -> float:
 
 
 def iou(pred: Any, ref: Any) -> float:
-    """Intersection over union |P∩R| / |P∪R| of two masks of one shape.
+    """Intersection over union |P∩R| / |P∪R| of two masks of one shape, as D / (2 - D) of their :func:`dice` D.
 
-    Returns:
-        A float in [0, 1]; 1.0 when both masks are empty, 0.0 when exactly one is.
-
-    Raises:
-        ValueError: when the shapes differ.
+    The identity holds for every pair of masks, so IoU follows Dice's empty-mask rule: 1.0 when both masks are
+    empty, 0.0 when exactly one is. Raises ``ValueError`` when the shapes differ.
     """
-    pred, ref = _pair(pred, ref)
-    union = int(np.logical_or(pred, ref).sum())
-    return 1.0 if union == 0 else int(np.logical_and(pred, ref).sum()) / union
+    d = dice(pred, ref)
+    return d / (2.0 - d)
 
 
 def tight_box(mask: Any) -> Box | None:
