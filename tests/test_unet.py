@@ -140,11 +140,11 @@ def test_a_unet_folder_of_the_earlier_format_still_loads(tmp_path):
     assert load_segmenter(old, device="cpu").segment(image, ["heart"])["heart"].mask.shape == (70, 90)
 
 
-def test_push_to_hub_uploads_the_output_folder_to_hub_model_id(corpus, tmp_path, fake_hub):
+def test_push_to_hub_uploads_the_output_folder_to_hub_model_id(phantom_corpus, tmp_path, fake_hub):
     from train.unet import main
 
     out = tmp_path / "unet"
-    argv = ["--corpus_dir", str(corpus), "--output_dir", str(out), "--size", "64", "--max_steps", "1",
+    argv = ["--corpus_dir", str(phantom_corpus), "--output_dir", str(out), "--size", "64", "--max_steps", "1",
             "--batch_size", "2", "--decoder_channels", "32", "16", "16", "8", "8",
             "--push_to_hub", "true", "--hub_model_id", "me/unet"]  # fmt: skip
     assert main(argv) == 0
