@@ -68,7 +68,7 @@ def main() -> None:
         report(key, results[key], GOALS[key])
     name = f"bundled_models_{args.tag}.json" if args.tag else "bundled_models.json"
     out = Path(__file__).parent / "results" / name
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")
 
 

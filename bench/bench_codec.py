@@ -202,10 +202,10 @@ def main():
           f">= 2000 masks/s: float32 {main_r['masks_per_s'] >= 2000}, bfloat16 "
           f"{results['tight, bilinear, bfloat16 codec']['masks_per_s'] >= 2000}")
     root = Path(__file__).resolve().parents[1]
-    (root / "bench" / "results" / "codec.json").write_text(json.dumps(results, indent=2) + "\n")
+    (root / "bench" / "results" / "codec.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     doc = root / "docs" / "codec.md"
     doc.parent.mkdir(exist_ok=True)
-    doc.write_text(codec_doc(results, nets, args, images))
+    doc.write_text(codec_doc(results, nets, args, images), encoding="utf-8")
     print(f"wrote bench/results/codec.json and {doc}")
 
 

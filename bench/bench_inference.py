@@ -141,7 +141,7 @@ def main():
             f"ours/anchor {t_batched / ANCHOR_3B_448_S:.2f} (goal <= 1 s)"
         )
     out = Path(__file__).parent / "results" / f"inference_{args.shape}_{args.device.split(':')[0]}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")
 
 

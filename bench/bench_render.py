@@ -144,7 +144,7 @@ def main():
         print(f"mask Dice vs Siddon path length > 1.5 mm: mean {np.mean(values):.4f}, min {min(values):.4f}, "
               f"{sum(v >= 0.98 for v in values)}/{len(values)} structures >= 0.98; lowest: {low}")
     out = Path(__file__).parent / "results" / f"render_{args.device.split(':')[0]}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")
 
 

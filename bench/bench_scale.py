@@ -100,9 +100,9 @@ PRICE_PER_HOUR = {"cpu": 0.70, "gpu": 4.00}  # USD, assumed on-demand prices of 
 def cost_model() -> str:
     """The markdown table of docs/scale.md, from the saved figures (see the module docstring)."""
     results = ROOT / "bench" / "results"
-    scale = json.loads((results / "scale_cpu.json").read_text())
-    throughput = json.loads((results / "throughput_cpu.json").read_text())
-    gpu = json.loads((results / "render_cuda_512.json").read_text())
+    scale = json.loads((results / "scale_cpu.json").read_text(encoding="utf-8"))
+    throughput = json.loads((results / "throughput_cpu.json").read_text(encoding="utf-8"))
+    gpu = json.loads((results / "render_cuda_512.json").read_text(encoding="utf-8"))
     split = scale["render_split"]
     # Per CT, one core: this machine's single-process stage times use its 2 cores; one core is taken to need twice as
     # long (an upper bound). Rows, tokens and Parquet are single-threaded and do not grow with the CT.
@@ -192,7 +192,7 @@ def main():
           f"ray overhead per CT: {overhead:.1%} of single-process time per CT "
           f"(goal <= {GOALS['ray_overhead_per_ct']:.0%})")
     out = ROOT / "bench" / "results" / "scale_cpu.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"render stage at 512 px, one CT: {result['render_split']}")
     print(f"wrote {out}")
 

@@ -137,7 +137,8 @@ def main():
             f"peak {ours['peak_gb']} GB (goal <= 80; anchor 123)"
         )
     out = Path(__file__).parent / "results" / f"sft_{args.shape}_{args.device.split(':')[0]}.json"
-    out.write_text(json.dumps({"shape": args.shape, "device": args.device, "rows": rows}, indent=2) + "\n")
+    record = {"shape": args.shape, "device": args.device, "rows": rows}
+    out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")
 
 

@@ -148,7 +148,7 @@ def main(args: argparse.Namespace) -> dict:
         "gradio": importlib.metadata.version("gradio"),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     lat = result["latency_s"]
     print(
         f"{result['requests']} requests from {args.clients} clients: {result['errors']} errors, "

@@ -80,7 +80,7 @@ def main():
           f"render + tokens {per_ct['render_s']:.1f} s ({share['render_s']:.0%}), write {per_ct['write_s']:.1f} s "
           f"({share['write_s']:.0%})")  # fmt: skip
     out = ROOT / "bench" / "results" / f"throughput_{resolve_device(config.device)}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")
 
 

@@ -125,7 +125,7 @@ def main():
             f" | ratio {speed:.2f}x | final loss {f32['final_loss']:.4f} vs {b16['final_loss']:.4f} ({verdict})"
         )
     out = Path(__file__).parent / "results" / "train_precision_cpu.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")
 
 

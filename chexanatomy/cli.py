@@ -108,7 +108,7 @@ class ConfigParser(HfArgumentParser):
     def read_recipe(self, path: str) -> dict:
         """The options of the YAML recipe at ``path``; its ``env:`` mapping is set in ``os.environ``."""
         try:
-            recipe = yaml.safe_load(Path(path).read_text())
+            recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as err:
             raise UsageError(f"--config {path}: cannot read it ({type(err).__name__}: {one_line(err)})") from None
         if recipe is None:

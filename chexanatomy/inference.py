@@ -294,7 +294,7 @@ def load_segmenter(
     if source is None:
         raise ValueError("no model to load: the name is 'none'")
     path = locate_model(source, ("config.json", "adapter_config.json"))
-    config = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
+    config = json.loads((path / "config.json").read_text(encoding="utf-8")) if (path / "config.json").exists() else {}
     from .unet import AnatomyUNet, unet_settings
 
     if unet_settings(config) is not None:
@@ -312,7 +312,7 @@ def _load_vlm(path: Path, device: str, codec, base_model: str | None, **kwargs) 
     if adapter.exists():
         from peft import PeftModel
 
-        base = base_model or json.loads(adapter.read_text())["base_model_name_or_path"]
+        base = base_model or json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
         model = AutoModelForImageTextToText.from_pretrained(base, dtype=dtype, attn_implementation="eager")
         model = PeftModel.from_pretrained(model, str(path))
     else:

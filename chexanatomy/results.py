@@ -32,7 +32,7 @@ def load_results(path: Path | str) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"results file {path} does not exist: run `python -m eval` first")
-    results = json.loads(path.read_text())
+    results = json.loads(path.read_text(encoding="utf-8"))
     if results.get("schema_version") != SCHEMA_VERSION:
         version = results.get("schema_version")
         raise ValueError(f"{path}: schema_version {version!r}, this release reads schema_version {SCHEMA_VERSION}")

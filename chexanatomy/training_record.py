@@ -114,7 +114,7 @@ class TrainingRecord:
     def save(self, folder: Path | str) -> Path:
         """Write ``training_config.json`` into ``folder``; returns its path."""
         path = Path(folder) / FILE_NAME
-        path.write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+        path.write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
         return path
 
 
@@ -125,7 +125,7 @@ def read_training_record(folder: Path | str | None) -> TrainingRecord | None:
     path = Path(folder) / FILE_NAME
     if not path.is_file():
         return None
-    record = TrainingRecord.from_dict(json.loads(path.read_text()))
+    record = TrainingRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
     record.path = str(folder)
     return record
 
@@ -135,7 +135,7 @@ def corpus_facts(corpus_dir: str) -> dict:
     local = Path(corpus_dir)
     if local.is_dir():
         build = local / "build_config.json"
-        source = json.loads(build.read_text()).get("source") if build.is_file() else None
+        source = json.loads(build.read_text(encoding="utf-8")).get("source") if build.is_file() else None
         return {"corpus_hub_id": None, "corpus_source": source}
     return {"corpus_hub_id": hub_id(corpus_dir), "corpus_source": None}
 

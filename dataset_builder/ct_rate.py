@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    with open(args.out, "w", newline="") as fh:
+    with open(args.out, "w", newline="", encoding="utf-8") as fh:
         write_pairs_csv(rows, fh)
     counts = {s: sum(r["split"] == s for r in rows) for s in ("train", "validation", "test")}
     print(f"wrote {args.out}: {len(rows)} volumes ({', '.join(f'{k} {v}' for k, v in counts.items())})")

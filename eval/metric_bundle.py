@@ -31,11 +31,11 @@ def bundled_files() -> dict[str, str]:
         ValueError: when ``eval/scores.py`` imports more of ``chexanatomy`` than ``chexanatomy.masks`` (the copy
             could not import it).
     """
-    scores = SCORES.read_text()
+    scores = SCORES.read_text(encoding="utf-8")
     if scores.count(CORE_IMPORT) != 1 or scores.count("chexanatomy") != scores.count("chexanatomy.masks"):
         raise ValueError(f"{SCORES} must import from the core only through one `{CORE_IMPORT}...` line")
     return {
-        "masks.py": Path(chexanatomy.masks.__file__).read_text(),
+        "masks.py": Path(chexanatomy.masks.__file__).read_text(encoding="utf-8"),
         "scores.py": GENERATED + scores.replace(CORE_IMPORT, "from .masks import "),
     }
 
@@ -43,14 +43,17 @@ def bundled_files() -> dict[str, str]:
 def stale_files(metric_dir: Path = METRIC_DIR) -> list[str]:
     """The names of the copies in ``metric_dir`` that are missing or differ from ``bundled_files``."""
     copies = {name: metric_dir / name for name in bundled_files()}
-    return [n for n, text in bundled_files().items() if not copies[n].is_file() or copies[n].read_text() != text]
+    return [
+        n for n, text in bundled_files().items()
+        if not copies[n].is_file() or copies[n].read_text(encoding="utf-8") != text
+    ]  # fmt: skip
 
 
 def write_bundle(metric_dir: Path = METRIC_DIR) -> list[str]:
     """Write the copies that are stale into ``metric_dir``; their names."""
     stale = stale_files(metric_dir)
     for name in stale:
-        (metric_dir / name).write_text(bundled_files()[name])
+        (metric_dir / name).write_text(bundled_files()[name], encoding="utf-8")
     return stale
 
 

@@ -99,7 +99,8 @@ def plot_gallery(galleries: dict[str, list], path: Path, structures: tuple[str, 
 def write_results(results: dict, output_dir: Path) -> Path:
     """``results.json`` (schema version, models, evaluations, studies, plots) in ``output_dir``."""
     path = output_dir / "results.json"
-    path.write_text(json.dumps({"schema_version": SCHEMA_VERSION, **results}, indent=2, default=float) + "\n")
+    record = {"schema_version": SCHEMA_VERSION, **results}
+    path.write_text(json.dumps(record, indent=2, default=float) + "\n", encoding="utf-8")
     return path
 
 
@@ -113,5 +114,5 @@ def write_markdown(results: dict, tables: dict[str, str], output_dir: Path) -> P
     for name, plot in results.get("plots", {}).items():
         parts += [f"![{name}]({plot})", ""]
     path = output_dir / "report.md"
-    path.write_text("\n".join(parts))
+    path.write_text("\n".join(parts), encoding="utf-8")
     return path

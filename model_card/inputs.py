@@ -42,7 +42,7 @@ class ModelFolder:
 
 
 def _read_json(path: Path):
-    return json.loads(path.read_text()) if path.is_file() else None
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def read_model_folder(model_dir: Path | str | None) -> ModelFolder:

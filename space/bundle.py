@@ -49,7 +49,7 @@ def space_requirements(pyproject: Path = PYPROJECT) -> list[str]:
         importlib.metadata.PackageNotFoundError: when one of them is not installed (the pin would be a guess).
     """
     if pyproject.is_file():  # a checkout
-        project = tomllib.loads(pyproject.read_text())["project"]
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
         names = [Requirement(r).name for r in project["dependencies"] + project["optional-dependencies"]["space"]]
     else:  # an installation: the same lists, from its metadata
         declared = [Requirement(r) for r in importlib.metadata.requires("chexanatomy") or []]
@@ -96,7 +96,7 @@ def write_space(output_dir: str | Path) -> Path:
     (out / "requirements.txt").write_text(
         "# Pinned by `python -m space.bundle` to the versions the CheXanatomy tests ran with.\n"
         + "\n".join(requirements) + "\n"
-    )  # fmt: skip
+    , encoding="utf-8")  # fmt: skip
     space_card(requirements).save(out / "README.md")
     return out
 

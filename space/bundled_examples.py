@@ -40,7 +40,7 @@ def load_examples(examples_dir: Path | None) -> list[Example]:
         return []
     examples_dir = Path(examples_dir)
     meta_file = examples_dir / "examples.json"
-    meta = json.loads(meta_file.read_text())["examples"] if meta_file.exists() else []
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))["examples"] if meta_file.exists() else []
     labels = {m["image"]: _example_label(m) for m in meta}
     real = {m["image"] for m in meta if m.get("masks") is None}
     order = {m["image"]: i for i, m in enumerate(meta)}

@@ -11,7 +11,7 @@ from chexanatomy.inference import Segmenter
 
 from . import InputError
 from .bundled_examples import Example, file_sha256, load_ground_truth
-from .reading import fit_for_inference, read_radiograph
+from .reading import fit_for_inference, read_upload
 from .results import overlay, raw_answers, run_model, table_rows, timing_text
 from .selection import coverage_notes, offered_structures, selected_structures
 
@@ -49,7 +49,7 @@ class SpaceApp:
         if not file:
             raise InputError("No radiograph: upload a PNG, JPEG or DICOM file, or click an example first.")
         names, notes = selected_structures(regions, picks, self.offered, self.max_structures)
-        image, read_notes = read_radiograph(file)
+        image, read_notes = read_upload(file)
         image, fit_notes = fit_for_inference(image)
         notes += read_notes + fit_notes + coverage_notes(names, self.models)
         for note in notes:

@@ -124,7 +124,7 @@ def export(args: ExamplesConfig) -> None:
     entries = [write_real_example(name, out_dir) for name in REAL_RADIOGRAPHS]
     entries += [write_example(row, out_dir) for row in chosen]
     meta = {"corpus_dir": str(args.corpus_dir), "split": args.split, "examples": entries}
-    (out_dir / "examples.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (out_dir / "examples.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     size = sum(p.stat().st_size for p in out_dir.iterdir() if p.is_file())
     print(f"wrote {len(entries)} examples ({size / 1e6:.2f} MB) to {out_dir} in {time.perf_counter() - start:.1f} s")
 

@@ -14,8 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from chexanatomy.inference import grey_image
-from chexanatomy.radiograph_io import MAX_PIXELS, RadiographError
-from chexanatomy.radiograph_io import read_radiograph as read_file
+from chexanatomy.radiograph_io import MAX_PIXELS, RadiographError, read_radiograph
 
 from . import InputError
 
@@ -24,7 +23,7 @@ MAX_SIDE = 1024  # long side for inference; both models work at <= 448 px intern
 MIN_SIDE = 32
 
 
-def read_radiograph(path: str | Path) -> tuple[Image.Image, list[str]]:
+def read_upload(path: str | Path) -> tuple[Image.Image, list[str]]:
     """A grey "L" image from a PNG/JPEG/any PIL format or a DICOM file, and notes on what was done to it.
 
     Raises:
@@ -32,7 +31,7 @@ def read_radiograph(path: str | Path) -> tuple[Image.Image, list[str]]:
     """
     path = Path(path)
     try:
-        levels, notes = read_file(path, MAX_IMAGE_PIXELS)
+        levels, notes = read_radiograph(path, MAX_IMAGE_PIXELS)
         return grey_image(levels), notes
     except (RadiographError, FileNotFoundError) as error:
         raise InputError(str(error)) from None

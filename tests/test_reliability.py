@@ -174,7 +174,7 @@ def write_pairs(folder: Path) -> Path:
         "voxel500,one_ct.nii.gz,one_lab.nii.gz,,",
         "nolabels,ct.nii.gz",
     ]
-    (folder / "pairs.csv").write_text("\n".join(rows) + "\n")
+    (folder / "pairs.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return folder / "pairs.csv"
 
 
@@ -590,7 +590,7 @@ def test_bomb_message_at_the_boundary_gives_exact_pixels(tmp_path):
     path = tmp_path / "big.png"
     path.write_bytes(png_header_only(50_000_001, 1))
     with pytest.raises(reading.InputError) as info:
-        reading.read_radiograph(path)
+        reading.read_upload(path)
     assert "50,000,001 pixels; at most 50 megapixels" in str(info.value)
 
 

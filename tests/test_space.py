@@ -173,8 +173,8 @@ def squares(background: int, inner: int, third: int | None = None, size: int = 6
 def test_monochrome1_dicom_is_inverted_and_monochrome2_is_not(tmp_path):
     reading = space_module("reading")
     pixels = squares(background=3000, inner=500)  # in MONOCHROME1 low values are white
-    mono1, notes = reading.read_radiograph(write_dicom(tmp_path / "m1.dcm", pixels, "MONOCHROME1"))
-    mono2, _ = reading.read_radiograph(write_dicom(tmp_path / "m2", pixels, "MONOCHROME2"))  # no suffix: sniffed
+    mono1, notes = reading.read_upload(write_dicom(tmp_path / "m1.dcm", pixels, "MONOCHROME1"))
+    mono2, _ = reading.read_upload(write_dicom(tmp_path / "m2", pixels, "MONOCHROME2"))  # no suffix: sniffed
     a1, a2 = np.asarray(mono1, dtype=float), np.asarray(mono2, dtype=float)
     assert mono1.mode == "L" and mono1.size == (64, 64)
     assert a1[20, 20] == 255 and a1[0, 0] == 0 and a2[20, 20] == 0 and a2[0, 0] == 255
@@ -186,12 +186,12 @@ def test_dicom_rescale_and_window_are_applied(tmp_path):
     # slope 2, intercept -1000: stored 3000 / 500 / 1250 -> 5000 / 0 / 1500; the window [2000, 3000] clips the
     # inner square and the third square alike (both below it), which min-max scaling alone would not.
     pixels = squares(background=3000, inner=500, third=1250)
-    image, notes = reading.read_radiograph(
+    image, notes = reading.read_upload(
         write_dicom(tmp_path / "w.dcm", pixels, rescale=(2.0, -1000.0), window=(2500, 1000))
     )
     grey = np.asarray(image)
     assert grey[20, 20] == grey[45, 45] == 0 and grey[0, 0] == 255
-    unwindowed, _ = reading.read_radiograph(write_dicom(tmp_path / "u.dcm", pixels, rescale=(2.0, -1000.0)))
+    unwindowed, _ = reading.read_upload(write_dicom(tmp_path / "u.dcm", pixels, rescale=(2.0, -1000.0)))
     assert 0 < np.asarray(unwindowed)[45, 45] < 255
     assert any("window" in n for n in notes)
 
@@ -200,13 +200,13 @@ def test_16_bit_png_and_rgba_are_read_as_grey(tmp_path):
     reading = space_module("reading")
     path16 = tmp_path / "sixteen.png"
     Image.fromarray(squares(background=40000, inner=1000)).save(path16)
-    image, _ = reading.read_radiograph(path16)
+    image, _ = reading.read_upload(path16)
     assert image.mode == "L" and np.asarray(image)[0, 0] == 255 and np.asarray(image)[20, 20] == 0
     rgba = np.zeros((64, 64, 4), dtype=np.uint8)
     rgba[..., :3], rgba[..., 3] = 200, 255
     rgba[:8, :, 3] = 0  # a transparent band
     (tmp_path / "rgba.png").write_bytes(png_bytes(Image.fromarray(rgba, "RGBA")))
-    image, notes = reading.read_radiograph(tmp_path / "rgba.png")
+    image, notes = reading.read_upload(tmp_path / "rgba.png")
     assert np.asarray(image)[0, 0] == 0 and np.asarray(image)[20, 20] == 200 and "alpha" in notes[0]
 
 

@@ -126,7 +126,7 @@ def train(config: CodecTrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     stream = AugmentedStream(bank, config.batch_size, aug, config.seed, config.resize)
     loader = iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=config.num_workers))
-    log, start, metrics, steps_done = open(out / "metrics.jsonl", "w"), time.time(), {}, 0
+    log, start, metrics, steps_done = open(out / "metrics.jsonl", "w", encoding="utf-8"), time.time(), {}, 0
     for step in range(config.steps):
         for group in optimiser.param_groups:
             group["lr"] = learning_rate_at(step, config)

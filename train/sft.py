@@ -156,7 +156,7 @@ def save_outputs(trainer: SFTTrainer, processor, args: AnatomyArguments, sft: SF
         load_codec(args.codec).save_pretrained(out / "mask_codec")
     options = {k: v for k, v in sft.to_dict().items() if _jsonable(v)}
     sft_record(asdict(args), options, read_training_record(args.model_name_or_path)).save(out)
-    (out / "training_metrics.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")
+    (out / "training_metrics.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n", encoding="utf-8")
     if args.merge and args.lora:
         trainer.model.merge_and_unload().save_pretrained(str(out / "merged"))
         processor.save_pretrained(str(out / "merged"))

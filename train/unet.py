@@ -115,7 +115,8 @@ def initial_model(config: UNetTrainConfig, structures: list[str]) -> tuple[Anato
     """
     if config.init_from is None:
         return AnatomyUNet(structures, config.size, config.encoder, tuple(config.decoder_channels)), None
-    saved = unet_settings(json.loads((Path(config.init_from) / "config.json").read_text()))  # before any weights
+    config_text = (Path(config.init_from) / "config.json").read_text(encoding="utf-8")
+    saved = unet_settings(json.loads(config_text))  # read before any weights
     if saved is None:
         raise ValueError(f"{config.init_from} holds no CheXanatomy U-Net (its config.json has no structures)")
     if not set(saved["structures"]) & set(structures):
@@ -194,7 +195,7 @@ def train(config: UNetTrainConfig) -> dict:
     unwrapped = accelerator.unwrap_model(model).cpu()
     unwrapped.save_pretrained(out)
     unet_record(asdict(config), read_training_record(config.init_from), head_remapped=head_change).save(out)
-    (out / "training_metrics.json").write_text(json.dumps(history) + "\n")
+    (out / "training_metrics.json").write_text(json.dumps(history) + "\n", encoding="utf-8")
     if config.push_to_hub:
         push_folder(out, config.hub_model_id, private=config.hub_private_repo, commit_message="CheXanatomy U-Net")
     return history[-1]
