@@ -17,6 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
+import checkout  # noqa: F401 - this checkout's parts on sys.path (bench/checkout.py)
 import datasets
 import numpy as np
 

@@ -20,6 +20,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import checkout  # noqa: F401 - this checkout's parts on sys.path (bench/checkout.py)
 import numpy as np
 import torch
 

@@ -23,6 +23,7 @@ import json
 import time
 from pathlib import Path
 
+import checkout  # noqa: F401 - this checkout's parts on sys.path (bench/checkout.py)
 import torch
 from bench_inference import paligemma2_3b_shaped
 from peft import LoraConfig, get_peft_model

@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import checkout  # noqa: F401 - this checkout's parts on sys.path (bench/checkout.py)
 import nibabel as nib
 import numpy as np
 

@@ -23,6 +23,7 @@ import statistics
 import time
 from pathlib import Path
 
+import checkout  # noqa: F401 - this checkout's parts on sys.path (bench/checkout.py)
 import datasets
 import torch
 

@@ -96,6 +96,39 @@ def test_a_part_imports_its_own_modules_relatively_and_no_other_part():
     assert offenders == []
 
 
+def _part_imports(tree: ast.AST) -> list[int]:
+    """Line numbers of the absolute imports of a part (``dataset_builder``, ``train``, ...) in ``tree``."""
+    lines = []
+    for node in ast.walk(tree):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        lines += [node.lineno for n in names if n.split(".")[0] in PARTS]
+    return lines
+
+
+def test_bench_scripts_find_the_parts_when_run_as_files():
+    """`python bench/x.py` has bench/ on sys.path, not the checkout: since the parts install as chexanatomy.<part>,
+    a bench script that imports a part must first `import checkout` (bench/checkout.py puts the checkout on the path).
+    """
+    offenders = []
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        part_lines = _part_imports(tree)
+        checkout = [n.lineno for n in tree.body if isinstance(n, ast.Import) and n.names[0].name == "checkout"]
+        if part_lines and not (checkout and checkout[0] < min(part_lines)):
+            offenders.append(path.name)
+    assert offenders == []
+
+
+def test_a_bench_script_runs_as_a_file_from_a_clean_environment(tmp_path):
+    """The real thing once: the script as a file, from another directory, without PYTHONPATH."""
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_scale.py"), "--help"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
 def test_requirements_txt_stays_the_pinned_development_environment():
     pins = {Requirement(line.split("#")[0]).name: line for line in (ROOT / "requirements.txt").read_text().splitlines()
             if line.split("#")[0].strip()}  # fmt: skip
