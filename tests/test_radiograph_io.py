@@ -44,7 +44,7 @@ def test_monochrome1_window_and_rescale_read_the_same_in_the_space_and_eval(tmp_
     assert levels[0, 0] == 0.0 and levels[20, 20] == levels[45, 45] == 1.0
     assert any("MONOCHROME1" in n for n in notes) and any("window" in n for n in notes)
     assert np.array_equal(np.asarray(load_image_folder(tmp_path)["film"]), levels)  # the domain-gap study
-    space_image, _ = space_module("reading").read_radiograph(path)
+    space_image, _ = space_module("reading").read_upload(path)
     assert np.array_equal(np.asarray(space_image), np.round(levels * 255).astype(np.uint8))
 
 
