@@ -101,12 +101,6 @@ def bundled_model_path(kind: str) -> Path:
     return path
 
 
-def is_bundled(name: str | Path, kind: str | None = None) -> bool:
-    """Whether ``name`` is ``"bundled-<kind>"`` (any bundled kind when ``kind`` is None)."""
-    kinds = BUNDLED_MODELS if kind is None else (kind,)
-    return str(name) in {f"bundled-{k}" for k in kinds}
-
-
 def model_source(name: str | Path, kind: str | None = None) -> str | Path | None:
     """What a user's model name stands for: None for ``"none"``, the bundled folder, or ``name`` itself.
 
