@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import functools
+import math
+from dataclasses import dataclass
 
 import torch
 
@@ -34,19 +36,55 @@ def answer_positions(labels: torch.Tensor) -> torch.Tensor:
     return (labels[:, 1:] != -100).any(0).nonzero().squeeze(1)
 
 
-def answer_only_loss(model, inputs: dict) -> torch.Tensor:
+@dataclass(frozen=True)
+class LocSmoothing:
+    """Soft targets at ``<loc>`` positions: a Gaussian over the ``count`` bins, ``sigma`` bins wide.
+
+    Attributes:
+        first_id: the id of ``<loc0000>`` (the ``count`` ids are consecutive).
+        count: the number of bins (1,024).
+        sigma: the Gaussian's standard deviation in bins (> 0).
+    """
+
+    first_id: int
+    count: int
+    sigma: float
+
+    def __post_init__(self):
+        if not (self.sigma > 0 and math.isfinite(self.sigma)):
+            raise ValueError(f"loc_sigma must be a positive number of bins, got {self.sigma}")
+
+    def targets(self, bins: torch.Tensor) -> torch.Tensor:
+        """[M, count] target distributions (rows sum to 1) for reference bins [M] in 0..count-1."""
+        grid = torch.arange(self.count, device=bins.device, dtype=torch.float32)
+        weights = torch.exp(-0.5 * ((grid[None] - bins[:, None].float()) / self.sigma) ** 2)
+        return weights / weights.sum(1, keepdim=True)
+
+
+def answer_only_loss(model, inputs: dict, loc_smoothing: LocSmoothing | None = None) -> torch.Tensor:
     """Causal LM loss computing logits only at answer positions.
 
     The 257k-entry vocabulary makes full logits (image and prompt positions included) a large part of the memory
     (docs/anchors.md); PaliGemma's ``logits_to_keep`` accepts the positions to keep, so the LM head runs on those only.
-    Equal to the model's own loss (tested).
+    Equal to the model's own loss (tested) without ``loc_smoothing``; with it, the term of each ``<loc>`` target is
+    the cross-entropy against ``LocSmoothing.targets`` (the mean is still over all answer tokens).
     """
     labels = inputs["labels"]
     keep = answer_positions(labels)
     forward = {k: v for k, v in inputs.items() if k != "labels"}
     logits = model(**forward, logits_to_keep=keep).logits  # [B, K, V]
-    targets = labels[:, keep + 1]
-    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+    targets = labels[:, keep + 1].flatten()
+    if loc_smoothing is None:
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets, ignore_index=-100)
+    log_p = torch.log_softmax(logits.flatten(0, 1).float(), -1)[targets != -100]
+    targets = targets[targets != -100]
+    losses = -log_p.gather(1, targets[:, None])[:, 0]
+    first, count = loc_smoothing.first_id, loc_smoothing.count
+    is_loc = (targets >= first) & (targets < first + count)
+    if is_loc.any():
+        soft = loc_smoothing.targets(targets[is_loc] - first)
+        losses = losses.masked_scatter(is_loc, -(soft * log_p[is_loc, first : first + count]).sum(1))
+    return losses.mean()
 
 
 def prepare_sft_config(config):
@@ -71,6 +109,8 @@ def answer_only_trainer_class():
     class AnatomySFTTrainer(SFTTrainer):
         """``SFTTrainer`` whose loss computes logits only where there are labels (see ``answer_only_loss``)."""
 
+        loc_smoothing: LocSmoothing | None = None  # soft <loc> targets (train.loc_prior), set per trainer
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             """The scalar training loss (cross-entropy over answer tokens) of one batch.
 
@@ -79,9 +119,12 @@ def answer_only_trainer_class():
             """
             if return_outputs:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            return answer_only_loss(model, inputs)
+            return answer_only_loss(model, inputs, self.loc_smoothing)
 
     return AnatomySFTTrainer
 
 
-__all__ = ["answer_only_loss", "answer_only_trainer_class", "answer_positions", "prepare_sft_config", "suffix_batch"]
+__all__ = [
+    "LocSmoothing", "answer_only_loss", "answer_only_trainer_class", "answer_positions", "prepare_sft_config",
+    "suffix_batch",
+]  # fmt: skip

@@ -17,7 +17,9 @@ For the VLM, all requested structures of one image are answered by one batched `
 vision tower once: the image features are computed once and handed to every prompt of the batch through
 transformers' ``mm_encoder_outputs`` (instead of re-encoding the same pixels once per prompt). Decoding is greedy;
 answers are decoded with the model's own codec (``mask_codec/`` in its folder, else the bundled default). An answer
-that breaks the token contract is returned with ``valid=False`` and an empty mask, never raised.
+that breaks the token contract is returned with ``valid=False`` and an empty mask, never raised; generation is
+constrained to the contract by default (``chexanatomy.answer_contract``), so that happens only with
+``constrained=False``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch
 from PIL import Image
 
 from .anatomy import STRUCTURES, get_structure, tokenisable
+from .answer_contract import AnswerContract
 from .locate import (  # noqa: F401 (BUNDLED_MODELS, BUNDLED_MODELS_DIR, bundled_model_path: re-exported)
     BUNDLED_MODELS,
     BUNDLED_MODELS_DIR,
@@ -153,7 +156,10 @@ class VLMSegmenter:
         tokenizer: the ``MaskTokenizer`` whose codec made the training targets.
         structures: what ``segment`` asks for by default.
         batch_size: prompts per ``generate`` call (all structures of an image share the image features).
-        max_new_tokens: answer length cap; one object is 4 + 16 + name tokens.
+        max_new_tokens: answer length cap for unconstrained generation; one object is 4 + 16 + name tokens.
+        constrained: generate through ``chexanatomy.answer_contract.AnswerContract`` (default): every answer is
+            inside the token contract by construction, and long enough to finish. False gives the model's raw
+            greedy answers (to measure how often they break the contract).
     """
 
     kind = "vlm"
@@ -166,11 +172,12 @@ class VLMSegmenter:
         structures: list[str] | None = None,
         batch_size: int = 128,
         max_new_tokens: int = 32,
+        constrained: bool = True,
     ):
         self.model, self.processor, self.tokenizer = model.eval(), processor, tokenizer
         self.processor.tokenizer.padding_side = "left"  # generation appends on the right
         self.structures = list(structures or default_vlm_structures())
-        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+        self.batch_size, self.max_new_tokens, self.constrained = batch_size, max_new_tokens, constrained
 
     def segment(
         self,
@@ -221,6 +228,8 @@ class VLMSegmenter:
         return base.get_image_features(pixels.to(base.device, base.dtype), return_dict=True)
 
     def _generate_chunk(self, prompts: list[str], pixels: torch.Tensor, features) -> list[str]:
+        from transformers import LogitsProcessorList
+
         # The processor lays the text out (image tokens, <bos>, prompt, "\n"); a 1x1 placeholder keeps it from
         # preprocessing the real image once per prompt. The real pixels enter once, through `features`.
         placeholder = [Image.new("RGB", (1, 1))] * len(prompts)
@@ -235,7 +244,11 @@ class VLMSegmenter:
             inputs.pop("pixel_values")
             batch_features = _expand_features(features, len(prompts))
             inputs["mm_encoder_outputs"] = {"image": batch_features}
-        out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+        budget = {"max_new_tokens": self.max_new_tokens}
+        if self.constrained:
+            contract = AnswerContract.for_prompts(self.processor.tokenizer, prompts, inputs["input_ids"].shape[1])
+            budget = {"max_new_tokens": contract.max_new_tokens, "logits_processor": LogitsProcessorList([contract])}
+        out = self.model.generate(**inputs, **budget, do_sample=False)
         return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 

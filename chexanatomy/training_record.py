@@ -22,7 +22,7 @@ from pathlib import Path
 from .locate import hub_id
 
 FILE_NAME = "training_config.json"
-TRAINERS = ("train.sft", "train.unet", "train.codec")
+TRAINERS = ("train.vision_pretrain", "train.sft", "train.unet", "train.codec")
 
 
 @dataclass
@@ -30,7 +30,8 @@ class TrainingRecord:
     """One training run (one stage of a model), as written to ``training_config.json``.
 
     Attributes:
-        trainer: the module that trained: ``train.sft``, ``train.unet`` or ``train.codec``.
+        trainer: the module that trained: ``train.vision_pretrain`` (a VLM's tower, before ``train.sft``),
+            ``train.sft``, ``train.unet`` or ``train.codec``.
         corpus_dir: the corpus as given on the command line (a folder, or a Hub dataset id).
         corpus_hub_id: the Hub dataset id when the corpus was read from the Hub, else None (a local folder).
         corpus_source: how the corpus was built (``build_config.json``'s ``source``: ``embedded``, ...), if known.
@@ -171,6 +172,19 @@ def unet_record(options: dict, previous: TrainingRecord | None = None, facts: di
         encoder=options.get("encoder"), outcome={k: v for k, v in outcome.items() if v is not None},
         options=options, initialised_from=previous,
         **(facts if facts is not None else corpus_facts(options["corpus_dir"])),
+    )  # fmt: skip
+
+
+def vision_pretrain_record(options: dict, facts: dict | None = None, **outcome):
+    """The record of a ``train.vision_pretrain`` run from its ``VisionPretrainConfig`` (``outcome``: steps_done).
+
+    The language model is left at its random initialisation: the record says so in ``frozen``.
+    """
+    return TrainingRecord(
+        trainer="train.vision_pretrain", corpus_dir=options["corpus_dir"], start="tiny",
+        learning_rate=options["learning_rate"], batch_size=options["batch_size"], steps=options["max_steps"],
+        optimiser="AdamW", schedule="cosine", image_size=options["image_size"], frozen=["language model"],
+        outcome=outcome, options=options, **(facts if facts is not None else corpus_facts(options["corpus_dir"])),
     )  # fmt: skip
 
 

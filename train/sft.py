@@ -18,6 +18,7 @@ folder once, at the end.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,7 @@ from chexanatomy.training_record import read_training_record, sft_record
 
 from .collator import AnatomyCollator, lazy_masks
 from .lm_loss import LORA_TARGETS, VISION_LORA_TARGETS
+from .loc_prior import init_loc_embeddings, loc_smoothing
 
 
 @dataclass
@@ -58,11 +60,26 @@ class AnatomyArguments:
     detect_fraction: float = field(default=0.2, metadata={"help": "Share of detect (box-only) samples."})
     synonym_fraction: float = field(default=0.3, metadata={"help": "Share of prompts naming a synonym."})
     augment_fraction: float = field(default=0.5, metadata={"help": "Share of samples scaled/offset (re-tokenised)."})
+    train_projector: bool = field(
+        default=False,
+        metadata={"help": "Train the projector even with the tower frozen (a tower from train.vision_pretrain)."},
+    )
+    loc_init: bool = field(
+        default=False,
+        metadata={"help": "Ordered <loc> embeddings at the start (a language model from scratch; train.loc_prior)."},
+    )
+    loc_sigma: float = field(
+        default=0.0, metadata={"help": "Soft <loc> targets: Gaussian over bins with this std in bins (0: hard)."}
+    )
     merge: bool = field(default=False, metadata={"help": "Also save the LoRA-merged model under merged/."})
     loss_on_answer_only: bool = field(default=True, metadata={"help": "Logits only at answer positions (memory)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
 
     def __post_init__(self):
+        if not (self.loc_sigma >= 0 and math.isfinite(self.loc_sigma)):
+            raise ValueError(f"--loc_sigma must be a finite number of bins >= 0, got {self.loc_sigma}")
+        if self.loc_sigma and not self.loss_on_answer_only:
+            raise ValueError("--loc_sigma needs the answer-only loss (--loss_on_answer_only true)")
         if self.codec.lower() == "none":
             raise ValueError("training re-tokenises augmented masks: it needs a codec (--codec none is for corpora)")
         if self.model_name_or_path == "tiny" and self.lora:
@@ -91,10 +108,18 @@ def load_model_and_processor(args: AnatomyArguments, on_gpu: bool):
 
 
 def freeze(model, args: AnatomyArguments) -> None:
-    """Full training: freeze the vision tower unless ``train_vision``. LoRA: PEFT freezes the base itself."""
+    """Freeze what this run does not train (LoRA: PEFT freezes the base itself).
+
+    Full training: the vision tower unless ``train_vision``, the projector unless ``train_vision`` or
+    ``train_projector``.
+    """
     for name, p in model.named_parameters():
-        vision = "vision_tower" in name or "multi_modal_projector" in name
-        p.requires_grad = not args.lora and (args.train_vision or not vision)
+        if "vision_tower" in name:
+            p.requires_grad = not args.lora and args.train_vision
+        elif "multi_modal_projector" in name:
+            p.requires_grad = not args.lora and (args.train_vision or args.train_projector)
+        else:
+            p.requires_grad = not args.lora
 
 
 def peft_config(args: AnatomyArguments):
@@ -179,6 +204,8 @@ def build_trainer(args: AnatomyArguments, sft: SFTConfig) -> tuple[SFTTrainer, o
     sft = prepare_sft_config(sft)
     torch.manual_seed(sft.seed)
     model, processor = load_model_and_processor(args, torch.cuda.is_available())
+    if args.loc_init:
+        init_loc_embeddings(model, processor.tokenizer)
     freeze(model, args)
     train, validation = load_splits(args)
     collator = AnatomyCollator(
@@ -190,6 +217,7 @@ def build_trainer(args: AnatomyArguments, sft: SFTConfig) -> tuple[SFTTrainer, o
         model=model, args=sft, train_dataset=train, eval_dataset=validation if sft.eval_strategy != "no" else None,
         data_collator=collator, processing_class=processor, peft_config=peft_config(args),
     )  # fmt: skip
+    trainer.loc_smoothing = loc_smoothing(processor.tokenizer, args.loc_sigma)
     return trainer, processor
 
 

@@ -1,0 +1,241 @@
+"""Stage 0 of a VLM trained from scratch: pre-train its SigLIP vision tower to see anatomy before it learns to talk.
+
+    python -m train.vision_pretrain --corpus_dir outputs/drr40 --output_dir outputs/tiny_vlm_tower --max_steps 1500
+    python -m train.sft --config train/recipes/tiny_bundled_tower.yaml --model_name_or_path outputs/tiny_vlm_tower
+
+The real PaliGemma starts from a SigLIP tower pre-trained on billions of images; a model built from a config here
+(``train.tiny_paligemma``) starts from noise and cannot download one. This stage is the stand-in: the tiny
+PaliGemma's own vision tower is trained as a dense predictor on the corpus (a throwaway linear *pixel head* turns
+each 16 px patch token into that patch's 16 x 16 pixels of every structure's mask; Dice + BCE as the U-Net,
+``train.unet.loss_fn``), with the radiograph augmentation both trainers use (``train.augment``). The output folder is
+a whole ``PaliGemmaForConditionalGeneration`` (pre-trained tower, language model still random) plus its processor,
+so ``train.sft --model_name_or_path FOLDER`` starts the VLM from it; its ``training_config.json`` becomes the first
+stage of the model's lineage. The head is kept apart (``pixel_head.safetensors``) only so that the tower can be
+scored on its own (``TowerSegmenter``, e.g. with ``eval.real_eval``); no released model carries it.
+
+Image convention: the processor's, [B, 3, S, S] in [-1, 1] (grey repeated over RGB), frontal views in radiological
+convention; masks [C, S, S] in {0, 1} at the tower's input side S. A killed run resumes from ``checkpoint.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from chexanatomy.cli import MISSING_INPUT, parse_config, prog_name, run_main
+from chexanatomy.inference import Prediction, grey_image, resolve_names
+from chexanatomy.masks import grey_levels, tight_box
+from chexanatomy.training_record import vision_pretrain_record
+
+from .augment import augment_radiograph
+from .tiny_paligemma import TinySpec, build_model, build_processor
+from .unet import default_structures, loss_fn, row_tensors
+
+HEAD_FILE = "pixel_head.safetensors"
+CHECKPOINT = "checkpoint.pt"
+
+
+class PixelHead(torch.nn.Module):
+    """Linear map from each patch token [D] to its patch's pixels of every structure: [B, N, D] -> [B, C, S, S].
+
+    Tokens are in the vision tower's row-major patch order (N = (S / patch)^2).
+    """
+
+    def __init__(self, hidden: int, patch: int, structures: list[str]):
+        super().__init__()
+        self.patch, self.structures = patch, list(structures)
+        self.proj = torch.nn.Linear(hidden, len(structures) * patch * patch)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Patch tokens [B, N, D] -> per-structure logits [B, C, S, S]."""
+        b, n, _ = tokens.shape
+        g, p, c = int(round(n**0.5)), self.patch, len(self.structures)
+        x = self.proj(tokens).view(b, g, g, c, p, p)
+        return x.permute(0, 3, 1, 4, 2, 5).reshape(b, c, g * p, g * p)
+
+
+def tower_of(model):
+    """The SigLIP vision tower inside a ``PaliGemmaForConditionalGeneration``."""
+    return model.model.vision_tower
+
+
+def tower_logits(tower, head: PixelHead, pixels: torch.Tensor) -> torch.Tensor:
+    """Per-structure logits [B, C, S, S] for processor-normalised pixels [B, 3, S, S]."""
+    return head(tower(pixel_values=pixels).last_hidden_state)
+
+
+def to_pixels(images: torch.Tensor) -> torch.Tensor:
+    """Grey images [B, 1, S, S] in [0, 1] -> the processor's input [B, 3, S, S] in [-1, 1] (mean 0.5, std 0.5)."""
+    return (images.expand(-1, 3, -1, -1) - 0.5) / 0.5
+
+
+@dataclass
+class VisionPretrainConfig:
+    """Options of ``python -m train.vision_pretrain``."""
+
+    corpus_dir: str = field(default="outputs/drr40", metadata={"help": "Corpus folder or Hub dataset id."})
+    output_dir: str = field(default="outputs/tiny_vlm_tower", metadata={"help": "Where the PaliGemma folder goes."})
+    image_size: int = field(default=128, metadata={"help": "The tower's input side in pixels (TinySpec)."})
+    vision_layers: int = field(default=4, metadata={"help": "SigLIP layers (TinySpec)."})
+    text_layers: int = field(default=4, metadata={"help": "Gemma 2 layers of the (untrained) language model."})
+    hidden: int = field(default=192, metadata={"help": "Width of tower and language model (TinySpec)."})
+    max_steps: int = field(default=1500, metadata={"help": "Optimiser steps."})
+    max_minutes: float = field(default=0.0, metadata={"help": "Also stop after this many minutes (0: no limit)."})
+    batch_size: int = field(default=16, metadata={"help": "Images per step."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW peak learning rate (warm-up, cosine decay)."})
+    save_steps: int = field(default=250, metadata={"help": "Write the resumable checkpoint every N steps."})
+    seed: int = field(default=0, metadata={"help": "Seed."})
+
+    def __post_init__(self):
+        if self.max_steps < 1 or self.batch_size < 1 or self.save_steps < 1:
+            raise ValueError("max_steps, batch_size and save_steps must be at least 1")
+        if not (self.learning_rate > 0 and np.isfinite(self.learning_rate)):
+            raise ValueError(f"--learning_rate must be a positive number, got {self.learning_rate}")
+
+    def spec(self) -> TinySpec:
+        """The tiny model's sizes."""
+        return TinySpec(image_size=self.image_size, vision_layers=self.vision_layers, text_layers=self.text_layers,
+                        hidden=self.hidden)  # fmt: skip
+
+
+def _schedule(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + np.cos(np.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def _save_checkpoint(out: Path, tower, head, optimiser, step: int, rng: random.Random, history: list) -> None:
+    tmp = out / (CHECKPOINT + ".tmp")
+    state = {"tower": tower.state_dict(), "head": head.state_dict(), "optimiser": optimiser.state_dict(),
+             "step": step, "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "history": history}  # fmt: skip
+    torch.save(state, tmp)
+    tmp.replace(out / CHECKPOINT)
+
+
+def pretrain(config: VisionPretrainConfig) -> dict:
+    """Pre-train the tower; save the PaliGemma folder, the head and the record. Returns the last logged metrics."""
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    rows = datasets.load_dataset(config.corpus_dir)["train"]
+    structures = default_structures(rows["structures"])
+    processor = build_processor(config.spec())
+    model = build_model(processor, config.spec(), seed=config.seed)
+    tower = tower_of(model).train()
+    head = PixelHead(config.hidden, TinySpec.patch_size, structures)
+    params = [*tower.parameters(), *head.parameters()]
+    optimiser = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.01)
+    step, history = 0, []
+    if (out / CHECKPOINT).is_file():
+        state = torch.load(out / CHECKPOINT, weights_only=False)  # our own file, written by _save_checkpoint
+        tower.load_state_dict(state["tower"])
+        head.load_state_dict(state["head"])
+        optimiser.load_state_dict(state["optimiser"])
+        step, history = state["step"], state["history"]
+        rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        print(f"resumed from {out / CHECKPOINT} at step {step}")
+    cached = [(image, target.to(torch.uint8)) for image, target in
+              (row_tensors(r, structures, config.image_size) for r in rows)]  # fmt: skip
+    warmup, start = max(1, config.max_steps // 20), time.monotonic()
+    while step < config.max_steps:
+        picked = [cached[rng.randrange(len(cached))] for _ in range(config.batch_size)]
+        batch = [augment_radiograph(image, target.float(), rng) for image, target in picked]
+        images, targets = (torch.stack(t) for t in zip(*batch, strict=True))
+        for group in optimiser.param_groups:
+            group["lr"] = config.learning_rate * _schedule(step, config.max_steps, warmup)
+        loss = loss_fn(tower_logits(tower, head, to_pixels(images)), targets)
+        optimiser.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimiser.step()
+        step += 1
+        if step % 25 == 0 or step == config.max_steps:
+            history.append({"step": step, "loss": round(float(loss.detach()), 5),
+                            "minutes": round((time.monotonic() - start) / 60, 2)})  # fmt: skip
+            print(json.dumps(history[-1]), flush=True)
+        if step % config.save_steps == 0:
+            _save_checkpoint(out, tower, head, optimiser, step, rng, history)
+        if config.max_minutes and time.monotonic() - start > 60 * config.max_minutes:
+            break
+    _save_outputs(out, model, processor, head, config, step, history)
+    return history[-1] if history else {"step": step}
+
+
+def _save_outputs(out: Path, model, processor, head: PixelHead, config, step: int, history: list) -> None:
+    from safetensors.torch import save_file
+
+    model.eval().save_pretrained(out)
+    processor.save_pretrained(out)
+    tensors = {k: v.contiguous() for k, v in head.state_dict().items()}
+    save_file(tensors, out / HEAD_FILE, metadata={"structures": json.dumps(head.structures), "patch": str(head.patch)})
+    vision_pretrain_record(asdict(config), steps_done=step).save(out)
+    (out / "training_metrics.json").write_text(json.dumps(history) + "\n", encoding="utf-8")
+    (out / CHECKPOINT).unlink(missing_ok=True)
+
+
+class TowerSegmenter:
+    """A pre-trained tower with its pixel head as a ``chexanatomy.inference.Segmenter`` (sigmoid > 0.5 per channel).
+
+    For choosing between tower recipes (``eval.real_eval.evaluate_on_real`` scores it like any model); the head is
+    thrown away after this stage.
+    """
+
+    kind = "tower"
+
+    def __init__(self, folder: str | Path):
+        from safetensors import safe_open
+        from transformers import AutoModelForImageTextToText
+
+        folder = Path(folder)
+        with safe_open(str(folder / HEAD_FILE), "pt") as f:
+            meta = f.metadata()
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+        self.structures = json.loads(meta["structures"])
+        model = AutoModelForImageTextToText.from_pretrained(str(folder), attn_implementation="eager")
+        self.tower = tower_of(model).eval()
+        self.size = model.config.vision_config.image_size
+        self.head = PixelHead(model.config.vision_config.hidden_size, int(meta["patch"]), self.structures)
+        self.head.load_state_dict(state)
+
+    @torch.no_grad()
+    def segment(self, image: Image.Image | np.ndarray, structures: list[str] | None = None) -> dict[str, Prediction]:
+        """See ``chexanatomy.inference.Segmenter.segment``."""
+        names = resolve_names(structures, self.structures)
+        grey = grey_image(image)
+        x = torch.from_numpy(grey_levels(grey))[None, None]
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True)
+        logits = tower_logits(self.tower, self.head, to_pixels(x))
+        logits = F.interpolate(logits, size=(grey.size[1], grey.size[0]), mode="bilinear")[0]
+        out = {}
+        for name in names:
+            mask = (logits[self.structures.index(name)] > 0).numpy()
+            out[name] = Prediction(name, mask, tight_box(mask))
+        return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m train.vision_pretrain``: 0 when trained, 2 on a usage error (one line)."""
+    return run_main(_main, argv, errors=MISSING_INPUT)
+
+
+def _main(argv: list[str]) -> int:
+    config = parse_config(VisionPretrainConfig, argv, prog_name("train.vision_pretrain"), __doc__)
+    print(f"vision tower pre-trained -> {config.output_dir}: {pretrain(config)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
