@@ -12,6 +12,11 @@ learn the task. "Base" is the anatomy model's starting point: a fresh random ini
 architecture for a model trained from scratch (the bundled tiny model), or the LoRA base model without the
 anatomy adapter for a PaliGemma adapter. Both starts get the same k examples, steps, learning rate and seed.
 
+Both answer through the token contract (``chexanatomy.answer_contract``: generation constrained to four ordered
+``<loc>`` tokens, sixteen ``<seg>`` codes and the name), so the base answers in the right format from its first
+step: the study compares what the two starts know about the image, not whether 16 examples can teach a random
+model the answer format (without the contract the random base scored 0.000 at every k for that reason alone).
+
 Training here is a short ``SFTTrainer`` run with the anatomy trainer's own pieces from the core
 (``chexanatomy.finetune``: the processor-``suffix`` batch, the answer-only loss), for a task outside the vocabulary.
 """

@@ -19,6 +19,7 @@ convention; masks [C, S, S] in {0, 1} at the tower's input side S. A killed run 
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import sys
@@ -46,20 +47,22 @@ CHECKPOINT = "checkpoint.pt"
 
 
 class PixelHead(torch.nn.Module):
-    """Linear map from each patch token [D] to its patch's pixels of every structure: [B, N, D] -> [B, C, S, S].
+    """Linear map from each patch token [D] to a ``cells`` x ``cells`` grid of every structure's logits.
 
-    Tokens are in the vision tower's row-major patch order (N = (S / patch)^2).
+    [B, N, D] -> [B, C, g * cells, g * cells] for N = g^2 tokens in the tower's row-major patch order. With 16 px
+    patches and 4 cells a cell is 4 x 4 input pixels: a mask map at a quarter of the input side, 16 times cheaper to
+    score than one logit per pixel, and enough for the tower to learn where every structure is.
     """
 
-    def __init__(self, hidden: int, patch: int, structures: list[str]):
+    def __init__(self, hidden: int, cells: int, structures: list[str]):
         super().__init__()
-        self.patch, self.structures = patch, list(structures)
-        self.proj = torch.nn.Linear(hidden, len(structures) * patch * patch)
+        self.cells, self.structures = cells, list(structures)
+        self.proj = torch.nn.Linear(hidden, len(structures) * cells * cells)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Patch tokens [B, N, D] -> per-structure logits [B, C, S, S]."""
+        """Patch tokens [B, N, D] -> per-structure logits [B, C, g * cells, g * cells]."""
         b, n, _ = tokens.shape
-        g, p, c = int(round(n**0.5)), self.patch, len(self.structures)
+        g, p, c = int(round(n**0.5)), self.cells, len(self.structures)
         x = self.proj(tokens).view(b, g, g, c, p, p)
         return x.permute(0, 3, 1, 4, 2, 5).reshape(b, c, g * p, g * p)
 
@@ -70,7 +73,7 @@ def tower_of(model):
 
 
 def tower_logits(tower, head: PixelHead, pixels: torch.Tensor) -> torch.Tensor:
-    """Per-structure logits [B, C, S, S] for processor-normalised pixels [B, 3, S, S]."""
+    """Per-structure logits [B, C, s, s] (s: the head's map side) for processor-normalised pixels [B, 3, S, S]."""
     return head(tower(pixel_values=pixels).last_hidden_state)
 
 
@@ -89,36 +92,45 @@ class VisionPretrainConfig:
     vision_layers: int = field(default=4, metadata={"help": "SigLIP layers (TinySpec)."})
     text_layers: int = field(default=4, metadata={"help": "Gemma 2 layers of the (untrained) language model."})
     hidden: int = field(default=192, metadata={"help": "Width of tower and language model (TinySpec)."})
+    heads: int = field(default=4, metadata={"help": "Attention heads of tower and language model (TinySpec)."})
     max_steps: int = field(default=1500, metadata={"help": "Optimiser steps."})
-    max_minutes: float = field(default=0.0, metadata={"help": "Also stop after this many minutes (0: no limit)."})
+    max_minutes: float = field(
+        default=0.0,
+        metadata={"help": "Also stop after this many minutes (0: no limit); the schedule then follows the clock."},
+    )
     batch_size: int = field(default=16, metadata={"help": "Images per step."})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW peak learning rate (warm-up, cosine decay)."})
+    cells: int = field(default=4, metadata={"help": "Head output cells per patch side (mask map side: S / 16 * N)."})
+    num_workers: int = field(
+        default=1, metadata={"help": "Processes augmenting batches beside the training step (0: in the main one)."}
+    )
     save_steps: int = field(default=250, metadata={"help": "Write the resumable checkpoint every N steps."})
+    logging_steps: int = field(default=25, metadata={"help": "Log the loss every N steps."})
     seed: int = field(default=0, metadata={"help": "Seed."})
 
     def __post_init__(self):
-        if self.max_steps < 1 or self.batch_size < 1 or self.save_steps < 1:
-            raise ValueError("max_steps, batch_size and save_steps must be at least 1")
+        if min(self.max_steps, self.batch_size, self.save_steps, self.logging_steps) < 1:
+            raise ValueError("max_steps, batch_size, save_steps and logging_steps must be at least 1")
         if not (self.learning_rate > 0 and np.isfinite(self.learning_rate)):
             raise ValueError(f"--learning_rate must be a positive number, got {self.learning_rate}")
 
     def spec(self) -> TinySpec:
         """The tiny model's sizes."""
         return TinySpec(image_size=self.image_size, vision_layers=self.vision_layers, text_layers=self.text_layers,
-                        hidden=self.hidden)  # fmt: skip
+                        hidden=self.hidden, heads=self.heads)  # fmt: skip
 
 
-def _schedule(step: int, total: int, warmup: int) -> float:
-    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + np.cos(np.pi * (step - warmup) / max(1, total - warmup)))
+def _schedule(progress: float) -> float:
+    """Learning-rate factor at ``progress`` in [0, 1] of the run: linear warm-up over the first 5 %, cosine to 0."""
+    if progress < 0.05:
+        return max(progress / 0.05, 0.01)
+    return 0.5 * (1 + np.cos(np.pi * min(1.0, (progress - 0.05) / 0.95)))
 
 
-def _save_checkpoint(out: Path, tower, head, optimiser, step: int, rng: random.Random, history: list) -> None:
+def _save_checkpoint(out: Path, tower, head, optimiser, step: int, history: list, seconds: float) -> None:
     tmp = out / (CHECKPOINT + ".tmp")
     state = {"tower": tower.state_dict(), "head": head.state_dict(), "optimiser": optimiser.state_dict(),
-             "step": step, "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "history": history}  # fmt: skip
+             "step": step, "history": history, "seconds": seconds}  # fmt: skip
     torch.save(state, tmp)
     tmp.replace(out / CHECKPOINT)
 
@@ -128,50 +140,74 @@ def pretrain(config: VisionPretrainConfig) -> dict:
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    rng = random.Random(config.seed)
     rows = datasets.load_dataset(config.corpus_dir)["train"]
     structures = default_structures(rows["structures"])
     processor = build_processor(config.spec())
     model = build_model(processor, config.spec(), seed=config.seed)
     tower = tower_of(model).train()
-    head = PixelHead(config.hidden, TinySpec.patch_size, structures)
+    head = PixelHead(config.hidden, config.cells, structures)
     params = [*tower.parameters(), *head.parameters()]
     optimiser = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.01)
-    step, history = 0, []
+    step, history, seconds_before = 0, [], 0.0
     if (out / CHECKPOINT).is_file():
         state = torch.load(out / CHECKPOINT, weights_only=False)  # our own file, written by _save_checkpoint
         tower.load_state_dict(state["tower"])
         head.load_state_dict(state["head"])
         optimiser.load_state_dict(state["optimiser"])
-        step, history = state["step"], state["history"]
-        rng.setstate(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
+        step, history, seconds_before = state["step"], state["history"], state["seconds"]
         print(f"resumed from {out / CHECKPOINT} at step {step}")
     cached = [(image, target.to(torch.uint8)) for image, target in
               (row_tensors(r, structures, config.image_size) for r in rows)]  # fmt: skip
-    warmup, start = max(1, config.max_steps // 20), time.monotonic()
-    while step < config.max_steps:
-        picked = [cached[rng.randrange(len(cached))] for _ in range(config.batch_size)]
-        batch = [augment_radiograph(image, target.float(), rng) for image, target in picked]
-        images, targets = (torch.stack(t) for t in zip(*batch, strict=True))
+    side = config.image_size // TinySpec.patch_size * config.cells
+    batches = AugmentedBatches(cached, config.batch_size, config.seed, side, first_step=step)
+    if config.num_workers:
+        batches = torch.utils.data.DataLoader(batches, batch_size=None, num_workers=config.num_workers)
+    start = time.monotonic() - seconds_before  # a resumed run's clock continues
+    for images, targets in batches:
+        if step >= config.max_steps:
+            break
+        # With a time limit, the run's progress is whichever of steps and minutes is further along.
+        minutes = (time.monotonic() - start) / 60
+        progress = max(step / config.max_steps, minutes / config.max_minutes if config.max_minutes else 0.0)
         for group in optimiser.param_groups:
-            group["lr"] = config.learning_rate * _schedule(step, config.max_steps, warmup)
+            group["lr"] = config.learning_rate * _schedule(progress)
         loss = loss_fn(tower_logits(tower, head, to_pixels(images)), targets)
         optimiser.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimiser.step()
         step += 1
-        if step % 25 == 0 or step == config.max_steps:
+        if step % config.logging_steps == 0 or step == config.max_steps:
             history.append({"step": step, "loss": round(float(loss.detach()), 5),
                             "minutes": round((time.monotonic() - start) / 60, 2)})  # fmt: skip
             print(json.dumps(history[-1]), flush=True)
         if step % config.save_steps == 0:
-            _save_checkpoint(out, tower, head, optimiser, step, rng, history)
+            _save_checkpoint(out, tower, head, optimiser, step, history, time.monotonic() - start)
         if config.max_minutes and time.monotonic() - start > 60 * config.max_minutes:
             break
     _save_outputs(out, model, processor, head, config, step, history)
     return history[-1] if history else {"step": step}
+
+
+class AugmentedBatches(torch.utils.data.IterableDataset):
+    """Endless batches ``(images [B, 1, S, S] in [0, 1], targets [B, C, s, s] in [0, 1])`` of augmented cached rows.
+
+    Targets are the augmented masks averaged over cells (the share of each cell inside the structure), on an
+    s x s map. Batch i draws from its own generator, seeded by ``(seed, i)``: a run resumed at step k gets the
+    batches k, k + 1, ... that the uninterrupted run would have had, in a worker process or not.
+    """
+
+    def __init__(self, cached: list, batch_size: int, seed: int, map_side: int, first_step: int = 0):
+        self.cached, self.batch_size, self.seed, self.map_side = cached, batch_size, seed, map_side
+        self.first_step = first_step
+
+    def __iter__(self):
+        for i in itertools.count(self.first_step):
+            rng = random.Random(f"{self.seed}/{i}")
+            picked = [self.cached[rng.randrange(len(self.cached))] for _ in range(self.batch_size)]
+            batch = [augment_radiograph(image, target.float(), rng) for image, target in picked]
+            images, targets = (torch.stack(t) for t in zip(*batch, strict=True))
+            yield images, F.adaptive_avg_pool2d(targets, self.map_side)
 
 
 def _save_outputs(out: Path, model, processor, head: PixelHead, config, step: int, history: list) -> None:
@@ -180,7 +216,7 @@ def _save_outputs(out: Path, model, processor, head: PixelHead, config, step: in
     model.eval().save_pretrained(out)
     processor.save_pretrained(out)
     tensors = {k: v.contiguous() for k, v in head.state_dict().items()}
-    save_file(tensors, out / HEAD_FILE, metadata={"structures": json.dumps(head.structures), "patch": str(head.patch)})
+    save_file(tensors, out / HEAD_FILE, metadata={"structures": json.dumps(head.structures), "cells": str(head.cells)})
     vision_pretrain_record(asdict(config), steps_done=step).save(out)
     (out / "training_metrics.json").write_text(json.dumps(history) + "\n", encoding="utf-8")
     (out / CHECKPOINT).unlink(missing_ok=True)
@@ -207,7 +243,7 @@ class TowerSegmenter:
         model = AutoModelForImageTextToText.from_pretrained(str(folder), attn_implementation="eager")
         self.tower = tower_of(model).eval()
         self.size = model.config.vision_config.image_size
-        self.head = PixelHead(model.config.vision_config.hidden_size, int(meta["patch"]), self.structures)
+        self.head = PixelHead(model.config.vision_config.hidden_size, int(meta["cells"]), self.structures)
         self.head.load_state_dict(state)
 
     @torch.no_grad()

@@ -1,0 +1,204 @@
+"""The VLM's three aids for learning from scratch: constrained answers, the <loc> prior, a pre-trained vision tower.
+
+* ``chexanatomy.answer_contract``: whatever the logits (fuzzed), every generated answer is inside the token contract.
+* ``train.loc_prior``: ordered ``<loc>`` embeddings and soft targets that make a near miss cheaper than a far one.
+* ``train.vision_pretrain``: the tower learns the masks, the folder starts ``train.sft``, the lineage records it.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText, LogitsProcessorList
+
+from chexanatomy.answer_contract import AnswerContract, parse_prompt
+from chexanatomy.codec import default_tokenizer, load_codec
+from chexanatomy.finetune import LocSmoothing, answer_only_loss
+from chexanatomy.mask_tokens import decode_detections
+from chexanatomy.training_record import read_training_record
+from train.loc_prior import init_loc_embeddings, loc_smoothing, loc_token_range, ordered_loc_embeddings
+from train.tiny_paligemma import TinySpec, build_model, build_processor
+
+SPEC = TinySpec(image_size=64, vision_layers=1, text_layers=1, hidden=64, heads=2)
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return build_processor(SPEC)
+
+
+def _generate_with_random_logits(contract: AnswerContract, prompt_length: int, rows: int, seed: int) -> torch.Tensor:
+    """Greedy generation where the 'model' is random noise: only the contract shapes the answer."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.zeros(rows, prompt_length, dtype=torch.long)
+    for _ in range(contract.max_new_tokens):
+        scores = torch.randn(rows, 1794, generator=generator) * 30  # softcapped logits span about +-30
+        ids = torch.cat([ids, contract(ids, scores).argmax(-1, keepdim=True)], 1)
+    return ids[:, prompt_length:]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_constrained_answers_are_valid_whatever_the_logits(processor, seed):
+    tokenizer = processor.tokenizer
+    prompts = ["segment left lung", "segment heart ; right lung ; aorta", "detect heart", "segment trachea"]
+    contract = AnswerContract.for_prompts(tokenizer, prompts, prompt_length=7)
+    answers = tokenizer.batch_decode(_generate_with_random_logits(contract, 7, len(prompts), seed),
+                                     skip_special_tokens=True)  # fmt: skip
+    codec_tokens = default_tokenizer(load_codec("default"))
+    for prompt, answer in zip(prompts, answers, strict=True):
+        task, names = parse_prompt(prompt)
+        objects = codec_tokens.decode(answer, (64, 64)) if task == "segment" else decode_detections(answer, (64, 64))
+        assert [o.name for o in objects] == names, answer
+        assert all(o.valid for o in objects), answer
+        assert all(o.box_yxyx[2] > o.box_yxyx[0] and o.box_yxyx[3] > o.box_yxyx[1] for o in objects), answer
+
+
+def test_the_far_edge_always_has_room(processor):
+    """y0 = 1023 would leave no room for y1 > y0: the contract never offers it, even when the model wants it."""
+    tokenizer = processor.tokenizer
+    first, _ = loc_token_range(tokenizer)
+    contract = AnswerContract.for_prompts(tokenizer, ["detect heart"], prompt_length=3)
+    ids = torch.zeros(1, 3, dtype=torch.long)
+    scores = torch.arange(1794, dtype=torch.float32)[None]  # the model prefers ever later bins, the last most
+    assert int(contract(ids, scores).argmax()) == first + 1022
+    ids = torch.cat([ids, torch.tensor([[first + 1022, first + 5]])], 1)
+    scores = torch.zeros(1, 1794)
+    scores[0, first + 3] = 100.0  # y1 = 3 < y0 = 1022: not allowed
+    assert int(contract(ids, scores).argmax()) == first + 1023
+
+
+def test_a_model_generates_through_the_contract_to_the_end(processor):
+    """A random tiny model, greedy, with the contract: every answer ends in <eos>, no answer runs past its plan."""
+    model = build_model(processor, SPEC).eval()
+    prompts = ["segment left lung", "detect heart ; aorta"]
+    image = processor.image_processor(np.zeros((64, 64, 3), np.uint8), return_tensors="pt")["pixel_values"]
+    inputs = processor(text=[f"<image>{p}" for p in prompts], images=[np.zeros((64, 64, 3), np.uint8)] * 2,
+                       return_tensors="pt", padding="longest")  # fmt: skip
+    assert inputs["pixel_values"].shape == image.expand(2, -1, -1, -1).shape
+    contract = AnswerContract.for_prompts(processor.tokenizer, prompts, inputs["input_ids"].shape[1])
+    out = model.generate(**inputs, logits_processor=LogitsProcessorList([contract]),
+                         max_new_tokens=contract.max_new_tokens, do_sample=False)  # fmt: skip
+    answers = out[:, inputs["input_ids"].shape[1] :]
+    eos = processor.tokenizer.eos_token_id
+    assert [int((row == eos).nonzero()[0]) + 1 for row in answers] == [len(p) for p in contract.plans]
+
+
+def test_prompts_outside_the_contract_are_refused(processor):
+    with pytest.raises(ValueError, match="segment NAME"):
+        AnswerContract.for_prompts(processor.tokenizer, ["caption en"], prompt_length=3)
+    with pytest.raises(ValueError, match="segment NAME"):
+        AnswerContract.for_prompts(processor.tokenizer, ["segment heart ; "], prompt_length=3)
+
+
+def test_ordered_loc_embeddings_make_neighbours_alike():
+    table = ordered_loc_embeddings(192, rms=0.02)
+    assert table.shape == (1024, 192)
+    assert abs(float(table.pow(2).mean().sqrt()) - 0.02) < 2e-3
+    unit = torch.nn.functional.normalize(table, dim=1)
+    similarity = unit @ unit[500]
+    assert similarity[501] > similarity[520] > similarity[700]
+    assert similarity[499] > similarity[480] > similarity[200]
+    assert float(similarity[[0, 100, 900, 1023]].abs().max()) < 0.3  # far bins are nearly unrelated
+
+
+def test_loc_init_writes_the_tied_output_rows_and_nothing_else(processor):
+    model = build_model(processor, SPEC)
+    before = model.get_input_embeddings().weight.detach().clone()
+    init_loc_embeddings(model, processor.tokenizer)
+    first, count = loc_token_range(processor.tokenizer)
+    after = model.get_input_embeddings().weight
+    assert torch.equal(before[:first], after[:first]) and torch.equal(before[first + count :], after[first + count :])
+    assert not torch.equal(before[first : first + count], after[first : first + count])
+    assert model.get_output_embeddings().weight.data_ptr() == after.data_ptr()  # tied: the output rows are ordered too
+
+
+def _one_answer_batch(processor, bin_value: int):
+    """A batch whose only answer is one <loc> token, and a model whose logits put all mass on bin ``bin_value``."""
+    first, _ = loc_token_range(processor.tokenizer)
+    labels = torch.full((1, 4), -100)
+    labels[0, 2] = first + 500
+
+    class Fixed(torch.nn.Module):
+        def forward(self, logits_to_keep, **_):
+            logits = torch.full((1, len(logits_to_keep), 1794), -30.0)
+            logits[..., first + bin_value] = 30.0
+            return type("Out", (), {"logits": logits})()
+
+    return Fixed(), {"labels": labels, "input_ids": torch.zeros(1, 4, dtype=torch.long)}
+
+
+def test_soft_targets_make_a_near_miss_cheaper_than_a_far_one(processor):
+    smoothing = loc_smoothing(processor.tokenizer, 8.0)
+    losses = {}
+    for guess in (500, 504, 530, 900):
+        model, batch = _one_answer_batch(processor, guess)
+        losses[guess] = float(answer_only_loss(model, batch, smoothing))
+    assert losses[500] < losses[504] < losses[530] < losses[900]
+    hard = {g: float(answer_only_loss(*_one_answer_batch(processor, g))) for g in (504, 900)}
+    assert hard[504] == pytest.approx(hard[900])  # a hard target cannot tell the near miss from the far one
+    assert loc_smoothing(processor.tokenizer, 0) is None
+    with pytest.raises(ValueError, match="loc_sigma"):
+        LocSmoothing(0, 1024, float("nan"))
+
+
+def test_tower_pretraining_learns_starts_sft_and_is_recorded(phantom_corpus, tmp_path):
+    from trl import SFTConfig
+
+    from train.sft import AnatomyArguments, train
+    from train.vision_pretrain import TowerSegmenter, VisionPretrainConfig, pretrain, tower_of
+
+    tower_dir = tmp_path / "tower"
+    config = VisionPretrainConfig(corpus_dir=str(phantom_corpus), output_dir=str(tower_dir), image_size=64,
+                                  vision_layers=1, text_layers=1, hidden=64, heads=2, max_steps=40, batch_size=2,
+                                  learning_rate=3e-3, save_steps=20, logging_steps=1, num_workers=0)  # fmt: skip
+    history = pretrain(config)
+    assert history["step"] == 40 and not (tower_dir / "checkpoint.pt").exists()
+    losses = [h["loss"] for h in json.loads((tower_dir / "training_metrics.json").read_text())]
+    assert np.mean(losses[-8:]) < np.mean(losses[:8])
+    segmenter = TowerSegmenter(tower_dir)
+    predictions = segmenter.segment(np.zeros((80, 80), np.uint8), ["heart"])
+    assert predictions["heart"].mask.shape == (80, 80)
+    random_tower = tower_of(build_model(build_processor(config.spec()), config.spec()))
+    trained = AutoModelForImageTextToText.from_pretrained(tower_dir)
+    assert not torch.equal(tower_of(trained).embeddings.patch_embedding.weight,
+                           random_tower.embeddings.patch_embedding.weight)  # fmt: skip
+    # the VLM starts from the folder with the tower frozen and the projector trained
+    out = tmp_path / "vlm"
+    args = AnatomyArguments(model_name_or_path=str(tower_dir), corpus_dir=str(phantom_corpus), lora=False,
+                            train_vision=False, train_projector=True, loc_init=True, loc_sigma=8.0)  # fmt: skip
+    train(args, SFTConfig(output_dir=str(out), max_steps=1, per_device_train_batch_size=2, report_to="none",
+                          use_cpu=True, bf16=False))  # fmt: skip
+    vlm = AutoModelForImageTextToText.from_pretrained(out)
+    assert torch.equal(tower_of(vlm).embeddings.patch_embedding.weight,
+                       tower_of(trained).embeddings.patch_embedding.weight)  # fmt: skip
+    record = read_training_record(out)
+    assert [s.trainer for s in record.stages()] == ["train.vision_pretrain", "train.sft"]
+    assert record.from_scratch() and record.frozen == ["vision tower"]
+
+
+def test_tower_pretraining_resumes_from_its_checkpoint(phantom_corpus, tmp_path, monkeypatch):
+    """A run killed after its step-2 checkpoint, started again, ends with the weights of a run never killed."""
+    import train.vision_pretrain as vp
+
+    small = dict(corpus_dir=str(phantom_corpus), image_size=64, vision_layers=1, text_layers=1, hidden=64, heads=2,
+                 batch_size=2, save_steps=2, max_steps=4, num_workers=0)  # fmt: skip
+    vp.pretrain(vp.VisionPretrainConfig(output_dir=str(tmp_path / "whole"), **small))
+    calls, augment = [], vp.augment_radiograph
+
+    def killed_in_step_3(*args):
+        calls.append(1)
+        if len(calls) > 4:  # two images per step
+            raise KeyboardInterrupt
+        return augment(*args)
+
+    monkeypatch.setattr(vp, "augment_radiograph", killed_in_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        vp.pretrain(vp.VisionPretrainConfig(output_dir=str(tmp_path / "killed"), **small))
+    assert (tmp_path / "killed" / vp.CHECKPOINT).is_file()
+    monkeypatch.setattr(vp, "augment_radiograph", augment)
+    vp.pretrain(vp.VisionPretrainConfig(output_dir=str(tmp_path / "killed"), **small))
+    whole = vp.tower_of(AutoModelForImageTextToText.from_pretrained(tmp_path / "whole")).state_dict()
+    resumed = vp.tower_of(AutoModelForImageTextToText.from_pretrained(tmp_path / "killed")).state_dict()
+    for name, value in whole.items():
+        torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-6)
