@@ -29,7 +29,7 @@ from chexanatomy.results import display_name, load_results
 
 from .inputs import ModelFolder, read_model_folder, select_model, trained_on_embedded_ct
 from .recipe import recipe_rows
-from .sections import evaluation_sections, lowest_structures, plot_links, study_sections
+from .sections import comparison_section, evaluation_sections, lowest_structures, plot_links, study_sections
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 TAGS = ["chexanatomy", "chest-x-ray", "anatomy", "segmentation", "paligemma", "drr", "medical-imaging"]
@@ -197,6 +197,7 @@ def render_card(
         from_scratch=from_scratch(kind, folder),
         recipe=recipe_rows(kind, folder),
         evaluations=evaluation_sections(evaluations),
+        comparison=comparison_section(results),
         studies=study_sections(results.get("studies"), model_id),
         plots=plot_links(results) if plots is None else plots,
         lowest=lowest_structures(evaluations),
