@@ -203,7 +203,7 @@ def run(config: EvalConfig, argv: list[str] | None = None) -> dict:
     for key, segmenter in models.items():
         evaluation, galleries[key] = evaluate_on_corpus(segmenter, rows, key, dataset)
         if config.vlm_unconstrained_check:
-            add_unconstrained(evaluation, segmenter, lambda s, k=key: evaluate_on_corpus(s, rows, k, dataset, 0)[0])
+            add_unconstrained(evaluation, segmenter, lambda s, m: evaluate_on_corpus(s, rows, m, dataset, 0)[0])
         evaluations.append(evaluation)
         print(report.headline(evaluation))
     evaluations += score_real(models, config)
@@ -241,10 +241,12 @@ def score_real(models: dict, config: EvalConfig) -> list[dict]:
     for _, (description, records) in real_benchmarks(config).items():
         for key, segmenter in models.items():
             for lungs in config.lung_definitions:
-                args = (key, description, lungs, config.keep_largest)
-                entries.append(evaluate_on_real(segmenter, records(), *args))
+                args = (description, lungs, config.keep_largest)
+                entries.append(evaluate_on_real(segmenter, records(), key, *args))
                 if config.vlm_unconstrained_check:
-                    add_unconstrained(entries[-1], segmenter, lambda s, a=args, r=records: evaluate_on_real(s, r(), *a))
+                    add_unconstrained(
+                        entries[-1], segmenter, lambda s, m, a=args, r=records: evaluate_on_real(s, r(), m, *a)
+                    )
                 print(report.headline(entries[-1]))
     return entries
 
@@ -255,9 +257,10 @@ def add_unconstrained(evaluation: dict, segmenter, evaluate) -> dict:
     A U-Net's entry is left as it is.
 
     Constrained generation (the default of ``VLMSegmenter``) makes every answer valid, so ``invalid_rate`` is 0 by
-    design; this reruns ``evaluate(segmenter)`` with the same model and ``constrained=False`` to measure how often
-    the model's own answers break the contract. The rerun's time per image is ``seconds_per_image_unconstrained``
-    (the check doubles VLM inference). A segmenter that is already unconstrained is not run twice.
+    design; this reruns ``evaluate(segmenter, model_id)`` with the same model and ``constrained=False`` (its
+    progress bar says "<model> unconstrained") to measure how often the model's own answers break the contract.
+    The rerun's time per image is ``seconds_per_image_unconstrained`` (the check doubles VLM inference). A segmenter
+    that is already unconstrained is not run twice.
     """
     if getattr(segmenter, "kind", None) != "vlm":
         return evaluation
@@ -266,7 +269,7 @@ def add_unconstrained(evaluation: dict, segmenter, evaluate) -> dict:
         return evaluation
     unconstrained = copy.copy(segmenter)  # shares model, processor and tokenizer
     unconstrained.constrained = False
-    rerun = evaluate(unconstrained)
+    rerun = evaluate(unconstrained, f"{evaluation['model']} unconstrained")
     evaluation["summary"]["invalid_rate_unconstrained"] = rerun["summary"]["invalid_rate"]
     evaluation["summary"]["x0_eq_y0_rate_unconstrained"] = rerun["summary"].get("x0_eq_y0_rate")
     evaluation["seconds_per_image_unconstrained"] = rerun["seconds_per_image"]

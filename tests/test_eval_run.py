@@ -161,12 +161,13 @@ class FakeVLM:
 def test_the_unconstrained_check_reruns_the_same_vlm_unconstrained_and_records_its_invalid_rate():
     seen = []
 
-    def evaluate(segmenter):
+    def evaluate(segmenter, model_id):
         seen.append(segmenter)
+        assert model_id == "vlm unconstrained"  # what its progress bar says
         return {"summary": {"invalid_rate": 0.15, "x0_eq_y0_rate": 0.25}, "seconds_per_image": 0.2}
 
     vlm = FakeVLM()
-    entry = add_unconstrained({"summary": {"invalid_rate": 0.0}}, vlm, evaluate)
+    entry = add_unconstrained({"model": "vlm", "summary": {"invalid_rate": 0.0}}, vlm, evaluate)
     assert entry["summary"] == {"invalid_rate": 0.0, "invalid_rate_unconstrained": 0.15,
                                 "x0_eq_y0_rate_unconstrained": 0.25}  # fmt: skip
     assert entry["seconds_per_image_unconstrained"] == 0.2  # the check's cost, in the results

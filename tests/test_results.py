@@ -116,3 +116,11 @@ def test_comparison_table_formats_scores_rates_and_signed_differences():
     report = "\n".join(comparison_markdown(COMPARED))
     assert report.startswith("## VLM vs U-Net") and markdown_table(columns, rows) in report
     assert comparison_rows({**COMPARED, "models": COMPARED["models"][:1]}) == [] and comparison_markdown({}) == []
+
+
+def test_the_summary_shows_both_invalid_rates_and_the_x0_equals_y0_rates():
+    vlm = COMPARED["evaluations"][0]
+    line = summary_line({**vlm, "seconds_per_image": 0.5, "seconds_per_image_unconstrained": 0.3})
+    assert ("invalid answers 0.0 %; 15.0 % unconstrained; x0 == y0 in 25.0 % of the answers' boxes; 0.0 % of the "
+            "reference boxes") in line and "0.3 s per image unconstrained" in line  # fmt: skip
+    assert "x0 == y0" not in summary_line(COMPARED["evaluations"][3])  # the U-Net gives no boxes in tokens
