@@ -1,14 +1,21 @@
 """The results of ``python -m eval`` (``results.json``): its schema version, and the one way numbers are shown.
 
 ``eval`` writes the file (``SCHEMA_VERSION``) and its ``report.md``; ``model_card`` reads it (``load_results``).
-Both show an evaluation with ``summary_line`` and ``structure_table``, and every number through ``fmt``/``pct``,
-so a value the results do not hold is spelled ``MISSING`` everywhere.
+Both show an evaluation with ``summary_line`` and ``structure_table``, the VLM beside the U-Net with
+``comparison_table``, and every number through ``fmt``/``pct``, so a value the results do not hold is spelled
+``MISSING`` everywhere.
 
 Schema (version 1): ``{"schema_version": 1, "created", "command", "config", "models": [{"id", "kind", "source",
 "parameters"}], "evaluations": [{"model", "dataset": {"id", "name", "split", "images", "synthetic", ...},
 "summary": {"macro": {...}, "micro": {...}, "invalid_rate", "count", ...}, "per_structure": {name: {...}},
-"seconds_per_image"}], "studies": {...}, "plots": {name: path relative to the file}}``. Units: Dice, IoU and box IoU
-in [0, 1]; HD95 in pixels of the original image (``hd95_px``) or mm (``hd95_mm``); rates are fractions in [0, 1].
+"seconds_per_image"}], "studies": {...}, "plots": {name: path relative to the file}}``. A summary may also hold
+``structures_ge_1pct`` (names, DRR splits), ``macro_dice_ge_1pct``, the x0 == y0 rates of ``eval.box_statistics``
+(``x0_eq_y0_rate``, ``x0_eq_y0_answers``, ``reference_x0_eq_y0_rate``, ``reference_boxes``) and, for a VLM run with
+the unconstrained check, ``invalid_rate_unconstrained`` and ``x0_eq_y0_rate_unconstrained`` (with the entry's
+``seconds_per_image_unconstrained``).
+
+Units: Dice, IoU and box IoU in [0, 1]; HD95 in pixels of the original image (``hd95_px``) or mm (``hd95_mm``);
+rates are fractions in [0, 1].
 """
 
 from __future__ import annotations

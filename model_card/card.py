@@ -8,7 +8,7 @@ Nothing in a card is written by hand. It reads top to bottom as the card is made
   (``ModelFolder``: adapter config, ``TrainingRecord``, metrics, processor);
 * this module's metadata: license, base model, library, pipeline tag and the ``model-index`` of evaluation results;
 * ``recipe``: the training recipe table, every stage of the ``TrainingRecord``;
-* ``sections``: the body's tables (per evaluation, per study), the weakest structures and the plots;
+* ``sections``: the body's tables (per evaluation, VLM vs U-Net, per study), the weakest structures and the plots;
 * ``render_card`` puts them into the template; ``write_card`` and ``push_card`` write and upload it.
 
 Units: Dice, IoU and box IoU in [0, 1]; HD95 in pixels of the original image (``hd95_px``) or mm (``hd95_mm``);

@@ -1,4 +1,4 @@
-"""The card's body sections from the results: one per evaluation, one per study, the weakest structures, plots.
+"""The card's body sections from the results: per evaluation, VLM vs U-Net, per study, weakest structures, plots.
 
 Each returns plain template input (strings, lists, dicts); numbers are shown through ``chexanatomy.results``.
 """
