@@ -36,7 +36,7 @@ import contextlib
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import islice, takewhile
 from typing import Literal, Protocol
 
 import numpy as np
@@ -389,6 +389,16 @@ def _parse_tokens(chunk: str) -> tuple[list[tuple[str, int]], str]:
     run = _LEADING_TOKENS.match(chunk).group(0)
     tokens = [(loc or seg, int(loc_value or seg_value)) for loc, loc_value, seg, seg_value in _TOKEN.findall(run)]
     return tokens, chunk[len(run) :].strip()
+
+
+def answer_locs(text: str | bytes) -> list[int]:
+    """The leading `<loc>` values of an answer's first object, in the order written (y0, x0, y1, x1, ...).
+
+    Read whether or not the object is valid (an answer that breaks the contract still shows where its box went);
+    ``[]`` when the first object starts with no `<loc>` token. Never raises on the text.
+    """
+    tokens, _ = _parse_tokens(next(iter_objects(text), ""))
+    return [value for _, value in takewhile(lambda token: token[0] == "loc", tokens)]
 
 
 def _valid_box(locs: list[int]) -> bool:

@@ -12,6 +12,7 @@ the studies' tables) and PNG plots into ``--output_dir``; prints each summary li
 
 from __future__ import annotations
 
+import copy
 import os
 import shlex
 import sys
@@ -94,6 +95,13 @@ class EvalConfig:
     )
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu or cuda."})
     max_new_tokens: int = field(default=32, metadata={"help": "VLM answer length cap (one object: 4 + 16 + name)."})
+    vlm_unconstrained_check: bool = field(
+        default=True,
+        metadata={
+            "help": "Also run the VLM unconstrained on the corpus split and the real sets, to report the invalid "
+            "rate that constrained generation hides (invalid_rate_unconstrained); doubles VLM inference there."
+        },
+    )
 
     def __post_init__(self):
         unknown = [s for s in self.studies if s not in STUDIES]
@@ -194,6 +202,8 @@ def run(config: EvalConfig, argv: list[str] | None = None) -> dict:
     evaluations, galleries = [], {}
     for key, segmenter in models.items():
         evaluation, galleries[key] = evaluate_on_corpus(segmenter, rows, key, dataset)
+        if config.vlm_unconstrained_check:
+            add_unconstrained(evaluation, segmenter, lambda s, m: evaluate_on_corpus(s, rows, m, dataset, 0)[0])
         evaluations.append(evaluation)
         print(report.headline(evaluation))
     evaluations += score_real(models, config)
@@ -231,9 +241,39 @@ def score_real(models: dict, config: EvalConfig) -> list[dict]:
     for _, (description, records) in real_benchmarks(config).items():
         for key, segmenter in models.items():
             for lungs in config.lung_definitions:
-                entries.append(evaluate_on_real(segmenter, records(), key, description, lungs, config.keep_largest))
+                args = (description, lungs, config.keep_largest)
+                entries.append(evaluate_on_real(segmenter, records(), key, *args))
+                if config.vlm_unconstrained_check:
+                    add_unconstrained(
+                        entries[-1], segmenter, lambda s, m, a=args, r=records: evaluate_on_real(s, r(), m, *a)
+                    )
                 print(report.headline(entries[-1]))
     return entries
+
+
+def add_unconstrained(evaluation: dict, segmenter, evaluate) -> dict:
+    """Add ``summary.invalid_rate_unconstrained`` (and ``x0_eq_y0_rate_unconstrained``) to a VLM's entry.
+
+    A U-Net's entry is left as it is.
+
+    Constrained generation (the default of ``VLMSegmenter``) makes every answer valid, so ``invalid_rate`` is 0 by
+    design; this reruns ``evaluate(segmenter, model_id)`` with the same model and ``constrained=False`` (its
+    progress bar says "<model> unconstrained") to measure how often the model's own answers break the contract.
+    The rerun's time per image is ``seconds_per_image_unconstrained`` (the check doubles VLM inference). A segmenter
+    that is already unconstrained is not run twice.
+    """
+    if getattr(segmenter, "kind", None) != "vlm":
+        return evaluation
+    if not getattr(segmenter, "constrained", False):
+        evaluation["summary"]["invalid_rate_unconstrained"] = evaluation["summary"]["invalid_rate"]
+        return evaluation
+    unconstrained = copy.copy(segmenter)  # shares model, processor and tokenizer
+    unconstrained.constrained = False
+    rerun = evaluate(unconstrained, f"{evaluation['model']} unconstrained")
+    evaluation["summary"]["invalid_rate_unconstrained"] = rerun["summary"]["invalid_rate"]
+    evaluation["summary"]["x0_eq_y0_rate_unconstrained"] = rerun["summary"].get("x0_eq_y0_rate")
+    evaluation["seconds_per_image_unconstrained"] = rerun["seconds_per_image"]
+    return evaluation
 
 
 def run_studies(config: EvalConfig, models: dict, rows, out: Path, plots: dict) -> tuple[dict, dict]:

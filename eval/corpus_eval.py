@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from chexanatomy.inference import Segmenter
 
+from .box_statistics import box_statistics
 from .scores import score_structures
 
 LARGE_AREA_FRACTION = 0.01  # the goals' "structures with at least 1 % image area" (mean over the split)
@@ -64,9 +65,10 @@ def evaluate_on_corpus(
 
     Returns:
         ``{"model", "dataset", "summary", "per_structure", "seconds_per_image"}`` where ``summary`` is
-        ``score_structures``' macro/micro/count/invalid_rate plus ``structures`` and ``macro_dice_ge_1pct``.
+        ``score_structures``' macro/micro/count/invalid_rate plus ``structures``, ``macro_dice_ge_1pct`` (over
+        the ``structures_ge_1pct`` it names) and ``eval.box_statistics``' x0 == y0 rates of answers and references.
     """
-    records, gallery, seconds = [], [], []
+    records, gallery, seconds, answers = [], [], [], []
     for row in tqdm(rows, desc=f"{model_id} on {len(rows)} images", unit="image"):
         truth = row_truth(row, segmenter.structures)
         if not truth:
@@ -74,6 +76,7 @@ def evaluate_on_corpus(
         start = time.perf_counter()
         predicted = segmenter.segment(row["image"], list(truth))
         seconds.append(time.perf_counter() - start)
+        answers += [p.answer for p in predicted.values()]
         spacing = isocentre_spacing_mm(row)
         for name, mask in truth.items():
             p = predicted[name]
@@ -97,6 +100,8 @@ def evaluate_on_corpus(
     summary = {key: scores[key] for key in ("macro", "micro", "count", "invalid_rate")}
     summary["structures"] = len(scores["per_structure"])
     summary["macro_dice_ge_1pct"] = float(np.mean(large_dice)) if large_dice else None
+    summary["structures_ge_1pct"] = sorted(n for n in scores["per_structure"] if n in large)
+    summary.update(box_statistics(answers, (r["ref"] for r in records)))
     evaluation = {
         "model": model_id,
         "dataset": dataset or {},

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from chexanatomy.anatomy import LUNG_FIELD_OCCLUDERS, LUNGS
 from chexanatomy.inference import Segmenter
 
+from .box_statistics import box_statistics
 from .real_cxr import LUNG_DEFINITIONS, radiographic_lung_field
 from .scores import score_structures
 
@@ -84,6 +85,11 @@ def predicted_masks(
         lung_definition: one of ``real_cxr.LUNG_DEFINITIONS``.
         keep_largest: keep only each predicted lung's largest connected component.
     """
+    return _predict(segmenter, image, names, lung_definition, keep_largest)[0]
+
+
+def _predict(segmenter: Segmenter, image, names: list[str], lung_definition: str, keep_largest: bool):
+    """``predicted_masks``' result, and the model's own predictions it was built from (``{name: Prediction}``)."""
     if lung_definition not in LUNG_DEFINITIONS:
         raise ValueError(f"lung_definition must be one of {tuple(LUNG_DEFINITIONS)}, got {lung_definition!r}")
     ask = _requests(list(segmenter.structures), names, lung_definition)
@@ -96,7 +102,7 @@ def predicted_masks(
                 out[name] = (np.logical_or.reduce([m for m, _ in sides]), all(v for _, v in sides))
         elif name in predictions:
             out[name] = (predictions[name].mask, predictions[name].valid)
-    return out
+    return out, predictions
 
 
 def evaluate_on_real(
@@ -104,13 +110,17 @@ def evaluate_on_real(
 ) -> dict:
     """One results-JSON evaluation entry for real radiograph records (``{"id", "image", "masks", "spacing_mm"}``).
 
-    The entry's ``dataset`` records ``lung_definition`` and ``keep_largest`` (see the module docstring).
+    The entry's ``dataset`` records ``lung_definition`` and ``keep_largest`` (see the module docstring). Its
+    ``summary`` adds ``eval.box_statistics``' x0 == y0 rates: of every answer the model gave (the lung fields, or
+    the lungs and occluders it was asked for), and of the reference masks scored. Box IoU compares the tight boxes
+    of the scored (post-processed) masks.
     """
-    scored, seconds, images = [], [], 0
+    scored, seconds, images, answers = [], [], 0, []
     for record in tqdm(records, desc=f"{model_id} on {dataset.get('name', 'real')}", unit="image"):
         start = time.perf_counter()
-        predicted = predicted_masks(segmenter, record["image"], list(record["masks"]), lung_definition, keep_largest)
+        predicted, raw = _predict(segmenter, record["image"], list(record["masks"]), lung_definition, keep_largest)
         seconds.append(time.perf_counter() - start)
+        answers += [p.answer for p in raw.values()]
         images += 1
         for name, (mask, valid) in predicted.items():
             scored.append(
@@ -125,6 +135,7 @@ def evaluate_on_real(
     scores = score_structures(scored)
     summary = {key: scores[key] for key in ("macro", "micro", "count", "invalid_rate")}
     summary["structures"] = len(scores["per_structure"])
+    summary.update(box_statistics(answers, (r["ref"] for r in scored)))
     return {
         "model": model_id,
         "dataset": {

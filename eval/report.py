@@ -16,7 +16,15 @@ import numpy as np
 
 from chexanatomy.anatomy import STRUCTURES
 from chexanatomy.masks import grey_levels
-from chexanatomy.results import SCHEMA_VERSION, evaluation_title, markdown_table, structure_table, summary_line
+from chexanatomy.results import (
+    COMPARISON_NOTE,
+    SCHEMA_VERSION,
+    comparison_table,
+    evaluation_title,
+    markdown_table,
+    structure_table,
+    summary_line,
+)
 
 
 def _plt():
@@ -104,9 +112,18 @@ def write_results(results: dict, output_dir: Path) -> Path:
     return path
 
 
+def comparison_markdown(results: dict) -> list[str]:
+    """The ``report.md`` section "VLM vs U-Net" (``chexanatomy.results.comparison_table``); none without both."""
+    columns, rows = comparison_table(results)
+    if not rows:
+        return []
+    return ["## VLM vs U-Net", "", COMPARISON_NOTE, "", markdown_table(columns, rows), ""]
+
+
 def write_markdown(results: dict, tables: dict[str, str], output_dir: Path) -> Path:
-    """``report.md``: a summary line and the per-structure table of each evaluation, then each study's table."""
+    """``report.md``: the VLM vs U-Net comparison, then each evaluation's summary and table, then each study's."""
     parts = ["# CheXanatomy evaluation", "", f"Command: `{results.get('command', '')}`", ""]
+    parts += comparison_markdown(results)
     for e in results["evaluations"]:
         parts += evaluation_markdown(e)
     for name, table in tables.items():

@@ -8,7 +8,7 @@ Nothing in a card is written by hand. It reads top to bottom as the card is made
   (``ModelFolder``: adapter config, ``TrainingRecord``, metrics, processor);
 * this module's metadata: license, base model, library, pipeline tag and the ``model-index`` of evaluation results;
 * ``recipe``: the training recipe table, every stage of the ``TrainingRecord``;
-* ``sections``: the body's tables (per evaluation, per study), the weakest structures and the plots;
+* ``sections``: the body's tables (per evaluation, VLM vs U-Net, per study), the weakest structures and the plots;
 * ``render_card`` puts them into the template; ``write_card`` and ``push_card`` write and upload it.
 
 Units: Dice, IoU and box IoU in [0, 1]; HD95 in pixels of the original image (``hd95_px``) or mm (``hd95_mm``);
@@ -29,7 +29,7 @@ from chexanatomy.results import display_name, load_results
 
 from .inputs import ModelFolder, read_model_folder, select_model, trained_on_embedded_ct
 from .recipe import recipe_rows
-from .sections import evaluation_sections, lowest_structures, plot_links, study_sections
+from .sections import comparison_section, evaluation_sections, lowest_structures, plot_links, study_sections
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 TAGS = ["chexanatomy", "chest-x-ray", "anatomy", "segmentation", "paligemma", "drr", "medical-imaging"]
@@ -197,6 +197,7 @@ def render_card(
         from_scratch=from_scratch(kind, folder),
         recipe=recipe_rows(kind, folder),
         evaluations=evaluation_sections(evaluations),
+        comparison=comparison_section(results),
         studies=study_sections(results.get("studies"), model_id),
         plots=plot_links(results) if plots is None else plots,
         lowest=lowest_structures(evaluations),

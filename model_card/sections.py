@@ -1,4 +1,4 @@
-"""The card's body sections from the results: one per evaluation, one per study, the weakest structures, plots.
+"""The card's body sections from the results: per evaluation, VLM vs U-Net, per study, weakest structures, plots.
 
 Each returns plain template input (strings, lists, dicts); numbers are shown through ``chexanatomy.results``.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chexanatomy.results import cell, structure_table, summary_line
+from chexanatomy.results import COMPARISON_NOTE, cell, comparison_table, structure_table, summary_line
 
 LOWEST_SHOWN = 5
 
@@ -25,6 +25,15 @@ def evaluation_sections(evaluations: list[dict]) -> list[dict]:
         sections.append({"title": ds.get("name", ds["id"]), "about": ", ".join(about), "summary": summary_line(e),
                          "columns": columns, "rows": rows})  # fmt: skip
     return sections
+
+
+def comparison_section(results: dict) -> dict | None:
+    """Template input of "VLM vs U-Net": ``{"note", "columns", "rows"}``, or None unless both models were evaluated.
+
+    The same table as ``report.md``'s (``chexanatomy.results.comparison_table``), whichever model the card is for.
+    """
+    columns, rows = comparison_table(results)
+    return {"note": COMPARISON_NOTE, "columns": columns, "rows": rows} if rows else None
 
 
 def study_sections(studies: dict | None, model_id: str) -> list[dict]:

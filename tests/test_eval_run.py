@@ -11,7 +11,7 @@ from PIL import Image
 from chexanatomy.codec import default_tokenizer
 from chexanatomy.inference import UNetSegmenter, VLMSegmenter, accepts_image_features, grey_image, load_segmenter
 from chexanatomy.unet import AnatomyUNet
-from eval.__main__ import EvalConfig, run
+from eval.__main__ import EvalConfig, add_unconstrained, run
 from eval.few_shot import task_mask
 from model_card.card import render_card
 from train.tiny_paligemma import TinySpec, build_model, build_processor
@@ -127,6 +127,12 @@ def test_eval_command_writes_results_report_plots_and_a_card(models, phantom_cor
         assert (out / plot).stat().st_size > 1000
     report = (out / "report.md").read_text()
     assert "| `heart` | heart |" in report and "few shot" in report
+    vlm_summary = next(e for e in saved["evaluations"] if e["model"] == "vlm")["summary"]
+    assert vlm_summary["invalid_rate"] == 0.0  # constrained generation: valid by construction, even untrained
+    assert 0 <= vlm_summary["invalid_rate_unconstrained"] <= 1 and "invalid_rate_unconstrained" not in unet_eval
+    assert vlm_summary["x0_eq_y0_answers"] == vlm_summary["count"]  # every constrained answer has its box
+    assert 0 <= vlm_summary["reference_x0_eq_y0_rate"] <= 1 and unet_eval["summary"]["x0_eq_y0_rate"] is None
+    assert "## VLM vs U-Net" in report and "| robustness: rotate 10 | macro Dice, 2 structures |" in report
     card = render_card(saved, "unet", models / "unet")
     card.save(tmp_path / "README.md")
     assert ModelCard.load(tmp_path / "README.md").data.eval_results
@@ -144,3 +150,30 @@ def test_eval_config_rejects_what_cannot_run():
 def test_default_tokenizer_is_the_models_codec(models):
     segmenter = load_segmenter(models / "vlm", device="cpu")  # no mask_codec/ in the folder: the bundled default
     assert segmenter.tokenizer.settings() == default_tokenizer().settings()
+
+
+class FakeVLM:
+    """Just what ``add_unconstrained`` reads of a ``VLMSegmenter``."""
+
+    kind, constrained = "vlm", True
+
+
+def test_the_unconstrained_check_reruns_the_same_vlm_unconstrained_and_records_its_invalid_rate():
+    seen = []
+
+    def evaluate(segmenter, model_id):
+        seen.append(segmenter)
+        assert model_id == "vlm unconstrained"  # what its progress bar says
+        return {"summary": {"invalid_rate": 0.15, "x0_eq_y0_rate": 0.25}, "seconds_per_image": 0.2}
+
+    vlm = FakeVLM()
+    entry = add_unconstrained({"model": "vlm", "summary": {"invalid_rate": 0.0}}, vlm, evaluate)
+    assert entry["summary"] == {"invalid_rate": 0.0, "invalid_rate_unconstrained": 0.15,
+                                "x0_eq_y0_rate_unconstrained": 0.25}  # fmt: skip
+    assert entry["seconds_per_image_unconstrained"] == 0.2  # the check's cost, in the results
+    assert [s.constrained for s in seen] == [False] and vlm.constrained  # a copy; the evaluated model is untouched
+    vlm.constrained = False  # already unconstrained: its own rate, no second run
+    assert add_unconstrained({"summary": {"invalid_rate": 0.1}}, vlm, evaluate)["summary"] == {
+        "invalid_rate": 0.1, "invalid_rate_unconstrained": 0.1}  # fmt: skip
+    unet = UNetSegmenter.__new__(UNetSegmenter)
+    assert add_unconstrained({"summary": {}}, unet, evaluate) == {"summary": {}} and len(seen) == 1

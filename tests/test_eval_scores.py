@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
+from chexanatomy.mask_tokens import encode_box
 from chexanatomy.masks import dice, iou, tight_box
+from eval.box_statistics import box_statistics, reference_locs, x0_equals_y0_rate
 from eval.scores import box_iou, hd95, score_structures
 
 REPO = Path(__file__).resolve().parents[1]
@@ -271,3 +273,23 @@ def test_a_stale_metric_folder_is_reported_and_rewritten(tmp_path):
     assert sorted(stale_files(tmp_path)) == ["masks.py", "scores.py"]
     (tmp_path / "scores.py").write_text("old")
     assert sorted(write_bundle(tmp_path)) == ["masks.py", "scores.py"] and stale_files(tmp_path) == []
+
+
+def test_x0_equals_y0_is_counted_in_tokens_for_answers_and_references():
+    """The issue's sign of a model copying its previous token: the second `<loc>` equal to the first."""
+    segs = "<seg001>" * 16
+    copied = "<loc0126><loc0126><loc1023><loc1023>" + segs + " right lung"
+    read = "<loc0100><loc0300><loc0900><loc0700>" + segs + " heart"
+    answers = [copied, read, read, "<loc0400><loc0400> broken", "", "garbage"]  # "" is a U-Net's answer: no box
+    wide = np.zeros((100, 200), bool)
+    wide[10:50, 20:80] = True  # y0 = 10 of 100 and x0 = 20 of 200: one token value (102) though not one pixel
+    tall = np.zeros((100, 200), bool)
+    tall[10:50, 50:80] = True
+    assert reference_locs(wide)[:2] == [102, 102]
+    assert encode_box(tight_box(wide), (100, 200)).startswith("<loc0102>" * 2)  # as the training target writes it
+    assert reference_locs(np.zeros((4, 4), bool)) == []
+
+    stats = box_statistics(answers, [wide, tall, tall, np.zeros((100, 200), bool)])
+    assert stats == {"x0_eq_y0_rate": 0.5, "x0_eq_y0_answers": 4, "reference_x0_eq_y0_rate": 1 / 3,
+                     "reference_boxes": 3}  # fmt: skip
+    assert x0_equals_y0_rate([]) == (None, 0)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from chexanatomy.mask_tokens import (
     MaskTokenizer,
+    answer_locs,
     crop_masks,
     decode,
     decode_batch,
@@ -346,3 +347,20 @@ def test_encoding_errors_name_the_problem():
         "box_widen_px": 10,
         "loc_scale": 1023,
     }
+
+
+@pytest.mark.parametrize(
+    ("text", "locs"),
+    [
+        ("<loc0126><loc0126><loc1023><loc1023>" + "<seg001>" * 16 + " right lung", [126, 126, 1023, 1023]),
+        ("<loc0100><loc0200> heart", [100, 200]),  # broken answers still show where their box went
+        ("<loc0005><loc0006><loc0007><loc0008><loc0009>", [5, 6, 7, 8, 9]),
+        ("<loc0001><loc0002><seg003><loc0004> x ; <loc0009><loc0009> y", [1, 2]),  # first object, locs before segs
+        ("<seg001><loc0002><loc0003>", []),
+        ("right lung", []),
+        ("", []),
+        (b"\xff<loc0010><loc0011>", []),  # text before the tokens: not an answer's box
+    ],
+)
+def test_answer_locs_reads_the_first_objects_leading_loc_values(text, locs):
+    assert answer_locs(text) == locs

@@ -291,3 +291,22 @@ def test_push_uploads_the_card_and_its_plots(results, tmp_path, monkeypatch):
     assert [(u["repo_id"], u["path_in_repo"], u["folder_path"], u["allow_patterns"]) for u in uploads] == [
         ("me/unet-anatomy", "plots", str(path.parent / "plots"), ["per_structure_dice.png"])
     ]
+
+
+def test_the_vlm_card_shows_the_comparison_with_the_unet_from_the_results(results, tmp_path):
+    evaluation = section(render_card(results, "vlm", vlm_folder(tmp_path / "vlm"), None).text, "Evaluation")
+    comparison = evaluation.split("### VLM vs U-Net")[1].split("\n### ")[0]
+
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): [c.strip() for c in line.strip("|").split("|")]
+            for line in comparison.splitlines() if line.startswith("| ") and "---" not in line}  # fmt: skip
+    assert rows["setting", "metric"] == ["setting", "metric", "VLM", "U-Net", "VLM - U-Net", "reference boxes"]
+    vlm_dice = sum(DICE.values()) / len(DICE)  # the fixture's macro_dice_ge_1pct; the U-Net's is 0.5
+    drr = rows["CheXanatomy DRR (embedded CT) (test)", "macro Dice, structures >= 1 % of the image"]
+    assert drr[2:5] == [f"{vlm_dice:.3f}", "0.500", f"{vlm_dice - 0.5:+.3f}"]
+    jsrt = rows["JSRT / SCR lung fields (validation, lungs: scr)", "lung-field Dice"]  # the U-Net has lung_left only
+    assert jsrt[2:5] == ["0.710", "0.600", "+0.110"]
+    assert rows["robustness: rotation 5", "macro Dice"][2:5] == ["0.700", "0.600", "+0.100"]
+    assert "unconstrained rate" in comparison
+    one_model = copy.deepcopy(results)
+    one_model["models"] = [m for m in one_model["models"] if m["kind"] == "vlm"]  # no U-Net evaluated: no table
+    assert "VLM vs U-Net" not in render_card(one_model, "vlm", None, None).text
