@@ -24,11 +24,35 @@ def run_length(record: TrainingRecord) -> str:
     return str(record.steps) if record.steps else f"{record.epochs} epochs"
 
 
+STAGE_KINDS = {"train.vision_pretrain": "vision tower pre-training on every structure's mask"}
+
+
 def stage_summary(record: TrainingRecord) -> str:
-    """One stage as text: corpus, steps or epochs, batch, input size (when recorded) and learning rate."""
+    """One stage as text: its kind (when not plain training), corpus, steps or epochs, batch, input size, lr."""
     length = f"{record.steps} steps" if record.steps else f"{record.epochs} epochs"
     size = f" at {record.image_size} px" if record.image_size else ""
-    return f"`{record.corpus_dir}`, {length} of {record.batch_size}{size}, lr {record.learning_rate}"
+    kind = f"{STAGE_KINDS[record.trainer]}, " if record.trainer in STAGE_KINDS else ""
+    return f"{kind}`{record.corpus_dir}`, {length} of {record.batch_size}{size}, lr {record.learning_rate}"
+
+
+def vision_tower_row(record: TrainingRecord) -> tuple[str, str]:
+    """How the vision tower was trained across the stages."""
+    if any(s.trainer == "train.vision_pretrain" for s in record.stages()):
+        later = "frozen" if "vision tower" in record.frozen else "trained on"
+        return ("vision tower", f"pre-trained as a dense predictor of every structure (stage 1), then {later}")
+    return ("vision tower", "frozen" if "vision tower" in record.frozen else "trained")
+
+
+def loc_prior_rows(record: TrainingRecord) -> list[tuple[str, str]]:
+    """The ``<loc>`` prior of the answer training (train.loc_prior), when any stage used it."""
+    parts = []
+    for stage in record.stages():
+        anatomy = stage.options.get("anatomy", {}) if isinstance(stage.options, dict) else {}
+        if anatomy.get("loc_init"):
+            parts.append("ordered <loc> embeddings at the start")
+        if anatomy.get("loc_sigma"):
+            parts.append(f"soft <loc> targets (Gaussian, {anatomy['loc_sigma']:g} bins)")
+    return [("<loc> prior", ", ".join(dict.fromkeys(parts)))] if parts else []
 
 
 def stage_rows(record: TrainingRecord) -> list[tuple[str, str]]:
@@ -72,7 +96,8 @@ def vlm_recipe(folder: ModelFolder) -> list[tuple[str, str]]:
     rows += weights_rows(record, folder.adapter, start)
     if record is not None:
         rows += [
-            ("vision tower", "frozen" if "vision tower" in record.frozen else "trained"),
+            vision_tower_row(record),
+            *loc_prior_rows(record),
             ("training corpus", f"`{record.corpus_dir}`"),
             ("structures per answer", str(record.structures_per_answer)),
             *stage_rows(record),

@@ -31,8 +31,14 @@ def models(phantom_corpus, phantom_rows, tmp_path_factory):
     return root
 
 
-def test_batched_answers_equal_one_generate_per_prompt(models, phantom_rows):
-    segmenter = load_segmenter(models / "vlm", device="cpu", max_new_tokens=6)
+@pytest.mark.parametrize("constrained", [True, False])
+def test_batched_answers_equal_one_generate_per_prompt(models, phantom_rows, constrained):
+    """One batched generate over all prompts answers as one plain generate per prompt, with the contract or without."""
+    from transformers import LogitsProcessorList
+
+    from chexanatomy.answer_contract import AnswerContract
+
+    segmenter = load_segmenter(models / "vlm", device="cpu", max_new_tokens=6, constrained=constrained)
     image = phantom_rows[0]["image"]
     prompts = ["segment heart", "segment left lung", "detect trachea"]
     batched = segmenter.generate_answers(image, prompts)
@@ -40,7 +46,11 @@ def test_batched_answers_equal_one_generate_per_prompt(models, phantom_rows):
     for prompt in prompts:
         inputs = segmenter.processor(text=f"<image>{prompt}", images=image.convert("RGB"), return_tensors="pt")
         inputs.pop("labels")
-        out = segmenter.model.generate(**inputs, max_new_tokens=6, do_sample=False)
+        budget = {"max_new_tokens": 6}
+        if constrained:
+            contract = AnswerContract.for_prompts(segmenter.processor.tokenizer, [prompt], inputs["input_ids"].shape[1])
+            budget = {"max_new_tokens": contract.max_new_tokens, "logits_processor": LogitsProcessorList([contract])}
+        out = segmenter.model.generate(**inputs, **budget, do_sample=False)
         single += segmenter.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     assert batched == single
 
