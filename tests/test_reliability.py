@@ -75,6 +75,10 @@ USAGE_CASES = [
     Case("empty_config", "an emptied `build_config.json` (build and `card`)", USAGE, "empty or damaged"),
     Case("codec_typo", "`--codec outputs/codec-typo` (no Hub request)", USAGE, "no model folder"),
     Case("locked", "a second build into a folder being built", USAGE, "another build is writing"),
+    Case("split_nan", "`--split_fractions nan nan nan`", USAGE, "--split_fractions"),
+    Case("threshold_nan", "`--mask_threshold_mm nan` (or `inf`)", USAGE, "--mask_threshold_mm"),
+    Case("strength_huge", "`--deformation_strength nan` (or `1e6`)", USAGE, "--deformation_strength"),
+    Case("num_subjects_huge", "`--num_subjects 10000000`", USAGE, "--num_subjects"),
 ]
 OTHER_CASES = [
     Case("render_nan", "a CT that passes the input checks but renders constant", FAILED),
@@ -340,6 +344,25 @@ def test_mistyped_codec_path_is_a_usage_error_and_never_reaches_the_hub(tmp_path
     assert_usage_error(*run_main([*argv, "outputs/codec-typo"], capsys), "codec_typo")
     assert_usage_error(*run_main([*argv, "codec-typo"], capsys), "codec_typo")
     assert hub_calls == [] and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("case", "flags"),
+    [
+        ("split_nan", ["--split_fractions", "nan", "nan", "nan"]),
+        ("split_nan", ["--split_fractions", "inf", "0", "0"]),
+        ("threshold_nan", ["--mask_threshold_mm", "nan"]),
+        ("threshold_nan", ["--mask_threshold_mm", "inf"]),
+        ("strength_huge", ["--deformation_strength", "nan"]),
+        ("strength_huge", ["--deformation_strength", "1e6"]),
+        ("num_subjects_huge", ["--num_subjects", "10000000"]),
+    ],
+)
+def test_non_finite_or_absurd_numbers_in_flags_are_usage_errors(tmp_path, capsys, case, flags):
+    out = tmp_path / "o"
+    argv = ["build", "--source", "phantom", "--num_subjects", "1", "--output_dir", str(out), *SMALL, *flags]
+    assert_usage_error(*run_main(argv, capsys), case)
+    assert not out.exists()
 
 
 # --------------------------------------------------------------------------------------------------
