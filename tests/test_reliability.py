@@ -57,6 +57,18 @@ SUBJECT_CASES = [
     Case("ts_noseg", "TotalSegmentator folder without `segmentations/`", FAILED, "segmentations"),
     Case("ts_segshape", "a segmentation file of another shape", FAILED, "shape"),
     Case("ts_loop", "a subject folder that is a symbolic link to itself", FAILED, "symbolic link"),
+    Case("hu_air", "a CT of -1000 HU everywhere", FAILED, "no bone"),
+    Case("hu_zero", "a CT of 0 HU everywhere", FAILED, "no air"),
+    Case("hu_unit", "a CT normalised to [0, 1]", FAILED, "no air"),
+    Case("hu_int8", "a CT stored as int8", FAILED, "no air"),
+    Case("hu_shift", "a CT shifted by +1024 HU (stored without rescaling)", FAILED, "no air"),
+    Case("hu_shift_padded", "the same with -2048 HU padding around the scanned circle", FAILED, "lungs average"),
+    Case("hu_huge", "a CT with a block of 3e38 HU", FAILED, "outside"),
+    Case("all_lung", "a label map where every voxel is lung", FAILED, "lung labels cover"),
+    Case("lab_wrap", "an int32 label map holding 65546 (16-bit wrap: a lung id)", FAILED, "65546"),
+    Case("lab_nan", "a float label map with NaN", FAILED, "non-finite"),
+    Case("lab_unknown", "a label value outside the label table", FAILED, "250"),
+    Case("header_bomb", "a 1 KB `.nii.gz` whose header claims 400^3 float32 voxels", FAILED, "header claims"),
 ]
 SHARDS = "each subject its own shard (`x_1`, `x_1~<hash>`, ...)"
 BUILT_CASES = [
@@ -154,6 +166,7 @@ def write_pairs(folder: Path) -> Path:
     save(folder / "inf.nii.gz", inf, aff)
     save(folder / "one_ct.nii.gz", np.full((1, 1, 1), -800.0, np.float32), np.diag([500.0, 500.0, 500.0, 1.0]))
     save(folder / "one_lab.nii.gz", np.full((1, 1, 1), lungs[0], np.uint8), np.diag([500.0, 500.0, 500.0, 1.0]))
+    write_implausible(folder, ct, lungs)
     rows = [
         "subject_id,ct,labels,label_names,split",
         "good,ct.nii.gz,lab.nii.gz,,",
@@ -177,9 +190,54 @@ def write_pairs(folder: Path) -> Path:
         "inf,inf.nii.gz,lab.nii.gz,,",
         "voxel500,one_ct.nii.gz,one_lab.nii.gz,,",
         "nolabels,ct.nii.gz",
+        "hu_air,hu_air.nii.gz,lab.nii.gz,,",
+        "hu_zero,hu_zero.nii.gz,lab.nii.gz,,",
+        "hu_unit,hu_unit.nii.gz,lab.nii.gz,,",
+        "hu_int8,hu_int8.nii.gz,lab.nii.gz,,",
+        "hu_shift,hu_shift.nii.gz,lab.nii.gz,,",
+        "hu_shift_padded,hu_shift_padded.nii.gz,lab.nii.gz,,",
+        "hu_huge,hu_huge.nii.gz,lab.nii.gz,,",
+        "all_lung,ct.nii.gz,lab_all_lung.nii.gz,,",
+        "lab_wrap,ct.nii.gz,lab_wrap.nii.gz,,",
+        "lab_nan,ct.nii.gz,lab_nan.nii.gz,,",
+        "lab_unknown,ct.nii.gz,lab_unknown.nii.gz,,",
+        "header_bomb,header_bomb.nii.gz,lab.nii.gz,,",
     ]
     (folder / "pairs.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return folder / "pairs.csv"
+
+
+def write_implausible(folder: Path, ct, lungs: list[int]) -> None:
+    """CTs and label maps that pass the file checks but whose intensities or labels cannot be a chest CT."""
+    aff, lab = ct.affine, ct.labels.astype(np.uint8)
+    save(folder / "hu_air.nii.gz", np.full(ct.hu.shape, -1000, np.int16), aff)
+    save(folder / "hu_zero.nii.gz", np.zeros(ct.hu.shape, np.int16), aff)
+    save(folder / "hu_unit.nii.gz", ((ct.hu + 1000) / 2000).astype(np.float32), aff)
+    save(folder / "hu_int8.nii.gz", np.clip(ct.hu, -128, 127).astype(np.int8), aff)
+    save(folder / "hu_shift.nii.gz", (ct.hu + 1024).astype(np.int16), aff)
+    padded = ct.hu + 1024
+    x, y = np.meshgrid(*(np.linspace(-1, 1, n) for n in ct.hu.shape[:2]), indexing="ij")
+    padded[x**2 + y**2 > 1] = -2048 + 1024  # a real CT's outside-the-circle padding, shifted with the rest
+    save(folder / "hu_shift_padded.nii.gz", padded.astype(np.int16), aff)
+    huge = ct.hu.copy()
+    huge[20:30, 15:25, 10:20] = 3e38
+    save(folder / "hu_huge.nii.gz", huge.astype(np.float32), aff)
+    save(folder / "lab_all_lung.nii.gz", np.full(lab.shape, lungs[0], np.uint8), aff)
+    wrap = lab.astype(np.int32)
+    wrap[wrap == lungs[0]] = 65536 + lungs[0]  # int16 would read it as the lung id
+    save(folder / "lab_wrap.nii.gz", wrap, aff)
+    nan = lab.astype(np.float32)
+    nan[0, 0, 0] = np.nan
+    save(folder / "lab_nan.nii.gz", nan, aff)
+    unknown = lab.copy()
+    unknown[0, 0, 0] = 250  # no TotalSegmentator id
+    save(folder / "lab_unknown.nii.gz", unknown, aff)
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.float32)
+    header.set_data_shape((400, 400, 400))
+    header.set_qform(aff, 1)
+    header.set_sform(aff, 1)
+    (folder / "header_bomb.nii.gz").write_bytes(gzip.compress(header.binaryblock + b"\0" * 4 + b"\0" * 1000))
 
 
 def write_totalseg_subject(folder: Path, ct, skip=()):
@@ -230,7 +288,7 @@ def test_failures_file_holds_every_bad_subject_and_summary_counts_every_subject(
     pairs, pairs_out, ts, ts_out = corpus
     logged = [json.loads(line)["subject_id"] for out in (pairs_out, ts_out) for line in open(out / "failures.jsonl")]
     assert sorted(logged) == sorted(c.name for c in SUBJECT_CASES)
-    for summary, listed in ((pairs, 21), (ts, 4)):
+    for summary, listed in ((pairs, 33), (ts, 4)):
         assert summary["subjects"] == listed == summary["built"] + summary["resumed_skipped"] + summary["failed"]
 
 
@@ -257,6 +315,43 @@ def test_no_row_has_a_constant_image_or_implausible_lungs(corpus):
         lungs = next(s["mask"]["bytes"] for s in row["structures"] if s["name"] == "lungs")
         lungs = np.asarray(Image.open(io.BytesIO(lungs)), bool)
         assert image.min() < image.max() and 0.05 <= lungs.mean() <= 0.8 and image[lungs].std() >= 1
+
+
+def test_plausibility_checks_accept_the_embedded_ct_the_phantom_and_its_pseudo_subjects():
+    from dataset_builder.ct import load_embedded, validate_chest_ct
+    from dataset_builder.sources import load_pseudo_subject
+
+    assert load_embedded().hu.shape == (512, 512, 133)  # read_pair validates it
+    for ct in (small_phantom(), *(load_pseudo_subject("phantom", f"p{i}", 0, 1.0) for i in range(3))):
+        assert validate_chest_ct(ct) is ct
+
+
+def test_a_lying_nifti_header_is_refused_before_its_data_is_read(tmp_path):
+    from dataset_builder.ct import CTInputError, read_volume
+
+    write_implausible(tmp_path, small_phantom(), [13])
+    tracemalloc.start()
+    with pytest.raises(CTInputError, match="header claims 400 x 400 x 400 voxels"):
+        read_volume(tmp_path / "header_bomb.nii.gz", "CT")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 16 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize(("side", "length", "problem"), [(1100, "full", "over the limit"), (400, 1000, "truncated")])
+def test_an_uncompressed_nifti_over_the_voxel_limit_or_shorter_than_its_header_is_refused(tmp_path, side, length,
+                                                                                          problem):
+    from dataset_builder.ct import CTInputError, read_volume
+
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.uint8)
+    header.set_data_shape((side,) * 3)
+    path = tmp_path / "big.nii"
+    with open(path, "wb") as fh:
+        fh.write(header.binaryblock + b"\0" * 4)
+        fh.truncate(352 + side**3 if length == "full" else length)  # sparse: the 1.3 GB take no disk space
+    with pytest.raises(CTInputError, match=problem):
+        read_volume(path, "CT")
 
 
 def test_safe_names_are_injective_and_refuse_empty_ids():
