@@ -101,6 +101,10 @@ OTHER_CASES = [
     Case("stale_tmp", "`.*.tmp-*` files left by a killed run", "deleted at the next start"),
     Case("model_typo", "`load_segmenter('outputs/unet-typo')`, the Space's `--unet`", "`FileNotFoundError` naming "
          "the path, no Hub request (only `owner/name` that is no local path goes to the Hub)"),
+    Case("model_typo_elsewhere", "`load_segmenter('outputs/unet-typo')` from a folder without `outputs/`; "
+         "`python -m eval --unet outputs/x`; any name with `--local_only true`", "`FileNotFoundError` (eval: exit "
+         "status 2, one line) saying it was taken as a local path, no Hub request (`hf://owner/name` is an explicit "
+         "Hub id)"),
     Case("not_cached", "a Hub id while offline (also the Space's fallback)", "`FileNotFoundError`: not cached"),
     Case("long_answer", "a 1 MB model answer", "decoded in bounded memory: 128 objects, the rest one invalid object"),
     Case("bomb_boundary", "an upload of 50,000,001 pixels", 'the Space says "50,000,001 pixels; at most 50 MP"'),
@@ -625,6 +629,33 @@ def test_mistyped_local_model_path_is_file_not_found_without_a_hub_request(tmp_p
     with pytest.raises(FileNotFoundError, match="no model folder at"):
         load_segmenter(name, device="cpu")
     assert calls == []
+
+
+@pytest.mark.parametrize("name", ["outputs/unet-typo", "models/x", "checkpoints/unet", "Outputs/x"])
+def test_a_local_looking_path_is_never_looked_up_even_where_its_folder_does_not_exist(tmp_path, monkeypatch, name):
+    from chexanatomy.inference import load_segmenter
+
+    calls = forbid_hub(monkeypatch)
+    monkeypatch.chdir(tmp_path)  # no outputs/ here
+    with pytest.raises(FileNotFoundError, match=f"no model folder at {name} .taken as a local path.*hf://{name}"):
+        load_segmenter(name, device="cpu")
+    assert calls == []
+
+
+def test_eval_model_typo_and_local_only_are_usage_errors_without_a_hub_request(tmp_path, monkeypatch, capsys):
+    from chexanatomy.locate import locate_model
+    from eval.__main__ import main
+
+    calls = forbid_hub(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    for argv in (["--unet", "outputs/x"], ["--unet", "someone/unet", "--local_only", "true"]):
+        assert main(["--vlm", "none", "--output_dir", "o", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: no model folder at") and err.count("\n") == 1 and "local path" in err
+    assert calls == [] and not (tmp_path / "o").exists()
+    with pytest.raises(AssertionError, match="the Hub was asked for outputs/x"):
+        locate_model("hf://outputs/x")  # explicit: the one way to the Hub user "outputs"
+    assert calls == ["outputs/x"]
 
 
 def test_hub_id_offline_says_not_cached():
