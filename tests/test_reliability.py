@@ -97,6 +97,8 @@ OTHER_CASES = [
     Case("implausible_lungs", "a view whose lungs cover under 5 % or over 80 % of the image", FAILED),
     Case("killed_worker", "a `--num_proc 2` worker killed by SIGKILL", "the pool is replaced, the subject retried "
          "once alone, then named in `failures.jsonl`; the rest is built"),
+    Case("orphaned_workers", "`kill -9` of the main process of a `--num_proc 2` build", "its workers exit within "
+         "seconds; the resumed build is byte-identical to an uninterrupted one"),
     Case("concurrent", "two builds started together into one folder", "one builds, the other is refused"),
     Case("stale_tmp", "`.*.tmp-*` files left by a killed run", "deleted at the next start"),
     Case("model_typo", "`load_segmenter('outputs/unet-typo')`, the Space's `--unet`", "`FileNotFoundError` naming "
@@ -542,6 +544,53 @@ def test_a_killed_worker_is_retried_once_then_named_and_the_rest_completes(tmp_p
     failures = [json.loads(line) for line in (tmp_path / "failures.jsonl").read_text().splitlines()]
     assert [f["subject_id"] for f in failures] == ["killed_worker"] and "worker process died" in failures[0]["reason"]
     assert (tmp_path / "README.md").exists() and not list(tmp_path.rglob(".*.tmp-*"))
+
+
+def children_of(pid: int) -> list[int]:
+    """Process ids of the live children of ``pid`` (Linux ``/proc``)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_killing_the_main_process_ends_its_workers_and_the_resumed_build_is_identical(tmp_path):
+    import subprocess
+    import sys
+
+    from dataset_builder.build import BuildConfig, build
+
+    flags = ["--source", "phantom", "--num_subjects", "4", *SMALL]
+    command = [sys.executable, "-m", "dataset_builder", "build", *flags, "--output_dir", str(tmp_path / "killed")]
+    parent = subprocess.Popen([*command, "--num_proc", "2"], cwd=ROOT, stderr=subprocess.DEVNULL)
+    workers, deadline = [], time.time() + 120
+    while len(workers) < 2 and parent.poll() is None and time.time() < deadline:
+        workers = children_of(parent.pid)
+        time.sleep(0.02)
+    assert len(workers) == 2, "the build ended before its workers could be seen"
+    parent.kill()
+    parent.wait()
+    deadline = time.time() + 5
+    while any(alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.05)
+    orphans = [w for w in workers if alive(w)]
+    for pid in orphans:
+        os.kill(pid, signal.SIGKILL)
+    assert orphans == [], "workers outlived their parent"
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)  # resume
+    config = BuildConfig(source="phantom", num_subjects=4, size_px=48, poses_per_view=1, views=["PA"], codec="none",
+                         output_dir=str(tmp_path / "whole"))  # fmt: skip
+    build(config)
+    shards = {p.name: p.read_bytes() for p in (tmp_path / "killed" / "data").glob("*.parquet")}
+    assert len(shards) == 4 and shards == {p.name: p.read_bytes() for p in (tmp_path / "whole" / "data").iterdir()}
 
 
 def build_in_child(output_dir: str, results) -> None:
