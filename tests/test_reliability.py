@@ -87,6 +87,9 @@ USAGE_CASES = [
     Case("empty_config", "an emptied `build_config.json` (build and `card`)", USAGE, "empty or damaged"),
     Case("codec_typo", "`--codec outputs/codec-typo` (no Hub request)", USAGE, "no model folder"),
     Case("locked", "a second build into a folder being built", USAGE, "another build is writing"),
+    Case("no_s3fs", "`--output_dir s3://...`, `--pairs_csv gs://...`, `--root sftp://...` without `s3fs`, `gcsfs`, "
+         "`paramiko`", USAGE, "pip install"),
+    Case("unreachable", "an unreachable `hf://` output, an unreachable `http://` CSV", USAGE, "could not reach"),
     Case("split_nan", "`--split_fractions nan nan nan`", USAGE, "--split_fractions"),
     Case("threshold_nan", "`--mask_threshold_mm nan` (or `inf`)", USAGE, "--mask_threshold_mm"),
     Case("strength_huge", "`--deformation_strength nan` (or `1e6`)", USAGE, "--deformation_strength"),
@@ -464,6 +467,46 @@ def test_non_finite_or_absurd_numbers_in_flags_are_usage_errors(tmp_path, capsys
     argv = ["build", "--source", "phantom", "--num_subjects", "1", "--output_dir", str(out), *SMALL, *flags]
     assert_usage_error(*run_main(argv, capsys), case)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "package"),
+    [(["--source", "phantom", "--output_dir", "s3://bucket/drr"], "s3fs"),
+     (["--source", "pairs", "--pairs_csv", "gs://bucket/pairs.csv", "--output_dir", "o"], "gcsfs"),
+     (["--source", "totalsegmentator", "--root", "sftp://host/ts", "--output_dir", "o"], "paramiko")],
+)  # fmt: skip
+def test_a_remote_url_without_its_filesystem_package_says_what_to_install(tmp_path, monkeypatch, capsys, flags,
+                                                                          package):
+    import importlib.util
+
+    if importlib.util.find_spec(package):
+        pytest.skip(f"{package} is installed here")
+    monkeypatch.chdir(tmp_path)
+    code, err = run_main(["build", *flags, *SMALL], capsys)
+    assert_usage_error(code, err, "no_s3fs")
+    assert package in err and not (tmp_path / "o").exists()
+
+
+class FakeConnectError(Exception):
+    """What an HTTP client raises for a host it cannot reach: no ``OSError``."""
+
+
+def test_an_unreachable_remote_output_or_csv_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    def unreachable(*args, **kwargs):
+        raise FakeConnectError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "repo_info", unreachable)
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_tree", unreachable)
+    monkeypatch.chdir(tmp_path)
+    code, err = run_main(["build", "--source", "phantom", "--output_dir", "hf://datasets/me/drr", *SMALL], capsys)
+    assert_usage_error(code, err, "unreachable")
+    assert "hf://datasets/me/drr" in err
+    csv_url = "http://127.0.0.1:9/pairs.csv"  # the loopback's discard port: nothing listens
+    code, err = run_main(["build", "--source", "pairs", "--pairs_csv", csv_url, "--output_dir", "o", *SMALL], capsys)
+    assert_usage_error(code, err, "unreachable")
+    assert csv_url in err and "does not exist" not in err and not (tmp_path / "o").exists()
 
 
 # --------------------------------------------------------------------------------------------------
