@@ -30,6 +30,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .masks import grey_levels
 
 MAX_PIXELS = 50_000_000
+MIN_SIDE = 32  # px; a radiograph smaller than 32 px per side holds no anatomy to segment (the Space's and eval's limit)
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
@@ -177,6 +178,7 @@ def dicom_display_values(pixels: np.ndarray, ds) -> tuple[np.ndarray, list[str]]
 __all__ = [
     "DICOM_SUFFIXES",
     "MAX_PIXELS",
+    "MIN_SIDE",
     "PICTURE_SUFFIXES",
     "RadiographError",
     "dicom_display_values",

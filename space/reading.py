@@ -14,13 +14,12 @@ from pathlib import Path
 from PIL import Image
 
 from chexanatomy.inference import grey_image
-from chexanatomy.radiograph_io import MAX_PIXELS, RadiographError, read_radiograph
+from chexanatomy.radiograph_io import MAX_PIXELS, MIN_SIDE, RadiographError, read_radiograph
 
 from . import InputError
 
 MAX_IMAGE_PIXELS = MAX_PIXELS  # 50 MP: a 16-bit 7,000 x 7,000 detector image still fits
 MAX_SIDE = 1024  # long side for inference; both models work at <= 448 px internally
-MIN_SIDE = 32
 
 
 def read_upload(path: str | Path) -> tuple[Image.Image, list[str]]:

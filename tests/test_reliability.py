@@ -111,6 +111,8 @@ OTHER_CASES = [
          "status 2, one line) saying it was taken as a local path, no Hub request (`hf://owner/name` is an explicit "
          "Hub id)"),
     Case("not_cached", "a Hub id while offline (also the Space's fallback)", "`FileNotFoundError`: not cached"),
+    Case("tiny_real_image", "a 1x1 PNG in `python -m eval --real_dir`", "skipped with a warning naming it; "
+         "`results.json` and `report.md` are written"),
     Case("long_answer", "a 1 MB model answer", "decoded in bounded memory: 128 objects, the rest one invalid object"),
     Case("bomb_boundary", "an upload of 50,000,001 pixels", 'the Space says "50,000,001 pixels; at most 50 MP"'),
     Case("raw_id_path", "a subject id `../x` in `space/make_examples.py`", "the file stays in the examples folder"),
@@ -786,6 +788,46 @@ def test_space_model_typo_and_offline_fallback_are_one_line_errors(tmp_path, mon
 # --------------------------------------------------------------------------------------------------
 # Decoder memory, the Space's size message, example file names
 # --------------------------------------------------------------------------------------------------
+
+
+def test_a_tiny_image_in_the_real_folder_is_skipped_and_the_evaluation_completes(phantom_corpus, tmp_path):
+    from PIL import Image
+
+    from chexanatomy.examples import real_radiographs
+    from eval.__main__ import EvalConfig, run
+
+    real = tmp_path / "real"
+    real.mkdir()
+    name, image = next(iter(real_radiographs().items()))
+    image.resize((128, 128)).save(real / f"{name}.png")
+    Image.new("L", (1, 1), 128).save(real / "dot.png")
+    out = tmp_path / "eval"
+    config = EvalConfig(vlm="none", unet="bundled-unet", corpus_dir=str(phantom_corpus), split="train", max_images=1,
+                        output_dir=str(out), studies=["plausibility"], real_dir=str(real), device="cpu")  # fmt: skip
+    with pytest.warns(UserWarning, match="dot.png"):
+        run(config, [])
+    saved = json.loads((out / "results.json").read_text())
+    assert [r["image"] for r in saved["studies"]["plausibility"]["rows"]] == [name]
+    assert (out / "report.md").exists()
+
+
+class RefusingSegmenter:
+    """A stand-in model that refuses every image, as ``grey_image`` refuses a 1x1 one."""
+
+    structures = ["lung_left", "lung_right", "heart"]
+
+    def segment(self, image, names):
+        raise ValueError("the image is 1x1 pixels: too small to segment")
+
+
+def test_the_plausibility_study_skips_an_image_its_model_refuses():
+    from PIL import Image
+
+    from eval.plausibility import plausibility_study
+
+    with pytest.warns(UserWarning, match="skipped 1 image.*dot for unet"):
+        study = plausibility_study({"unet": RefusingSegmenter()}, {"dot": Image.new("L", (1, 1))})
+    assert study["rows"] == [] and study["summary"]["unet passed"] == "0 / 0 images"
 
 
 class ZeroCodec:
