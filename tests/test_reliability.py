@@ -87,6 +87,8 @@ USAGE_CASES = [
     Case("empty_config", "an emptied `build_config.json` (build and `card`)", USAGE, "empty or damaged"),
     Case("codec_typo", "`--codec outputs/codec-typo` (no Hub request)", USAGE, "no model folder"),
     Case("locked", "a second build into a folder being built", USAGE, "another build is writing"),
+    Case("overlapping_shards", "overlapping `--shard` parts (`0/1` and `0/2`) built into one folder at once", USAGE,
+         "another build is writing"),
     Case("no_s3fs", "`--output_dir s3://...`, `--pairs_csv gs://...`, `--root sftp://...` without `s3fs`, `gcsfs`, "
          "`paramiko`", USAGE, "pip install"),
     Case("unreachable", "an unreachable `hf://` output, an unreachable `http://` CSV", USAGE, "could not reach"),
@@ -676,6 +678,24 @@ def test_a_held_folder_lock_refuses_the_build(tmp_path, capsys):
     with FileLock(tmp_path / ".build.lock"):
         argv = ["build", "--source", "phantom", "--num_subjects", "1", "--output_dir", str(tmp_path), *SMALL]
         assert_usage_error(*run_main(argv, capsys), "locked")
+
+
+@pytest.mark.parametrize(("held", "shard", "refused"), [(".build.lock", "0/2", True),
+                                                      (".build-1-of-2.lock", "0/1", True),
+                                                      (".build-1-of-3.lock", "0/2", True),
+                                                      (".build-1-of-2.lock", "0/2", False)])  # fmt: skip
+def test_overlapping_shard_parts_exclude_each_other_and_disjoint_ones_do_not(tmp_path, capsys, held, shard, refused):
+    from filelock import FileLock
+
+    argv = ["build", "--source", "phantom", "--num_subjects", "2", "--output_dir", str(tmp_path), "--shard", shard,
+            *SMALL]  # fmt: skip
+    with FileLock(tmp_path / held):  # a build of that part is running
+        code, err = run_main(argv, capsys)
+    if refused:
+        assert_usage_error(code, err, "overlapping_shards")
+        assert not list(tmp_path.rglob("*.parquet"))
+    else:
+        assert code in (0, 1) and "another build" not in err  # 1: no subject of the two in part 0/2
 
 
 def test_stale_temporary_files_of_this_build_are_swept_at_start(tmp_path):
