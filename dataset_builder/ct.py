@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import importlib.resources
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -462,7 +463,7 @@ def read_totalsegmentator_splits(root: str | Path) -> dict[str, str]:
         text = meta.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise CTInputError(f"cannot read {meta}: {err}") from err
-    reader = csv.reader(text.splitlines(), delimiter=";" if text.count(";") > text.count(",") else ",")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=";" if text.count(";") > text.count(",") else ",")
     header = [h.strip().lower() for h in next(reader, [])]
     if missing := [c for c in ("image_id", "split") if c not in header]:
         raise CTInputError(f"{meta} lacks the column(s) {missing} (its columns: {header}); fix it or move it away")

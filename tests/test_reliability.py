@@ -75,6 +75,7 @@ BUILT_CASES = [
     Case("x 1", "ids `x 1`, `x_1`, `x/1` (one file name before)", SHARDS),
     Case("日本", "two all-non-ASCII ids", SHARDS),
     Case("ts_good", "`meta.csv` with a byte-order mark", "its splits are honoured"),
+    Case("csv_newline", "a quoted line break inside a CSV cell (`\"nl\\nid\"`)", "kept: the subject id is `nl\\nid`"),
 ]
 USAGE_CASES = [
     Case("size_px", "`--size_px 5`", USAGE, "size_px must be in 32..1024"),
@@ -365,6 +366,22 @@ def test_an_uncompressed_nifti_over_the_voxel_limit_or_shorter_than_its_header_i
         fh.truncate(352 + side**3 if length == "full" else length)  # sparse: the 1.3 GB take no disk space
     with pytest.raises(CTInputError, match=problem):
         read_volume(path, "CT")
+
+
+def test_a_quoted_line_break_in_a_csv_cell_is_kept(tmp_path):
+    import pyarrow.parquet as pq
+
+    from dataset_builder.build import BuildConfig, build
+
+    ct = small_phantom()
+    save(tmp_path / "ct.nii.gz", ct.hu.astype(np.int16), ct.affine)
+    save(tmp_path / "lab.nii.gz", ct.labels.astype(np.uint8), ct.affine)
+    (tmp_path / "pairs.csv").write_text('subject_id,ct,labels\n"nl\nid",ct.nii.gz,lab.nii.gz\n', encoding="utf-8")
+    config = BuildConfig(source="pairs", pairs_csv=str(tmp_path / "pairs.csv"), output_dir=str(tmp_path / "o"),
+                         size_px=48, poses_per_view=1, views=["PA"], codec="none")  # fmt: skip
+    assert build(config)["built"] == 1
+    [shard] = (tmp_path / "o" / "data").glob("*.parquet")
+    assert pq.read_table(shard).column("subject_id").to_pylist() == ["nl\nid"]
 
 
 def test_safe_names_are_injective_and_refuse_empty_ids():
