@@ -239,7 +239,10 @@ def _run(engine, subjects: list[Subject], shards: dict[str, str], config: BuildC
     def finish(result: dict) -> dict:
         if result["status"] == "built":
             t0 = time.perf_counter()
-            folder.write(shards[result["subject_id"]], result.pop("shard"))
+            try:
+                folder.write(shards[result["subject_id"]], result.pop("shard"))
+            except OSError as err:  # a full disk: this subject fails, named; what finished is still recorded
+                result = failure(result["subject_id"], err)
             result["write_s"] = time.perf_counter() - t0
         bar.update()
         return result

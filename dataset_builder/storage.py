@@ -195,12 +195,18 @@ def target_of_temporary(name: str) -> str | None:
 
 
 def write_atomically(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to the local ``path`` so that readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` to the local ``path`` so that readers see the old file or the whole new one, never a part.
+
+    Raises:
+        OSError: naming ``path`` (a full disk, a read-only folder), with the original ``errno``.
+    """
     tmp = temporary_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
+    except OSError as err:  # a full disk's error names no file: say which one was being written
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
     finally:
         tmp.unlink(missing_ok=True)
 

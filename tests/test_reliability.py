@@ -105,6 +105,8 @@ OTHER_CASES = [
          "once alone, then named in `failures.jsonl`; the rest is built"),
     Case("orphaned_workers", "`kill -9` of the main process of a `--num_proc 2` build", "its workers exit within "
          "seconds; the resumed build is byte-identical to an uninterrupted one"),
+    Case("disk_full", "a full disk while a shard is written", "that subject fails naming the file (`No space left "
+         "on device`); `failures.jsonl` and the card are written for what finished"),
     Case("concurrent", "two builds started together into one folder", "one builds, the other is refused"),
     Case("stale_tmp", "`.*.tmp-*` files left by a killed run", "deleted at the next start"),
     Case("model_typo", "`load_segmenter('outputs/unet-typo')`, the Space's `--unet`", "`FileNotFoundError` naming "
@@ -655,6 +657,29 @@ def test_killing_the_main_process_ends_its_workers_and_the_resumed_build_is_iden
     build(config)
     shards = {p.name: p.read_bytes() for p in (tmp_path / "killed" / "data").glob("*.parquet")}
     assert len(shards) == 4 and shards == {p.name: p.read_bytes() for p in (tmp_path / "whole" / "data").iterdir()}
+
+
+def test_a_full_disk_fails_the_subject_naming_the_file_and_the_rest_is_recorded(tmp_path, monkeypatch):
+    import errno
+
+    from dataset_builder.build import BuildConfig, build
+
+    write_bytes = Path.write_bytes
+
+    def full_for_one_subject(self, data):
+        if "phantom-ps001" in self.name:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_for_one_subject)
+    config = BuildConfig(source="phantom", output_dir=str(tmp_path), num_subjects=3, size_px=48, views=["PA"],
+                         poses_per_view=1, codec="none")  # fmt: skip
+    summary = build(config)
+    assert summary["built"] == 2 and summary["failed"] == 1
+    [failed] = [json.loads(line) for line in (tmp_path / "failures.jsonl").read_text().splitlines()]
+    assert failed["subject_id"] == "phantom-ps001" and "No space left on device" in failed["reason"]
+    assert "phantom-ps001.parquet" in failed["reason"] and (tmp_path / "README.md").exists()
+    assert not list(tmp_path.rglob(".*.tmp-*"))
 
 
 def build_in_child(output_dir: str, results) -> None:
