@@ -120,6 +120,10 @@ OTHER_CASES = [
          "`results.json` and `report.md` are written"),
     Case("long_answer", "a 1 MB model answer", "decoded in bounded memory: 128 objects, the rest one invalid object"),
     Case("bomb_boundary", "an upload of 50,000,001 pixels", 'the Space says "50,000,001 pixels; at most 50 MP"'),
+    Case("blank_upload", "an all-black upload, a float image of NaN or infinite pixels, a DICOM whose rescale slope "
+         "is NaN", 'the Space says "blank" instead of segmenting it'),
+    Case("narrow_upload", "an image of 1 x 49,000,000 pixels (under the 50 MP limit)", "refused from its header "
+         "before decoding: too small (or too narrow)"),
     Case("raw_id_path", "a subject id `../x` in `space/make_examples.py`", "the file stays in the examples folder"),
 ]
 CASES = SUBJECT_CASES + BUILT_CASES + USAGE_CASES + OTHER_CASES
@@ -937,6 +941,36 @@ def test_bomb_message_at_the_boundary_gives_exact_pixels(tmp_path):
     with pytest.raises(reading.InputError) as info:
         reading.read_upload(path)
     assert "50,000,001 pixels; at most 50 megapixels" in str(info.value)
+
+
+def test_a_blank_upload_is_said_to_be_blank_not_segmented(tmp_path):
+    from PIL import Image
+    from test_space import space_module, squares, write_dicom
+
+    reading = space_module("reading")
+    Image.new("L", (64, 64)).save(tmp_path / "black.png")
+    Image.fromarray(np.full((64, 64), np.nan, np.float32)).save(tmp_path / "nan.tiff")
+    Image.fromarray(np.full((64, 64), np.inf, np.float32)).save(tmp_path / "inf.tiff")
+    write_dicom(tmp_path / "slope.dcm", squares(background=3000, inner=500), rescale=(float("nan"), 0.0))
+    for name in ("black.png", "nan.tiff", "inf.tiff", "slope.dcm"):
+        with pytest.raises(reading.InputError, match=f"{name} is blank"):
+            reading.read_upload(tmp_path / name)
+    Image.fromarray(squares(background=200, inner=20).astype(np.uint8)).save(tmp_path / "fine.png")
+    assert reading.read_upload(tmp_path / "fine.png")[0].size == (64, 64)
+
+
+def test_an_absurdly_narrow_image_is_refused_from_its_header(tmp_path):
+    from test_space import png_header_only, space_module
+
+    reading = space_module("reading")
+    path = tmp_path / "line.png"
+    path.write_bytes(png_header_only(1, 49_000_000))
+    tracemalloc.start()
+    with pytest.raises(reading.InputError, match="1x49000000 pixels is too small .or too narrow."):
+        reading.read_upload(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 16 * 2**20, f"peak {peak / 2**20:.0f} MiB"
 
 
 def test_example_names_never_put_a_raw_subject_id_in_a_path():
