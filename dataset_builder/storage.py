@@ -27,6 +27,8 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from chexanatomy.cli import one_line
+
 DEFAULT_CACHE = Path(os.environ.get("CHEXANATOMY_CACHE", Path.home() / ".cache" / "chexanatomy")) / "inputs"
 
 
@@ -54,8 +56,7 @@ def reaching(url: str | Path):
     except OSError:
         raise
     except Exception as err:
-        text = " ".join(str(err).split())
-        raise StorageError(f"could not reach {url} ({type(err).__name__}: {text})") from err
+        raise StorageError(f"could not reach {url} ({type(err).__name__}: {one_line(err)})") from err
 
 
 def _remote(method):
@@ -160,11 +161,9 @@ def _info(fs, path: str, url: str | Path) -> dict:
         cause = err.__cause__  # fsspec's HTTP filesystem reports a server it cannot reach as FileNotFoundError
         if cause is None or getattr(cause, "status", None) in (404, 410):
             raise FileNotFoundError(f"{url} does not exist") from None
-        text = " ".join(str(cause).split())
-        raise StorageError(f"could not reach {url} ({type(cause).__name__}: {text})") from err
+        raise StorageError(f"could not reach {url} ({type(cause).__name__}: {one_line(cause)})") from err
     except Exception as err:  # noqa: BLE001 - aiohttp, httpx, botocore... each raise their own
-        text = " ".join(str(err).split())
-        raise StorageError(f"could not reach {url} ({type(err).__name__}: {text})") from err
+        raise StorageError(f"could not reach {url} ({type(err).__name__}: {one_line(err)})") from err
 
 
 def _download_tree(fs, path: str, target: Path) -> None:
