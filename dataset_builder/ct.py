@@ -111,13 +111,14 @@ def _load_nifti(path: Path, what: str) -> nib.Nifti1Image:
         offset = int(img.header.get("vox_offset", 0))
     except Exception as err:  # nibabel raises many types for corrupt/truncated files
         raise CTInputError(f"cannot read {what} {path}: {err}") from err
-    size = path.stat().st_size
-    compressed = path.name.endswith(".gz")
+    size, name = path.stat().st_size, path.name.lower()
     voxels = int(np.prod(shape, dtype=np.float64))
     claims = f"its header claims {' x '.join(map(str, shape))} voxels ({data_bytes / 2**30:.2g} GiB)"
     if voxels > MAX_VOXELS:
         raise CTInputError(f"{what} {path}: {claims}, over the limit of {MAX_VOXELS:,} voxels")
-    if (compressed and data_bytes > MAX_DEFLATE_RATIO * size) or (not compressed and offset + data_bytes > size):
+    # Single-file NIfTI only: a .hdr/.img pair keeps its data in the other file.
+    too_short = name.endswith(".nii") and offset + data_bytes > size
+    if too_short or (name.endswith(".nii.gz") and data_bytes > MAX_DEFLATE_RATIO * size):
         raise CTInputError(f"{what} {path}: {claims}, more than its {size:,} bytes can hold: truncated or damaged")
     return img
 
