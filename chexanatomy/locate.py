@@ -12,9 +12,15 @@ Every loader of models and codecs (``inference.load_segmenter``, ``codec.load_co
 * an existing path is a local folder, and must hold the model's marker file (``config.json``, ...);
 * only a string shaped ``owner/name`` that is not a local path may go to the Hub; it is a local path when a folder
   ``owner`` exists here (``outputs/unet-typo`` with an ``outputs/`` folder), unless that folder is a Python package
-  (so ``chexanatomy/...`` Hub ids work from a checkout of this repository, which has a ``chexanatomy/`` package);
-* anything else that does not exist is a ``FileNotFoundError`` naming the path; offline, or with the Hub
-  unreachable, a Hub id that is not in the local cache is one too, saying so.
+  (so ``chexanatomy/...`` Hub ids work from a checkout of this repository, which has a ``chexanatomy/`` package),
+  and when ``owner`` is a name of the working directory's shape (``outputs``, ``models``, ``checkpoints``, ...:
+  ``LOCAL_FOLDER_NAMES``), whether or not that folder exists here; ``./``, ``../``, ``~`` and absolute paths never
+  look like ``owner/name``;
+* ``hf://owner/name`` is an explicit Hub id, looked up whatever folders exist here (the way to reach a Hub user
+  named ``outputs``);
+* with ``local_only`` nothing is looked up on the Hub, whatever the name;
+* anything else that does not exist is a ``FileNotFoundError`` naming the path and saying whether it was taken for a
+  local path or a Hub id; offline, or with the Hub unreachable, a Hub id that is not in the local cache is one too.
 """
 
 from __future__ import annotations
@@ -30,42 +36,69 @@ AUTO_DEVICE = "auto"
 
 _HUB_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 HUB_ID = re.compile(f"{_HUB_PART}/{_HUB_PART}")
+EXPLICIT_HUB = "hf://"
+# First folders of paths that training and evaluation write (ours and the usual ones of HF scripts): a name starting
+# with one is a local path even where that folder does not exist (run from another folder, or a typo).
+LOCAL_FOLDER_NAMES = frozenset(
+    {"outputs", "output", "out", "models", "model", "checkpoints", "checkpoint", "ckpt", "runs", "results", "data",
+     "tmp", "weights", "experiments", "saved_models"}
+)  # fmt: skip
+SEGMENTER_MARKERS = ("config.json", "adapter_config.json")  # a model folder or a LoRA adapter (inference.py's)
 
 
 def hub_id(name: str) -> str | None:
     """``name`` if it may be fetched from the Hub (shaped ``owner/name``, not a local path; see above), else None."""
+    if name.startswith(EXPLICIT_HUB):
+        name = name.removeprefix(EXPLICIT_HUB)
+        return name if HUB_ID.fullmatch(name) else None
     if not HUB_ID.fullmatch(name) or ".." in name or "--" in name or Path(name).exists():
         return None
-    owner = Path(name.split("/")[0])
-    if owner.is_dir() and not (owner / "__init__.py").exists():
+    owner = name.split("/")[0]
+    if owner.lower() in LOCAL_FOLDER_NAMES:
+        return None
+    if Path(owner).is_dir() and not (Path(owner) / "__init__.py").exists():
         return None
     return name
 
 
-def locate_model(name_or_path: str | Path, markers: Sequence[str] = ("config.json",)) -> Path:
+def locate_model(
+    name_or_path: str | Path, markers: Sequence[str] = ("config.json",), local_only: bool = False
+) -> Path:
     """The folder of a model: a local folder holding one of ``markers``, or the snapshot of a Hub repository.
+
+    Args:
+        name_or_path: a folder, ``owner/name`` or ``hf://owner/name`` (see the module docstring).
+        markers: file names of which a model folder holds at least one.
+        local_only: never look anything up on the Hub (``--local_only``).
 
     Raises:
         FileNotFoundError: naming ``name_or_path``: a local folder without any of ``markers``, a path that does not
-            exist and is not a Hub id, a Hub model that is not cached while offline or unreachable, or a Hub
-            repository that does not exist (or is private).
+            exist and is not a Hub id (or any missing name with ``local_only``), a Hub model that is not cached while
+            offline or unreachable, or a Hub repository that does not exist (or is private).
     """
+    text = str(name_or_path)
     path = Path(name_or_path).expanduser()
-    if path.exists():
+    if not text.startswith(EXPLICIT_HUB) and path.exists():
         if not any((path / m).exists() for m in markers):
             raise FileNotFoundError(f"{path} has none of {', '.join(markers)}: not a model folder")
         return path
-    repo = hub_id(str(name_or_path))
+    repo = None if local_only else hub_id(text)
     if repo is None:
-        raise FileNotFoundError(f"no model folder at {name_or_path} ({_why_not_hub(str(name_or_path))})")
+        raise FileNotFoundError(f"no model folder at {text} ({_why_not_hub(text, local_only)})")
     return _download(repo)
 
 
-def _why_not_hub(name: str) -> str:
+def _why_not_hub(name: str, local_only: bool = False) -> str:
     """Why ``name`` (not a local path that exists) was not looked up on the Hub, for the error message."""
-    if HUB_ID.fullmatch(name) and Path(name.split("/")[0]).is_dir():
-        return f"not looked up on the Hub: {name.split('/')[0]}/ is a local folder"
-    return "not a Hub id either: those look like owner/name"
+    if local_only:
+        return "taken as a local path: nothing is looked up on the Hub with --local_only"
+    if name.startswith(EXPLICIT_HUB):
+        return f"{name.removeprefix(EXPLICIT_HUB)} is not a Hub id: those look like owner/name"
+    if not HUB_ID.fullmatch(name):
+        return "not a Hub id either: those look like owner/name"
+    owner = name.split("/")[0]
+    why = f"{owner}/ is a local folder" if Path(owner).is_dir() else f"{owner}/ names a local folder of outputs"
+    return f"taken as a local path, not looked up on the Hub: {why}; for the Hub model, write {EXPLICIT_HUB}{name}"
 
 
 def _download(repo: str) -> Path:

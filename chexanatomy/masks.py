@@ -91,7 +91,7 @@ def grey_levels(image: Any) -> np.ndarray:
     * 8-bit values: divided by 255; bool: 0 or 1;
     * float values already within [0, 1]: kept as they are;
     * anything else (16-bit, 32-bit integer, float outside [0, 1]): min-max scaled to [0, 1] (an image of one
-      value gives zeros; NaN gives 0).
+      value gives zeros; NaN gives 0, infinity the end of the range, an image without a finite value zeros).
 
     Raises:
         ValueError: for arrays that are not [H, W] or [H, W, C] with C in (1, 3, 4).
@@ -107,9 +107,11 @@ def grey_levels(image: Any) -> np.ndarray:
         return array.astype(np.float32)
     values = array.astype(np.float32)
     finite = values[np.isfinite(values)]
-    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if not finite.size:
+        return np.zeros_like(values)  # no finite value: nothing to show (was inf -> 3.4e38, outside [0, 1])
+    low, high = float(finite.min()), float(finite.max())
     if np.issubdtype(array.dtype, np.floating) and low >= 0.0 and high <= 1.0:
-        return np.nan_to_num(values, nan=0.0)
+        return np.nan_to_num(values, nan=0.0, posinf=1.0, neginf=0.0)
     scaled = np.zeros_like(values) if high <= low else (values - low) / (high - low)
     return np.clip(np.nan_to_num(scaled, nan=0.0), 0.0, 1.0).astype(np.float32)
 

@@ -6,7 +6,8 @@
 The rule (the Space, the real-radiograph evaluation and the domain-gap study all read files through it):
 
 * Size: at most ``max_pixels`` (``MAX_PIXELS``, 50 MP: a 16-bit 7,000 x 7,000 detector image fits), checked from
-  the header before decoding (a larger image is refused as a possible decompression bomb).
+  the header before decoding (a larger image is refused as a possible decompression bomb), and the long side at most
+  ``MAX_ASPECT`` times the short one (a 1 x 49,000,000 image is no radiograph).
 * Pictures: EXIF orientation applied; transparency (RGBA, LA, PA, P with a transparent colour) composited onto
   black; then ``chexanatomy.masks.grey_levels`` (colour = BT.601 luma, 8 bit / 255, 16 bit min-max scaled).
 * DICOM (``DICM`` at byte 128, or a ``.dcm``/``.dicom`` name): the first frame; the modality LUT (rescale slope
@@ -30,6 +31,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .masks import grey_levels
 
 MAX_PIXELS = 50_000_000
+MIN_SIDE = 32  # px; a radiograph smaller than 32 px per side holds no anatomy to segment (the Space's and eval's limit)
+MAX_ASPECT = 10  # long side / short side; radiographs are near square, stitched full-spine or full-leg images ~4
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
@@ -81,6 +84,7 @@ def open_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit is checked below
             with Image.open(path) as opened:
                 _check_pixels(path, opened.size[0] * opened.size[1], max_pixels)
+                _check_aspect(path, *opened.size)
                 opened.load()
                 return ImageOps.exif_transpose(opened)
     except Image.DecompressionBombError as error:
@@ -105,6 +109,15 @@ def flatten_alpha(image: Image.Image) -> tuple[Image.Image, list[str]]:
 def _check_pixels(path: Path, pixels: int, max_pixels: int) -> None:
     if pixels > max_pixels:
         raise RadiographError(_too_large(path, pixels, max_pixels))
+
+
+def _check_aspect(path: Path, width: int, height: int) -> None:
+    """``RadiographError`` from the header, before decoding, for a shape no radiograph has (1 x 49,000,000 px)."""
+    if max(width, height) > MAX_ASPECT * max(1, min(width, height)):
+        raise RadiographError(
+            f"{path.name}: {width}x{height} pixels is too small (or too narrow) for a radiograph: the long side may "
+            f"be at most {MAX_ASPECT} times the short one; refused before decoding."
+        )
 
 
 def _too_large(path: Path, pixels: int | None, max_pixels: int) -> str:
@@ -138,6 +151,7 @@ def _read_dicom(path: Path, max_pixels: int) -> tuple[np.ndarray, list[str]]:
             f"{path.name} is too large: {rows}x{cols} pixels x {frames} frame(s); at most "
             f"{max_pixels / 1e6:.0f} megapixels are accepted."
         )
+    _check_aspect(path, cols, rows)
     try:
         pixels = ds.pixel_array
     except Exception as error:
@@ -177,6 +191,7 @@ def dicom_display_values(pixels: np.ndarray, ds) -> tuple[np.ndarray, list[str]]
 __all__ = [
     "DICOM_SUFFIXES",
     "MAX_PIXELS",
+    "MIN_SIDE",
     "PICTURE_SUFFIXES",
     "RadiographError",
     "dicom_display_values",

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import re
 import time
 
 from filelock import FileLock, Timeout
@@ -48,10 +49,16 @@ class BuildError(ValueError):
     """A build that cannot start as asked (folder in use, built with other settings, damaged configuration)."""
 
 
+PART_LOCK = re.compile(r"\.build(?:-(\d+)-of-(\d+))?\.lock")  # .build.lock is part 0 of 1
+
+
 @contextlib.contextmanager
 def _folder_lock(folder: Folder, config: BuildConfig):
     """Hold this build's lock on a local folder (one per ``--shard`` part); ``BuildError`` when another build holds it.
 
+    Parts of one ``N`` are disjoint and may be built at once; parts of different ``N`` overlap (``0/1`` is all of
+    ``0/2``), so a build also refuses while a build of another ``N`` holds its part's lock. Taking the lock and
+    looking at the others happen under ``.build-register.lock``, so two builds starting together see each other.
     A remote folder has no lock: object stores offer none, so two builds of one part there must be avoided by hand.
     """
     if folder.local is None:
@@ -59,18 +66,41 @@ def _folder_lock(folder: Folder, config: BuildConfig):
         return
     index, count = config.shard_index()
     lock = FileLock(folder.local / (".build.lock" if count == 1 else f".build-{index}-of-{count}.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        part = "" if count == 1 else f" (shard {index}/{count})"
-        raise BuildError(
-            f"another build is writing {folder}{part} (lock {lock.lock_file}); wait for it to finish or use another "
-            "--output_dir"
-        ) from None
+    with FileLock(folder.local / ".build-register.lock", timeout=60):
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            _refuse(folder, lock.lock_file, index, count)
+        if other := _other_layout_running(folder, count):
+            lock.release()
+            _refuse(folder, other, index, count)
     try:
         yield
     finally:
         lock.release()
+
+
+def _other_layout_running(folder: Folder, count: int) -> str | None:
+    """The lock file of a running build of a ``--shard i/M`` part with ``M != count`` in ``folder``, or None."""
+    for path in sorted(folder.local.glob(".build*.lock")):
+        if not (match := PART_LOCK.fullmatch(path.name)) or int(match.group(2) or 1) == count:
+            continue
+        probe = FileLock(path)
+        try:
+            probe.acquire(timeout=0)
+        except Timeout:
+            return str(path)
+        probe.release()  # free: that build has ended
+    return None
+
+
+def _refuse(folder: Folder, lock_file: str, index: int, count: int):
+    """Raise the ``BuildError`` of a folder (part) another build is writing."""
+    part = "" if count == 1 else f" (shard {index}/{count})"
+    raise BuildError(
+        f"another build is writing {folder}{part} (lock {lock_file}); wait for it to finish or use another "
+        "--output_dir"
+    ) from None
 
 
 def read_build_config(root: str | Folder) -> dict:
@@ -209,7 +239,10 @@ def _run(engine, subjects: list[Subject], shards: dict[str, str], config: BuildC
     def finish(result: dict) -> dict:
         if result["status"] == "built":
             t0 = time.perf_counter()
-            folder.write(shards[result["subject_id"]], result.pop("shard"))
+            try:
+                folder.write(shards[result["subject_id"]], result.pop("shard"))
+            except OSError as err:  # a full disk: this subject fails, named; what finished is still recorded
+                result = failure(result["subject_id"], err)
             result["write_s"] = time.perf_counter() - t0
         bar.update()
         return result

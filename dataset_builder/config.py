@@ -7,7 +7,8 @@ validates the flags and says which of them decide the shards' content (``content
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 
 from chexanatomy.cli import HubOptions
 from chexanatomy.codec import codec_fingerprint
@@ -25,6 +26,10 @@ NON_CONTENT = {
     "output_dir", "push_to_hub", "hub_model_id", "hub_private_repo", "device", "num_proc", "shard", "engine",
     "ray_address", "cache_dir",
 }  # fmt: skip
+MAX_NUM_SUBJECTS = 100_000  # pseudo-subjects of one CT; more add no anatomy (~1 s and ~100 kB each at 512 px)
+# At 3 the warp scales the body by up to +-36 % and rotates it by up to 18 degrees: beyond, organs fold over.
+MAX_DEFORMATION_STRENGTH = 3.0
+MAX_MASK_THRESHOLD_MM = 100.0  # a ray needs this path length through a structure; over 100 mm no rib is ever in a mask
 
 
 @dataclass
@@ -110,17 +115,36 @@ class BuildConfig(HubOptions):
             raise ValueError("source pairs needs --ct and --labels, or --pairs_csv")
         if bad := [v for v in self.views if v not in VIEWS]:
             raise ValueError(f"views: unknown {bad}; choose among {VIEWS}")
+        self._check_numbers()
         if not 32 <= self.size_px <= 1024:
             raise ValueError(f"size_px must be in 32..1024, got {self.size_px}")
         if self.num_subjects < 1 or self.poses_per_view < 1 or self.num_proc < 1:
             raise ValueError("num_subjects, poses_per_view and num_proc must be at least 1")
-        if self.mask_threshold_mm <= 0:
-            raise ValueError(f"mask_threshold_mm must be positive, got {self.mask_threshold_mm}")
+        if not 0 < self.mask_threshold_mm <= MAX_MASK_THRESHOLD_MM:
+            raise ValueError(f"--mask_threshold_mm must be in (0, {MAX_MASK_THRESHOLD_MM:g}] mm, got "
+                             f"{self.mask_threshold_mm}")  # fmt: skip
+        if not 0 <= self.deformation_strength <= MAX_DEFORMATION_STRENGTH:
+            raise ValueError(f"--deformation_strength must be in [0, {MAX_DEFORMATION_STRENGTH:g}] (1 = the default "
+                             f"warp), got {self.deformation_strength}")  # fmt: skip
+        if self.num_subjects > MAX_NUM_SUBJECTS:
+            raise ValueError(f"--num_subjects must be at most {MAX_NUM_SUBJECTS:,}, got {self.num_subjects:,}")
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         self.shard_index()  # validates --shard
         self.render_settings()  # validates --framing and --processing
         check_fractions(self.split_fractions)
+
+    def _check_numbers(self) -> None:
+        """``ValueError`` naming the flag when a number (or one in a list) is NaN or infinite.
+
+        ``float("nan")`` passes every comparison-based range check (``nan < 0`` is False), and would reach
+        ``build_config.json`` as ``NaN``, which is not JSON.
+        """
+        for f in fields(self):
+            value = getattr(self, f.name)
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise ValueError(f"--{f.name} must be finite numbers, got {value}")
 
     def shard_index(self) -> tuple[int, int]:
         """``--shard i/N`` parsed to ``(i, N)`` with ``0 <= i < N``; raises ``ValueError`` if malformed."""

@@ -92,8 +92,8 @@ FEATURES = datasets.Features(
 
 def check_fractions(fractions) -> None:
     """``ValueError`` unless ``fractions`` are 3 non-negative numbers (train, validation, test) summing to 1."""
-    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
-        raise ValueError(f"split fractions must be 3 non-negative numbers summing to 1, got {fractions}")
+    if len(fractions) != 3 or not all(0 <= f <= 1 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"--split_fractions must be 3 non-negative numbers summing to 1, got {fractions}")
 
 
 def split_of(subject_id: str, fractions=(0.8, 0.1, 0.1)) -> str:

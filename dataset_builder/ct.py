@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import importlib.resources
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from chexanatomy.anatomy import LUNG_LOBES, map_label_names
+from chexanatomy.anatomy import LUNG_LOBES, STRUCTURES, map_label_names
 
 
 class CTInputError(ValueError):
@@ -88,13 +89,38 @@ class CTVolume:
         return None if box is None else (box[0] + box[1]) / 2.0
 
 
+# A whole-body CT at 0.5 mm slices is 512 x 512 x ~2000 = 5e8 voxels; twice that (4 GiB as float32) is the most
+# a worker may allocate for one volume. Deflate cannot compress more than 1032:1, so a .gz file holding fewer bytes
+# than its header's data size / 1032 is lying (a few kB claiming GB).
+MAX_VOXELS = 2**30
+MAX_DEFLATE_RATIO = 1032
+
+
 def _load_nifti(path: Path, what: str) -> nib.Nifti1Image:
+    """The NIfTI image at ``path`` (header read, data not yet), its header's size checked against the file.
+
+    Raises:
+        CTInputError: unreadable, or a header claiming more than ``MAX_VOXELS`` voxels or more data than the file
+            can hold (gzip: over ``MAX_DEFLATE_RATIO`` times its size; uncompressed: over its size), so that a lying
+            header never decides how much memory is allocated.
+    """
     try:
         img = nib.load(str(path))
-        _ = img.shape
-        return img
+        shape = tuple(int(n) for n in img.shape)
+        data_bytes = int(np.prod(shape, dtype=np.float64)) * img.get_data_dtype().itemsize
+        offset = int(img.header.get("vox_offset", 0))
     except Exception as err:  # nibabel raises many types for corrupt/truncated files
         raise CTInputError(f"cannot read {what} {path}: {err}") from err
+    size, name = path.stat().st_size, path.name.lower()
+    voxels = int(np.prod(shape, dtype=np.float64))
+    claims = f"its header claims {' x '.join(map(str, shape))} voxels ({data_bytes / 2**30:.2g} GiB)"
+    if voxels > MAX_VOXELS:
+        raise CTInputError(f"{what} {path}: {claims}, over the limit of {MAX_VOXELS:,} voxels")
+    # Single-file NIfTI only: a .hdr/.img pair keeps its data in the other file.
+    too_short = name.endswith(".nii") and offset + data_bytes > size
+    if too_short or (name.endswith(".nii.gz") and data_bytes > MAX_DEFLATE_RATIO * size):
+        raise CTInputError(f"{what} {path}: {claims}, more than its {size:,} bytes can hold: truncated or damaged")
+    return img
 
 
 EMBEDDED_PROVENANCE = (
@@ -177,7 +203,71 @@ def validate_chest_ct(ct: CTVolume) -> CTVolume:
     lung_ids = [i for i, n in ct.structure_labels.items() if n in LUNG_LOBES]
     if not lung_ids or not np.isin(ct.labels, lung_ids).any():
         raise CTInputError(f"{ct.subject_id}: the label map has no lung voxels: not a chest CT, or lungs not segmented")
+    if problem := intensity_problem(ct):
+        raise CTInputError(f"{ct.subject_id}: implausible chest CT: {problem}")
     return ct
+
+
+# Plausible Hounsfield units, with wide margins. Measured: the embedded CT (lungs -835 HU, bone groups 247-308 HU,
+# heart and great vessels +353 HU with contrast, -2048 HU padding outside the scanned circle, up to +3071 HU), its
+# pseudo-subjects (lungs -830, ribs +231) and the phantom's (lungs -850 to -793, bone +495 to +800, heart +33 to +45).
+HU_RANGE = (-32768.0, 40000.0)  # int16's floor (padding values) to above any scanner's extended scale (+30,710)
+AIR_HU, MIN_AIR_FRACTION = -900.0, 0.005  # air (-1000) around the body, in the trachea and lungs: >= 0.5 % of voxels
+BONE_HU, MIN_BONE_FRACTION = 150.0, 0.001  # cortical and trabecular bone are > +150 HU: >= 0.1 % of voxels
+LUNG_MEAN_HU = (-990.0, -400.0)  # aerated lung -700 to -900, emphysema to -950; consolidation would be above -400
+BONE_MEAN_HU = 150.0  # ribs, spine, shoulder girdle labels together (cartilage and marrow lower the mean to ~+250)
+SOFT_TISSUE_MEAN_HU = (-250.0, 700.0)  # heart, vessels, mediastinum: +30 to +60 unenhanced, to ~+450 with contrast
+MAX_LUNG_FRACTION = 0.6  # lungs fill 7-9 % of the embedded CT and the phantom, ~45 % of a box cropped to them
+BONE_GROUPS = ("ribs", "spine", "shoulder_girdle")
+SOFT_TISSUE_GROUPS = ("heart_and_great_vessels", "mediastinum")
+
+
+def intensity_problem(ct: CTVolume) -> str | None:
+    """Why ``ct``'s values cannot be a chest CT in Hounsfield units (with its labels), or None when they can.
+
+    Catches what the view checks cannot: a CT with no contrast (all -1000 or all 0 HU), values normalised to [0, 1]
+    or stored as int8, HU shifted by +1024 (stored without the rescale intercept), absurd values (3e38), and label
+    maps that do not mark the anatomy (every voxel lung). Thresholds and their margins: the constants above.
+    """
+    hu = ct.hu
+    low, high = float(hu.min()), float(hu.max())
+    if low < HU_RANGE[0] or high > HU_RANGE[1]:
+        return f"values {low:.4g} to {high:.4g} reach outside {HU_RANGE[0]:g} to {HU_RANGE[1]:g} HU: not HU"
+    hint = "; is it in HU (rescale slope and intercept applied)?"
+    if (air := np.count_nonzero(hu <= AIR_HU) / hu.size) < MIN_AIR_FRACTION:
+        return f"no air: {air:.2%} of voxels at or below {AIR_HU:g} HU (need {MIN_AIR_FRACTION:.1%}){hint}"
+    if (bone := np.count_nonzero(hu >= BONE_HU) / hu.size) < MIN_BONE_FRACTION:
+        return f"no bone: {bone:.2%} of voxels at or above {BONE_HU:g} HU (need {MIN_BONE_FRACTION:.1%}){hint}"
+    sums, counts = _tissue_sums(ct)
+    if (covered := counts[1] / hu.size) > MAX_LUNG_FRACTION:
+        return f"the lung labels cover {covered:.0%} of the volume (at most {MAX_LUNG_FRACTION:.0%}): a wrong label map"
+    expected = (LUNG_MEAN_HU, (BONE_MEAN_HU, np.inf), SOFT_TISSUE_MEAN_HU)
+    for code, (tissue, (lo, hi)) in enumerate(zip(TISSUES, expected, strict=True), start=1):
+        if counts[code] and not lo <= (mean := sums[code] / counts[code]) <= hi:
+            return f"{tissue} average {mean:.0f} HU inside their labels (expected {lo:g} to {hi:g} HU){hint}"
+    return None
+
+
+TISSUES = ("lungs", "bone", "heart and vessels")  # codes 1, 2, 3 of _tissue_sums (0: any other voxel)
+
+
+def _tissue_sums(ct: CTVolume) -> tuple[np.ndarray, np.ndarray]:
+    """(HU sum, voxel count) per tissue code (0 other, then ``TISSUES``), float64 [4] and int64 [4].
+
+    One pass over the volume in slabs (a label -> code table, then ``bincount``): a few 10 MB at a time, where a
+    mask per tissue would cost a pass and a volume-sized array each.
+    """
+    code_of_group = {g: 2 for g in BONE_GROUPS} | {g: 3 for g in SOFT_TISSUE_GROUPS}
+    table = np.zeros(max(int(ct.labels.max()), max(ct.structure_labels, default=0)) + 1, np.int64)
+    for label, name in ct.structure_labels.items():
+        table[label] = 1 if name in LUNG_LOBES else code_of_group.get(STRUCTURES[name].group, 0)
+    sums, counts = np.zeros(4), np.zeros(4, np.int64)
+    step = max(1, 2**21 // (ct.hu.shape[0] * ct.hu.shape[1]))  # slices per slab: ~2 M voxels
+    for k in range(0, ct.hu.shape[2], step):
+        codes = table[np.clip(ct.labels[..., k : k + step], 0, None)].ravel()
+        sums += np.bincount(codes, weights=ct.hu[..., k : k + step].ravel(), minlength=4)
+        counts += np.bincount(codes, minlength=4)
+    return sums, counts
 
 
 def _check_grid(ct: CTVolume) -> None:
@@ -282,11 +372,40 @@ def read_pair(ct_path, labels_path, label_names, subject_id: str, source: str = 
     if not np.allclose(lab_img.affine, affine, atol=1e-2):
         raise CTInputError(f"{subject_id}: label map {labels_path} affine differs from the CT's")
     try:
-        labels = np.asarray(lab_img.dataobj).astype(np.int16)
+        raw = np.asarray(lab_img.dataobj)
     except Exception as err:
         raise CTInputError(f"{subject_id}: cannot decode label map {labels_path} ({err}); truncated?") from err
+    labels = label_ids(raw, names, f"{subject_id}: label map {labels_path}")
     provenance = f"CT + multilabel map pairs ({source})"
     return validate_chest_ct(CTVolume(subject_id, source, hu, labels, affine, names, provenance))
+
+
+def label_ids(raw: np.ndarray, names: dict[int, str], where: str) -> np.ndarray:
+    """A label map's voxels as int16 ids, every one 0 or in ``names``; ``CTInputError`` naming the values otherwise.
+
+    A plain cast would turn NaN into 0 and wrap 65546 into 10 (a lung lobe in TotalSegmentator v2), so values are
+    checked before it: finite, whole, in 0..32767, and each non-zero one in the label table.
+    """
+    if raw.dtype.kind == "f":
+        if not np.isfinite(raw).all():
+            raise CTInputError(f"{where} holds non-finite values (NaN or infinity); labels are whole numbers")
+        if (fractional := raw[raw != np.round(raw)]).size:
+            raise CTInputError(f"{where} holds non-integer values (e.g. {fractional[0]:g}); labels are whole numbers")
+    elif raw.dtype.kind not in "iub":
+        raise CTInputError(f"{where} has data type {raw.dtype}, not numbers")
+    low, high = raw.min(), raw.max()
+    if low < 0 or high > np.iinfo(np.int16).max:
+        bad = low if low < 0 else high
+        raise CTInputError(f"{where} holds the value {bad:g}, outside the label ids 0..{np.iinfo(np.int16).max}")
+    labels = raw.astype(np.int16)
+    flat, counts = labels.ravel(), np.zeros(int(high) + 1, np.int64)
+    for start in range(0, flat.size, 2**22):  # in slabs: bincount makes an int64 copy of what it counts
+        counts += np.bincount(flat[start : start + 2**22], minlength=counts.size)
+    present = np.flatnonzero(counts)
+    if unknown := [int(i) for i in present if i and int(i) not in names]:
+        shown = ", ".join(map(str, unknown[:5])) + (", ..." if len(unknown) > 5 else "")
+        raise CTInputError(f"{where} holds label values not in its label table: {shown} (check --label_names)")
+    return labels
 
 
 def _totalseg_ids() -> dict[str, int]:
@@ -359,7 +478,7 @@ def read_totalsegmentator_splits(root: str | Path) -> dict[str, str]:
         text = meta.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise CTInputError(f"cannot read {meta}: {err}") from err
-    reader = csv.reader(text.splitlines(), delimiter=";" if text.count(";") > text.count(",") else ",")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=";" if text.count(";") > text.count(",") else ",")
     header = [h.strip().lower() for h in next(reader, [])]
     if missing := [c for c in ("image_id", "split") if c not in header]:
         raise CTInputError(f"{meta} lacks the column(s) {missing} (its columns: {header}); fix it or move it away")

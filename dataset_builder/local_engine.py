@@ -3,12 +3,16 @@
 ``run(subjects, config, finish)`` calls ``finish(result)`` in this process for every subject as it completes
 (``stages.build_subject``'s result; ``finish`` writes the shard) and returns what ``finish`` returned, sorted by
 subject id. A worker that dies (killed by a signal, e.g. the out-of-memory killer) is survived: see
-``_run_in_workers``.
+``_run_in_workers``. A worker never survives the main process: killed (``kill -9``), it takes its workers with it
+(``_die_with_parent``), and the next run resumes.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -32,10 +36,30 @@ def run(subjects: list[Subject], config, finish: Callable[[dict], dict]) -> list
 _STARTED = None  # in a worker process: the queue on which it announces each subject it starts
 
 
-def _init_worker(threads: int, started) -> None:
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _init_worker(threads: int, started, parent: int) -> None:
     global _STARTED
+    _die_with_parent(parent)
     torch.set_num_threads(threads)
     _STARTED = started
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this worker when the process ``parent`` that forked it dies, however it dies (even ``kill -9``).
+
+    Otherwise a worker whose parent is killed waits forever on the task pipe, holding its CT in memory. Linux sends
+    the worker SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)``): nothing of the worker's is lost, since
+    shards are written by the parent. A parent that died before the call is seen from ``getppid`` changing.
+    Elsewhere (macOS) nothing is set.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return  # not allowed here: a worker without the guard is what we had before
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _build_in_worker(subject: Subject, config) -> dict:
@@ -69,7 +93,8 @@ def _run_pool(subjects: list[Subject], config, workers: int, finish) -> tuple[li
     ctx = get_context("fork")  # workers inherit the loaded modules; each still reads its own CT
     started = ctx.SimpleQueue()
     threads = max(1, (os.cpu_count() or 1) // config.num_proc)
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads, started))
+    init = (threads, started, os.getpid())
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=init)
     futures = {pool.submit(_build_in_worker, s, config): s for s in subjects}
     done, crashed, announced = [], [], set()
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,7 +152,8 @@ def pair_subjects(
 def _read_pairs_csv(url: str, cache_dir: str | None) -> list[dict[str, str]]:
     """The rows of a pairs CSV as dicts with stripped header names; ``CTInputError`` when it cannot be used."""
     try:
-        reader = csv.DictReader(storage.read_text(url, cache_dir, encoding="utf-8-sig").splitlines())
+        text = storage.read_text(url, cache_dir, encoding="utf-8-sig")
+        reader = csv.DictReader(io.StringIO(text, newline=""))  # lines as csv reads them: a quoted line break stays
         reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
         rows = list(reader)
     except (OSError, ValueError, UnicodeDecodeError, csv.Error) as err:

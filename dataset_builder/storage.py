@@ -16,6 +16,8 @@ never ours. ``s3://`` needs ``s3fs`` and ``gs://`` ``gcsfs`` installed; fsspec n
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -25,17 +27,57 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from chexanatomy.cli import one_line
+
 DEFAULT_CACHE = Path(os.environ.get("CHEXANATOMY_CACHE", Path.home() / ".cache" / "chexanatomy")) / "inputs"
+
+
+class StorageError(OSError):
+    """A remote location that cannot be used: its fsspec filesystem package is missing, or it cannot be reached."""
+
+
+def filesystem(url: str | Path):
+    """``(fsspec filesystem, path)`` of ``url``; ``StorageError`` naming the package to install when it is missing."""
+    try:
+        return fsspec.core.url_to_fs(str(url))
+    except ImportError as err:  # s3fs, gcsfs, paramiko, ...: fsspec's message names the package
+        raise StorageError(f"cannot use {url}: {err} (pip install it)") from None
+
+
+@contextlib.contextmanager
+def reaching(url: str | Path):
+    """Run remote filesystem calls on ``url``: an error that is no ``OSError`` becomes ``StorageError`` naming it.
+
+    Filesystems raise their client's own errors when a server cannot be reached (``httpx.ConnectError`` for
+    ``hf://``, botocore's for ``s3://``); as ``OSError`` they are a failed subject or a usage error, not a traceback.
+    """
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as err:
+        raise StorageError(f"could not reach {url} ({type(err).__name__}: {one_line(err)})") from err
+
+
+def _remote(method):
+    """A ``Folder`` method whose remote calls go through ``reaching(self.url)``."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with contextlib.nullcontext() if self.local else reaching(self.url):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def is_local(url: str | Path) -> bool:
     """True for a local path or a ``file://`` URL (read in place, never cached)."""
-    return isinstance(fsspec.core.url_to_fs(str(url))[0], LocalFileSystem)
+    return isinstance(filesystem(url)[0], LocalFileSystem)
 
 
 def local_path(url: str | Path) -> Path:
     """The local path of a local path or ``file://`` URL (``ValueError`` for a remote URL); relative stays relative."""
-    fs, path = fsspec.core.url_to_fs(str(url))
+    fs, path = filesystem(url)
     if not isinstance(fs, LocalFileSystem):
         raise ValueError(f"{url} is not a local path")
     return Path(path) if "://" in str(url) else Path(url)
@@ -49,15 +91,17 @@ def join(url: str | Path, *parts: str) -> str:
 
 
 def exists(url: str | Path) -> bool:
-    """Whether a file or folder exists at ``url``."""
-    fs, path = fsspec.core.url_to_fs(str(url))
-    return fs.exists(path)
+    """Whether a file or folder exists at ``url`` (``StorageError`` when it cannot be reached)."""
+    fs, path = filesystem(url)
+    with reaching(url):
+        return fs.exists(path)
 
 
 def isdir(url: str | Path) -> bool:
-    """Whether ``url`` is a folder."""
-    fs, path = fsspec.core.url_to_fs(str(url))
-    return fs.isdir(path)
+    """Whether ``url`` is a folder (``StorageError`` when it cannot be reached)."""
+    fs, path = filesystem(url)
+    with reaching(url):
+        return fs.isdir(path)
 
 
 def listdir(url: str | Path) -> list[tuple[str, str]]:
@@ -69,8 +113,9 @@ def listdir(url: str | Path) -> list[tuple[str, str]]:
         kinds = ["directory" if p.is_dir() else "broken link" if p.is_symlink() and not p.exists() else "file"
                  for p in entries]  # fmt: skip
         return [(p.name, kind) for p, kind in zip(entries, kinds, strict=True)]
-    fs, path = fsspec.core.url_to_fs(str(url))
-    entries = fs.ls(path, detail=True)
+    fs, path = filesystem(url)
+    with reaching(url):
+        entries = fs.ls(path, detail=True)
     return sorted((e["name"].rstrip("/").rsplit("/", 1)[-1], "directory" if e["type"] == "directory" else "file")
                   for e in entries)  # fmt: skip
 
@@ -81,11 +126,12 @@ def fetch(url: str | Path, cache_dir: str | Path | None = None) -> Path:
     A remote folder (a DICOM series, a TotalSegmentator subject) is fetched whole, with its sub-folders.
 
     Raises:
-        FileNotFoundError: nothing at ``url``.
+        FileNotFoundError: nothing at ``url`` (the server answered so).
+        StorageError: ``url``'s filesystem package is missing, or its server could not be reached.
     """
     if is_local(url):
         return local_path(url)
-    fs, path = fsspec.core.url_to_fs(str(url))
+    fs, path = filesystem(url)
     name = path.rstrip("/").rsplit("/", 1)[-1]
     target = Path(cache_dir or DEFAULT_CACHE) / hashlib.sha256(str(url).encode()).hexdigest()[:24] / name
     if target.exists():
@@ -93,16 +139,31 @@ def fetch(url: str | Path, cache_dir: str | Path | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(target)
     try:
-        if fs.isdir(path):
-            _download_tree(fs, path, tmp)
-        elif fs.exists(path):
-            fs.get_file(path, str(tmp))
-        else:
-            raise FileNotFoundError(f"{url} does not exist")
+        with reaching(url):
+            info = _info(fs, path, url)  # not exists(): that answers False for a server it cannot reach
+            if info["type"] == "directory":
+                _download_tree(fs, path, tmp)
+            else:
+                fs.get_file(path, str(tmp))
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
     return target
+
+
+def _info(fs, path: str, url: str | Path) -> dict:
+    """``fs.info(path)``: ``FileNotFoundError`` when the server says there is nothing, ``StorageError`` when the
+    server cannot be reached (any other error).
+    """  # noqa: D205
+    try:
+        return fs.info(path)
+    except FileNotFoundError as err:
+        cause = err.__cause__  # fsspec's HTTP filesystem reports a server it cannot reach as FileNotFoundError
+        if cause is None or getattr(cause, "status", None) in (404, 410):
+            raise FileNotFoundError(f"{url} does not exist") from None
+        raise StorageError(f"could not reach {url} ({type(cause).__name__}: {one_line(cause)})") from err
+    except Exception as err:  # noqa: BLE001 - aiohttp, httpx, botocore... each raise their own
+        raise StorageError(f"could not reach {url} ({type(err).__name__}: {one_line(err)})") from err
 
 
 def _download_tree(fs, path: str, target: Path) -> None:
@@ -133,12 +194,18 @@ def target_of_temporary(name: str) -> str | None:
 
 
 def write_atomically(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to the local ``path`` so that readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` to the local ``path`` so that readers see the old file or the whole new one, never a part.
+
+    Raises:
+        OSError: naming ``path`` (a full disk, a read-only folder), with the original ``errno``.
+    """
     tmp = temporary_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
+    except OSError as err:  # a full disk's error names no file: say which one was being written
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -153,7 +220,7 @@ class Folder:
 
     def __init__(self, url: str | Path):
         self.url = str(url)
-        self.fs, self._path = fsspec.core.url_to_fs(self.url)
+        self.fs, self._path = filesystem(self.url)
         self.local = local_path(url) if isinstance(self.fs, LocalFileSystem) else None
 
     def __repr__(self) -> str:
@@ -172,14 +239,17 @@ class Folder:
         """``rel`` as a local path or URL a user can open."""
         return str(self.local / rel) if self.local else join(self.url, rel)
 
+    @_remote
     def makedirs(self) -> None:
         """Create the folder (and ``data/``) if needed."""
         self.fs.makedirs(self.full("data"), exist_ok=True)
 
+    @_remote
     def exists(self, rel: str) -> bool:
         """Whether ``rel`` exists."""
         return self.fs.exists(self.full(rel))
 
+    @_remote
     def read_bytes(self, rel: str) -> bytes:
         """The content of ``rel`` (``FileNotFoundError`` when missing)."""
         return self.fs.cat_file(self.full(rel))
@@ -188,6 +258,7 @@ class Folder:
         """The UTF-8 text of ``rel`` (``FileNotFoundError`` when missing)."""
         return self.read_bytes(rel).decode()
 
+    @_remote
     def write(self, rel: str, data: bytes | str) -> None:
         """Write ``rel`` atomically (see the module docstring)."""
         if self.local:
@@ -195,6 +266,7 @@ class Folder:
         else:
             self.fs.pipe_file(self.full(rel), data.encode() if isinstance(data, str) else data)
 
+    @_remote
     def names(self, sub: str = "") -> list[str]:
         """Sorted names of the files directly in ``sub`` (``""``: the folder itself); none when it does not exist."""
         if self.local:

@@ -27,7 +27,7 @@ import datasets
 
 from chexanatomy.cli import MISSING_INPUT, parse_config, prog_name, run_main
 from chexanatomy.inference import load_segmenter
-from chexanatomy.locate import model_source
+from chexanatomy.locate import SEGMENTER_MARKERS, locate_model, model_source
 
 from . import report
 from .corpus_eval import evaluate_on_corpus
@@ -57,6 +57,9 @@ class EvalConfig:
 
     vlm: str = field(default="bundled-vlm", metadata={"help": "VLM folder, Hub id, 'bundled-vlm' or 'none'."})
     unet: str = field(default="bundled-unet", metadata={"help": "U-Net folder, Hub id, 'bundled-unet' or 'none'."})
+    local_only: bool = field(
+        default=False, metadata={"help": "--vlm and --unet are local folders: never look them up on the Hub."}
+    )
     corpus_dir: str = field(default="outputs/drr", metadata={"help": "DRR corpus folder or Hub dataset id."})
     split: str = field(default="test", metadata={"help": "Corpus split to score."})
     output_dir: str = field(default="outputs/eval", metadata={"help": "Where results.json, report.md, plots go."})
@@ -124,6 +127,8 @@ class EvalConfig:
 def load_models(config: EvalConfig) -> dict:
     """``{"vlm": Segmenter, "unet": Segmenter}`` for the models that are not 'none'."""
     sources = {"vlm": model_source(config.vlm, "vlm"), "unet": model_source(config.unet, "unet")}
+    if config.local_only:  # resolved here, so the loader gets a folder that exists and looks nothing up
+        sources = {k: src and locate_model(src, SEGMENTER_MARKERS, local_only=True) for k, src in sources.items()}
     options = {"vlm": {"max_new_tokens": config.max_new_tokens}, "unet": {}}
     return {k: load_segmenter(src, device=config.device, **options[k]) for k, src in sources.items() if src}
 
@@ -185,9 +190,9 @@ def _take(factory, n: int | None):
 def run(config: EvalConfig, argv: list[str] | None = None) -> dict:
     """The whole evaluation; returns the results dict it wrote."""
     start = time.perf_counter()
+    models = load_models(config)  # first: a missing model is a usage error that writes nothing
     out = Path(config.output_dir)
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    models = load_models(config)
     rows = corpus_rows(config)
     dataset = {
         "id": "chexanatomy/drr",

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from chexanatomy.radiograph_io import DICOM_SUFFIXES, PICTURE_SUFFIXES, read_radiograph
+from chexanatomy.radiograph_io import DICOM_SUFFIXES, MIN_SIDE, PICTURE_SUFFIXES, RadiographError, read_radiograph
 from chexanatomy.results import fmt as _fmt  # the one number format (missing: n/a) of cards and reports
 
 from .image_features import HF_CUTOFF, HIST_BINS, SCALAR_FEATURES, SIDE, SLOPE_BAND, W1_BINS, describe
@@ -58,7 +58,8 @@ def load_image_folder(path: str | Path, max_images: int | None = None) -> dict[s
     Each file is read by ``chexanatomy.radiograph_io.read_radiograph`` (the Space's rule: DICOM modality and VOI
     LUTs, MONOCHROME1 inverted, 16-bit min-max scaled).
 
-    Unreadable files are skipped and named in one warning.
+    Unreadable files, and images under ``MIN_SIDE`` px per side (no anatomy to segment), are skipped and named in
+    one warning.
 
     Args:
         path: a folder.
@@ -80,7 +81,10 @@ def load_image_folder(path: str | Path, max_images: int | None = None) -> dict[s
         if max_images is not None and len(images) >= max_images:
             break
         try:
-            images[file.relative_to(root).with_suffix("").as_posix()] = Image.fromarray(read_radiograph(file)[0])
+            levels = read_radiograph(file)[0]
+            if min(levels.shape) < MIN_SIDE:
+                raise RadiographError(f"{levels.shape[1]}x{levels.shape[0]} px, under {MIN_SIDE} px per side")
+            images[file.relative_to(root).with_suffix("").as_posix()] = Image.fromarray(levels)
         except Exception as err:  # noqa: BLE001 - any decoder error means "skip this file", reported below
             skipped.append(f"{file.relative_to(root)} ({type(err).__name__}: {err})")
     if skipped:

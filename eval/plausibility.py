@@ -18,9 +18,12 @@ same figures into ``results.json``, the report and the model cards.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from PIL import Image
 
+from chexanatomy.cli import one_line
 from chexanatomy.inference import Segmenter
 
 from .real_eval import largest_component
@@ -84,13 +87,23 @@ def check_image(segmenter: Segmenter, image: Image.Image) -> dict:
 def plausibility_study(models: dict[str, Segmenter], images: dict[str, Image.Image]) -> dict:
     """``{"rows": [...], "summary": {...}}``: the rows of :func:`check_image` per (model, image).
 
-    The summary gives, per model, how many images pass every check.
+    The summary gives, per model, how many images pass every check. An image a model cannot segment (it raises:
+    too small, not decodable) is skipped for that model and named in one warning, so one bad file never costs the
+    whole run its results.
     """
-    rows = [{"model": key, "image": name, **check_image(model, image)} for key, model in models.items()
-            for name, image in images.items()]  # fmt: skip
+    rows, skipped = [], []
+    for key, model in models.items():
+        for name, image in images.items():
+            try:
+                rows.append({"model": key, "image": name, **check_image(model, image)})
+            except (ValueError, RuntimeError) as err:  # the segmenter's refusal of this one image
+                skipped.append(f"{name} for {key} ({type(err).__name__}: {one_line(err)})")
+    if skipped:
+        warnings.warn(f"plausibility: skipped {len(skipped)} image(s): {'; '.join(skipped)}", stacklevel=2)
     summary = {
-        f"{key} passed": f"{sum(r['passed'] for r in rows if r['model'] == key)} / {len(images)} images"
+        f"{key} passed": f"{sum(r['passed'] for r in mine)} / {len(mine)} images"
         for key in models
+        for mine in [[r for r in rows if r["model"] == key]]
     }
     return {"rows": rows, "summary": {"images": len(images), **summary}}
 

@@ -11,32 +11,42 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from chexanatomy.inference import grey_image
-from chexanatomy.radiograph_io import MAX_PIXELS, RadiographError, read_radiograph
+from chexanatomy.radiograph_io import MAX_PIXELS, MIN_SIDE, RadiographError, read_radiograph
 
 from . import InputError
 
 MAX_IMAGE_PIXELS = MAX_PIXELS  # 50 MP: a 16-bit 7,000 x 7,000 detector image still fits
 MAX_SIDE = 1024  # long side for inference; both models work at <= 448 px internally
-MIN_SIDE = 32
 
 
 def read_upload(path: str | Path) -> tuple[Image.Image, list[str]]:
     """A grey "L" image from a PNG/JPEG/any PIL format or a DICOM file, and notes on what was done to it.
 
     Raises:
-        InputError: for files that are not images, damaged files and images over ``MAX_IMAGE_PIXELS``.
+        InputError: for files that are not images, damaged files, images over ``MAX_IMAGE_PIXELS`` and blank images
+            (every pixel black: all black, NaN or infinite pixels, a NaN DICOM rescale slope).
     """
     path = Path(path)
     try:
         levels, notes = read_radiograph(path, MAX_IMAGE_PIXELS)
-        return grey_image(levels), notes
     except (RadiographError, FileNotFoundError) as error:
         raise InputError(str(error)) from None
+    try:
+        image = grey_image(levels)
     except ValueError as error:  # grey_image's refusals (a 1x1 image)
         raise InputError(f"{path.name} cannot be segmented: {error}.") from None
+    # Blank: no finite grey level above black. NaN pixels, a NaN rescale slope and a 16-bit image of one value all
+    # read as black (grey_levels' min-max rule). A uniform grey picture is still segmented (it may be a test card).
+    if not np.isfinite(levels).all() or not levels.max() > 0:
+        raise InputError(
+            f"{path.name} is blank: every pixel is black (an all-black image, NaN or infinite pixel values, or a NaN "
+            "DICOM rescale slope); there is nothing to segment."
+        )
+    return image, notes
 
 
 def fit_for_inference(image: Image.Image) -> tuple[Image.Image, list[str]]:

@@ -57,12 +57,25 @@ SUBJECT_CASES = [
     Case("ts_noseg", "TotalSegmentator folder without `segmentations/`", FAILED, "segmentations"),
     Case("ts_segshape", "a segmentation file of another shape", FAILED, "shape"),
     Case("ts_loop", "a subject folder that is a symbolic link to itself", FAILED, "symbolic link"),
+    Case("hu_air", "a CT of -1000 HU everywhere", FAILED, "no bone"),
+    Case("hu_zero", "a CT of 0 HU everywhere", FAILED, "no air"),
+    Case("hu_unit", "a CT normalised to [0, 1]", FAILED, "no air"),
+    Case("hu_int8", "a CT stored as int8", FAILED, "no air"),
+    Case("hu_shift", "a CT shifted by +1024 HU (stored without rescaling)", FAILED, "no air"),
+    Case("hu_shift_padded", "the same with -2048 HU padding around the scanned circle", FAILED, "lungs average"),
+    Case("hu_huge", "a CT with a block of 3e38 HU", FAILED, "outside"),
+    Case("all_lung", "a label map where every voxel is lung", FAILED, "lung labels cover"),
+    Case("lab_wrap", "an int32 label map holding 65546 (16-bit wrap: a lung id)", FAILED, "65546"),
+    Case("lab_nan", "a float label map with NaN", FAILED, "non-finite"),
+    Case("lab_unknown", "a label value outside the label table", FAILED, "250"),
+    Case("header_bomb", "a 1 KB `.nii.gz` whose header claims 400^3 float32 voxels", FAILED, "header claims"),
 ]
 SHARDS = "each subject its own shard (`x_1`, `x_1~<hash>`, ...)"
 BUILT_CASES = [
     Case("x 1", "ids `x 1`, `x_1`, `x/1` (one file name before)", SHARDS),
     Case("日本", "two all-non-ASCII ids", SHARDS),
     Case("ts_good", "`meta.csv` with a byte-order mark", "its splits are honoured"),
+    Case("csv_newline", "a quoted line break inside a CSV cell (`\"nl\\nid\"`)", "kept: the subject id is `nl\\nid`"),
 ]
 USAGE_CASES = [
     Case("size_px", "`--size_px 5`", USAGE, "size_px must be in 32..1024"),
@@ -75,19 +88,42 @@ USAGE_CASES = [
     Case("empty_config", "an emptied `build_config.json` (build and `card`)", USAGE, "empty or damaged"),
     Case("codec_typo", "`--codec outputs/codec-typo` (no Hub request)", USAGE, "no model folder"),
     Case("locked", "a second build into a folder being built", USAGE, "another build is writing"),
+    Case("overlapping_shards", "overlapping `--shard` parts (`0/1` and `0/2`) built into one folder at once", USAGE,
+         "another build is writing"),
+    Case("no_s3fs", "`--output_dir s3://...`, `--pairs_csv gs://...`, `--root sftp://...` without `s3fs`, `gcsfs`, "
+         "`paramiko`", USAGE, "pip install"),
+    Case("unreachable", "an unreachable `hf://` output, an unreachable `http://` CSV", USAGE, "could not reach"),
+    Case("split_nan", "`--split_fractions nan nan nan`", USAGE, "--split_fractions"),
+    Case("threshold_nan", "`--mask_threshold_mm nan` (or `inf`)", USAGE, "--mask_threshold_mm"),
+    Case("strength_huge", "`--deformation_strength nan` (or `1e6`)", USAGE, "--deformation_strength"),
+    Case("num_subjects_huge", "`--num_subjects 10000000`", USAGE, "--num_subjects"),
 ]
 OTHER_CASES = [
     Case("render_nan", "a CT that passes the input checks but renders constant", FAILED),
     Case("implausible_lungs", "a view whose lungs cover under 5 % or over 80 % of the image", FAILED),
     Case("killed_worker", "a `--num_proc 2` worker killed by SIGKILL", "the pool is replaced, the subject retried "
          "once alone, then named in `failures.jsonl`; the rest is built"),
+    Case("orphaned_workers", "`kill -9` of the main process of a `--num_proc 2` build", "its workers exit within "
+         "seconds; the resumed build is byte-identical to an uninterrupted one"),
+    Case("disk_full", "a full disk while a shard is written", "that subject fails naming the file (`No space left "
+         "on device`); `failures.jsonl` and the card are written for what finished"),
     Case("concurrent", "two builds started together into one folder", "one builds, the other is refused"),
     Case("stale_tmp", "`.*.tmp-*` files left by a killed run", "deleted at the next start"),
     Case("model_typo", "`load_segmenter('outputs/unet-typo')`, the Space's `--unet`", "`FileNotFoundError` naming "
          "the path, no Hub request (only `owner/name` that is no local path goes to the Hub)"),
+    Case("model_typo_elsewhere", "`load_segmenter('outputs/unet-typo')` from a folder without `outputs/`; "
+         "`python -m eval --unet outputs/x`; any name with `--local_only true`", "`FileNotFoundError` (eval: exit "
+         "status 2, one line) saying it was taken as a local path, no Hub request (`hf://owner/name` is an explicit "
+         "Hub id)"),
     Case("not_cached", "a Hub id while offline (also the Space's fallback)", "`FileNotFoundError`: not cached"),
+    Case("tiny_real_image", "a 1x1 PNG in `python -m eval --real_dir`", "skipped with a warning naming it; "
+         "`results.json` and `report.md` are written"),
     Case("long_answer", "a 1 MB model answer", "decoded in bounded memory: 128 objects, the rest one invalid object"),
     Case("bomb_boundary", "an upload of 50,000,001 pixels", 'the Space says "50,000,001 pixels; at most 50 MP"'),
+    Case("blank_upload", "an all-black upload, a float image of NaN or infinite pixels, a DICOM whose rescale slope "
+         "is NaN", 'the Space says "blank" instead of segmenting it'),
+    Case("narrow_upload", "an image of 1 x 49,000,000 pixels (under the 50 MP limit)", "refused from its header "
+         "before decoding: too small (or too narrow)"),
     Case("raw_id_path", "a subject id `../x` in `space/make_examples.py`", "the file stays in the examples folder"),
 ]
 CASES = SUBJECT_CASES + BUILT_CASES + USAGE_CASES + OTHER_CASES
@@ -150,6 +186,7 @@ def write_pairs(folder: Path) -> Path:
     save(folder / "inf.nii.gz", inf, aff)
     save(folder / "one_ct.nii.gz", np.full((1, 1, 1), -800.0, np.float32), np.diag([500.0, 500.0, 500.0, 1.0]))
     save(folder / "one_lab.nii.gz", np.full((1, 1, 1), lungs[0], np.uint8), np.diag([500.0, 500.0, 500.0, 1.0]))
+    write_implausible(folder, ct, lungs)
     rows = [
         "subject_id,ct,labels,label_names,split",
         "good,ct.nii.gz,lab.nii.gz,,",
@@ -173,9 +210,54 @@ def write_pairs(folder: Path) -> Path:
         "inf,inf.nii.gz,lab.nii.gz,,",
         "voxel500,one_ct.nii.gz,one_lab.nii.gz,,",
         "nolabels,ct.nii.gz",
+        "hu_air,hu_air.nii.gz,lab.nii.gz,,",
+        "hu_zero,hu_zero.nii.gz,lab.nii.gz,,",
+        "hu_unit,hu_unit.nii.gz,lab.nii.gz,,",
+        "hu_int8,hu_int8.nii.gz,lab.nii.gz,,",
+        "hu_shift,hu_shift.nii.gz,lab.nii.gz,,",
+        "hu_shift_padded,hu_shift_padded.nii.gz,lab.nii.gz,,",
+        "hu_huge,hu_huge.nii.gz,lab.nii.gz,,",
+        "all_lung,ct.nii.gz,lab_all_lung.nii.gz,,",
+        "lab_wrap,ct.nii.gz,lab_wrap.nii.gz,,",
+        "lab_nan,ct.nii.gz,lab_nan.nii.gz,,",
+        "lab_unknown,ct.nii.gz,lab_unknown.nii.gz,,",
+        "header_bomb,header_bomb.nii.gz,lab.nii.gz,,",
     ]
     (folder / "pairs.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return folder / "pairs.csv"
+
+
+def write_implausible(folder: Path, ct, lungs: list[int]) -> None:
+    """CTs and label maps that pass the file checks but whose intensities or labels cannot be a chest CT."""
+    aff, lab = ct.affine, ct.labels.astype(np.uint8)
+    save(folder / "hu_air.nii.gz", np.full(ct.hu.shape, -1000, np.int16), aff)
+    save(folder / "hu_zero.nii.gz", np.zeros(ct.hu.shape, np.int16), aff)
+    save(folder / "hu_unit.nii.gz", ((ct.hu + 1000) / 2000).astype(np.float32), aff)
+    save(folder / "hu_int8.nii.gz", np.clip(ct.hu, -128, 127).astype(np.int8), aff)
+    save(folder / "hu_shift.nii.gz", (ct.hu + 1024).astype(np.int16), aff)
+    padded = ct.hu + 1024
+    x, y = np.meshgrid(*(np.linspace(-1, 1, n) for n in ct.hu.shape[:2]), indexing="ij")
+    padded[x**2 + y**2 > 1] = -2048 + 1024  # a real CT's outside-the-circle padding, shifted with the rest
+    save(folder / "hu_shift_padded.nii.gz", padded.astype(np.int16), aff)
+    huge = ct.hu.copy()
+    huge[20:30, 15:25, 10:20] = 3e38
+    save(folder / "hu_huge.nii.gz", huge.astype(np.float32), aff)
+    save(folder / "lab_all_lung.nii.gz", np.full(lab.shape, lungs[0], np.uint8), aff)
+    wrap = lab.astype(np.int32)
+    wrap[wrap == lungs[0]] = 65536 + lungs[0]  # int16 would read it as the lung id
+    save(folder / "lab_wrap.nii.gz", wrap, aff)
+    nan = lab.astype(np.float32)
+    nan[0, 0, 0] = np.nan
+    save(folder / "lab_nan.nii.gz", nan, aff)
+    unknown = lab.copy()
+    unknown[0, 0, 0] = 250  # no TotalSegmentator id
+    save(folder / "lab_unknown.nii.gz", unknown, aff)
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.float32)
+    header.set_data_shape((400, 400, 400))
+    header.set_qform(aff, 1)
+    header.set_sform(aff, 1)
+    (folder / "header_bomb.nii.gz").write_bytes(gzip.compress(header.binaryblock + b"\0" * 4 + b"\0" * 1000))
 
 
 def write_totalseg_subject(folder: Path, ct, skip=()):
@@ -226,7 +308,7 @@ def test_failures_file_holds_every_bad_subject_and_summary_counts_every_subject(
     pairs, pairs_out, ts, ts_out = corpus
     logged = [json.loads(line)["subject_id"] for out in (pairs_out, ts_out) for line in open(out / "failures.jsonl")]
     assert sorted(logged) == sorted(c.name for c in SUBJECT_CASES)
-    for summary, listed in ((pairs, 21), (ts, 4)):
+    for summary, listed in ((pairs, 33), (ts, 4)):
         assert summary["subjects"] == listed == summary["built"] + summary["resumed_skipped"] + summary["failed"]
 
 
@@ -253,6 +335,59 @@ def test_no_row_has_a_constant_image_or_implausible_lungs(corpus):
         lungs = next(s["mask"]["bytes"] for s in row["structures"] if s["name"] == "lungs")
         lungs = np.asarray(Image.open(io.BytesIO(lungs)), bool)
         assert image.min() < image.max() and 0.05 <= lungs.mean() <= 0.8 and image[lungs].std() >= 1
+
+
+def test_plausibility_checks_accept_the_embedded_ct_the_phantom_and_its_pseudo_subjects():
+    from dataset_builder.ct import load_embedded, validate_chest_ct
+    from dataset_builder.sources import load_pseudo_subject
+
+    assert load_embedded().hu.shape == (512, 512, 133)  # read_pair validates it
+    for ct in (small_phantom(), *(load_pseudo_subject("phantom", f"p{i}", 0, 1.0) for i in range(3))):
+        assert validate_chest_ct(ct) is ct
+
+
+def test_a_lying_nifti_header_is_refused_before_its_data_is_read(tmp_path):
+    from dataset_builder.ct import CTInputError, read_volume
+
+    write_implausible(tmp_path, small_phantom(), [13])
+    tracemalloc.start()
+    with pytest.raises(CTInputError, match="header claims 400 x 400 x 400 voxels"):
+        read_volume(tmp_path / "header_bomb.nii.gz", "CT")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 16 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize(("side", "length", "problem"), [(1100, "full", "over the limit"), (400, 1000, "truncated")])
+def test_an_uncompressed_nifti_over_the_voxel_limit_or_shorter_than_its_header_is_refused(tmp_path, side, length,
+                                                                                          problem):
+    from dataset_builder.ct import CTInputError, read_volume
+
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.uint8)
+    header.set_data_shape((side,) * 3)
+    path = tmp_path / "big.nii"
+    with open(path, "wb") as fh:
+        fh.write(header.binaryblock + b"\0" * 4)
+        fh.truncate(352 + side**3 if length == "full" else length)  # sparse: the 1.3 GB take no disk space
+    with pytest.raises(CTInputError, match=problem):
+        read_volume(path, "CT")
+
+
+def test_a_quoted_line_break_in_a_csv_cell_is_kept(tmp_path):
+    import pyarrow.parquet as pq
+
+    from dataset_builder.build import BuildConfig, build
+
+    ct = small_phantom()
+    save(tmp_path / "ct.nii.gz", ct.hu.astype(np.int16), ct.affine)
+    save(tmp_path / "lab.nii.gz", ct.labels.astype(np.uint8), ct.affine)
+    (tmp_path / "pairs.csv").write_text('subject_id,ct,labels\n"nl\nid",ct.nii.gz,lab.nii.gz\n', encoding="utf-8")
+    config = BuildConfig(source="pairs", pairs_csv=str(tmp_path / "pairs.csv"), output_dir=str(tmp_path / "o"),
+                         size_px=48, poses_per_view=1, views=["PA"], codec="none")  # fmt: skip
+    assert build(config)["built"] == 1
+    [shard] = (tmp_path / "o" / "data").glob("*.parquet")
+    assert pq.read_table(shard).column("subject_id").to_pylist() == ["nl\nid"]
 
 
 def test_safe_names_are_injective_and_refuse_empty_ids():
@@ -342,6 +477,65 @@ def test_mistyped_codec_path_is_a_usage_error_and_never_reaches_the_hub(tmp_path
     assert hub_calls == [] and not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    ("case", "flags"),
+    [
+        ("split_nan", ["--split_fractions", "nan", "nan", "nan"]),
+        ("split_nan", ["--split_fractions", "inf", "0", "0"]),
+        ("threshold_nan", ["--mask_threshold_mm", "nan"]),
+        ("threshold_nan", ["--mask_threshold_mm", "inf"]),
+        ("strength_huge", ["--deformation_strength", "nan"]),
+        ("strength_huge", ["--deformation_strength", "1e6"]),
+        ("num_subjects_huge", ["--num_subjects", "10000000"]),
+    ],
+)
+def test_non_finite_or_absurd_numbers_in_flags_are_usage_errors(tmp_path, capsys, case, flags):
+    out = tmp_path / "o"
+    argv = ["build", "--source", "phantom", "--num_subjects", "1", "--output_dir", str(out), *SMALL, *flags]
+    assert_usage_error(*run_main(argv, capsys), case)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "package"),
+    [(["--source", "phantom", "--output_dir", "s3://bucket/drr"], "s3fs"),
+     (["--source", "pairs", "--pairs_csv", "gs://bucket/pairs.csv", "--output_dir", "o"], "gcsfs"),
+     (["--source", "totalsegmentator", "--root", "sftp://host/ts", "--output_dir", "o"], "paramiko")],
+)  # fmt: skip
+def test_a_remote_url_without_its_filesystem_package_says_what_to_install(tmp_path, monkeypatch, capsys, flags,
+                                                                          package):
+    import importlib.util
+
+    if importlib.util.find_spec(package):
+        pytest.skip(f"{package} is installed here")
+    monkeypatch.chdir(tmp_path)
+    code, err = run_main(["build", *flags, *SMALL], capsys)
+    assert_usage_error(code, err, "no_s3fs")
+    assert package in err and not (tmp_path / "o").exists()
+
+
+class FakeConnectError(Exception):
+    """What an HTTP client raises for a host it cannot reach: no ``OSError``."""
+
+
+def test_an_unreachable_remote_output_or_csv_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    def unreachable(*args, **kwargs):
+        raise FakeConnectError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "repo_info", unreachable)
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_tree", unreachable)
+    monkeypatch.chdir(tmp_path)
+    code, err = run_main(["build", "--source", "phantom", "--output_dir", "hf://datasets/me/drr", *SMALL], capsys)
+    assert_usage_error(code, err, "unreachable")
+    assert "hf://datasets/me/drr" in err
+    csv_url = "http://127.0.0.1:9/pairs.csv"  # the loopback's discard port: nothing listens
+    code, err = run_main(["build", "--source", "pairs", "--pairs_csv", csv_url, "--output_dir", "o", *SMALL], capsys)
+    assert_usage_error(code, err, "unreachable")
+    assert csv_url in err and "does not exist" not in err and not (tmp_path / "o").exists()
+
+
 # --------------------------------------------------------------------------------------------------
 # The view check: a CT that renders constant or with implausible lungs writes no row
 # --------------------------------------------------------------------------------------------------
@@ -422,6 +616,79 @@ def test_a_killed_worker_is_retried_once_then_named_and_the_rest_completes(tmp_p
     assert (tmp_path / "README.md").exists() and not list(tmp_path.rglob(".*.tmp-*"))
 
 
+def children_of(pid: int) -> list[int]:
+    """Process ids of the live children of ``pid`` (Linux ``/proc``)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def build_phantoms(output_dir: str, num_proc: int = 1) -> dict:
+    """A build of 3 phantom subjects, 48 px, PA (in this process, or in a forked one: see ``build_in_child``)."""
+    import torch
+
+    from dataset_builder.build import BuildConfig, build
+
+    torch.set_num_threads(1)  # a fork of a process whose OpenMP pool has run hangs in its first parallel region
+    return build(BuildConfig(source="phantom", num_subjects=3, size_px=48, poses_per_view=1, views=["PA"],
+                             codec="none", output_dir=output_dir, num_proc=num_proc))  # fmt: skip
+
+
+def test_killing_the_main_process_ends_its_workers_and_the_resumed_build_is_identical(tmp_path):
+    parent = multiprocessing.get_context("fork").Process(target=build_phantoms, args=(str(tmp_path / "killed"), 2))
+    parent.start()
+    workers, deadline = [], time.time() + 60
+    while len(workers) < 2 and parent.is_alive() and time.time() < deadline:
+        workers = children_of(parent.pid)
+        time.sleep(0.01)
+    assert len(workers) == 2, "the build ended before its workers could be seen"
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.join()
+    deadline = time.time() + 5
+    while any(alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.05)
+    orphans = [w for w in workers if alive(w)]
+    for pid in orphans:
+        os.kill(pid, signal.SIGKILL)
+    assert orphans == [], "workers outlived their parent"
+    assert build_phantoms(str(tmp_path / "killed"))["subjects"] == 3  # resumed
+    build_phantoms(str(tmp_path / "whole"))
+    shards = {p.name: p.read_bytes() for p in (tmp_path / "killed" / "data").glob("*.parquet")}
+    assert len(shards) == 3 and shards == {p.name: p.read_bytes() for p in (tmp_path / "whole" / "data").iterdir()}
+
+
+def test_a_full_disk_fails_the_subject_naming_the_file_and_the_rest_is_recorded(tmp_path, monkeypatch):
+    import errno
+
+    from dataset_builder.build import BuildConfig, build
+
+    write_bytes = Path.write_bytes
+
+    def full_for_one_subject(self, data):
+        if "phantom-ps001" in self.name:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_for_one_subject)
+    config = BuildConfig(source="phantom", output_dir=str(tmp_path), num_subjects=3, size_px=48, views=["PA"],
+                         poses_per_view=1, codec="none")  # fmt: skip
+    summary = build(config)
+    assert summary["built"] == 2 and summary["failed"] == 1
+    [failed] = [json.loads(line) for line in (tmp_path / "failures.jsonl").read_text().splitlines()]
+    assert failed["subject_id"] == "phantom-ps001" and "No space left on device" in failed["reason"]
+    assert "phantom-ps001.parquet" in failed["reason"] and (tmp_path / "README.md").exists()
+    assert not list(tmp_path.rglob(".*.tmp-*"))
+
+
 def build_in_child(output_dir: str, results) -> None:
     import torch
 
@@ -460,6 +727,24 @@ def test_a_held_folder_lock_refuses_the_build(tmp_path, capsys):
     with FileLock(tmp_path / ".build.lock"):
         argv = ["build", "--source", "phantom", "--num_subjects", "1", "--output_dir", str(tmp_path), *SMALL]
         assert_usage_error(*run_main(argv, capsys), "locked")
+
+
+@pytest.mark.parametrize(("held", "shard", "refused"), [(".build.lock", "0/2", True),
+                                                      (".build-1-of-2.lock", "0/1", True),
+                                                      (".build-1-of-3.lock", "0/2", True),
+                                                      (".build-1-of-2.lock", "0/2", False)])  # fmt: skip
+def test_overlapping_shard_parts_exclude_each_other_and_disjoint_ones_do_not(tmp_path, capsys, held, shard, refused):
+    from filelock import FileLock
+
+    argv = ["build", "--source", "phantom", "--num_subjects", "2", "--output_dir", str(tmp_path), "--shard", shard,
+            *SMALL]  # fmt: skip
+    with FileLock(tmp_path / held):  # a build of that part is running
+        code, err = run_main(argv, capsys)
+    if refused:
+        assert_usage_error(code, err, "overlapping_shards")
+        assert not list(tmp_path.rglob("*.parquet"))
+    else:
+        assert code in (0, 1) and "another build" not in err  # 1: no subject of the two in part 0/2
 
 
 def test_stale_temporary_files_of_this_build_are_swept_at_start(tmp_path):
@@ -509,6 +794,33 @@ def test_mistyped_local_model_path_is_file_not_found_without_a_hub_request(tmp_p
     assert calls == []
 
 
+@pytest.mark.parametrize("name", ["outputs/unet-typo", "models/x", "checkpoints/unet", "Outputs/x"])
+def test_a_local_looking_path_is_never_looked_up_even_where_its_folder_does_not_exist(tmp_path, monkeypatch, name):
+    from chexanatomy.inference import load_segmenter
+
+    calls = forbid_hub(monkeypatch)
+    monkeypatch.chdir(tmp_path)  # no outputs/ here
+    with pytest.raises(FileNotFoundError, match=f"no model folder at {name} .taken as a local path.*hf://{name}"):
+        load_segmenter(name, device="cpu")
+    assert calls == []
+
+
+def test_eval_model_typo_and_local_only_are_usage_errors_without_a_hub_request(tmp_path, monkeypatch, capsys):
+    from chexanatomy.locate import locate_model
+    from eval.__main__ import main
+
+    calls = forbid_hub(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    for argv in (["--unet", "outputs/x"], ["--unet", "someone/unet", "--local_only", "true"]):
+        assert main(["--vlm", "none", "--output_dir", "o", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: no model folder at") and err.count("\n") == 1 and "local path" in err
+    assert calls == [] and not (tmp_path / "o").exists()
+    with pytest.raises(AssertionError, match="the Hub was asked for outputs/x"):
+        locate_model("hf://outputs/x")  # explicit: the one way to the Hub user "outputs"
+    assert calls == ["outputs/x"]
+
+
 def test_hub_id_offline_says_not_cached():
     from chexanatomy.inference import load_segmenter
     from chexanatomy.locate import hub_id
@@ -545,6 +857,46 @@ def test_space_model_typo_and_offline_fallback_are_one_line_errors(tmp_path, mon
 # --------------------------------------------------------------------------------------------------
 # Decoder memory, the Space's size message, example file names
 # --------------------------------------------------------------------------------------------------
+
+
+def test_a_tiny_image_in_the_real_folder_is_skipped_and_the_evaluation_completes(phantom_corpus, tmp_path):
+    from PIL import Image
+
+    from chexanatomy.examples import real_radiographs
+    from eval.__main__ import EvalConfig, run
+
+    real = tmp_path / "real"
+    real.mkdir()
+    name, image = next(iter(real_radiographs().items()))
+    image.resize((128, 128)).save(real / f"{name}.png")
+    Image.new("L", (1, 1), 128).save(real / "dot.png")
+    out = tmp_path / "eval"
+    config = EvalConfig(vlm="none", unet="bundled-unet", corpus_dir=str(phantom_corpus), split="train", max_images=1,
+                        output_dir=str(out), studies=["plausibility"], real_dir=str(real), device="cpu")  # fmt: skip
+    with pytest.warns(UserWarning, match="dot.png"):
+        run(config, [])
+    saved = json.loads((out / "results.json").read_text())
+    assert [r["image"] for r in saved["studies"]["plausibility"]["rows"]] == [name]
+    assert (out / "report.md").exists()
+
+
+class RefusingSegmenter:
+    """A stand-in model that refuses every image, as ``grey_image`` refuses a 1x1 one."""
+
+    structures = ["lung_left", "lung_right", "heart"]
+
+    def segment(self, image, names):
+        raise ValueError("the image is 1x1 pixels: too small to segment")
+
+
+def test_the_plausibility_study_skips_an_image_its_model_refuses():
+    from PIL import Image
+
+    from eval.plausibility import plausibility_study
+
+    with pytest.warns(UserWarning, match="skipped 1 image.*dot for unet"):
+        study = plausibility_study({"unet": RefusingSegmenter()}, {"dot": Image.new("L", (1, 1))})
+    assert study["rows"] == [] and study["summary"]["unet passed"] == "0 / 0 images"
 
 
 class ZeroCodec:
@@ -592,6 +944,36 @@ def test_bomb_message_at_the_boundary_gives_exact_pixels(tmp_path):
     with pytest.raises(reading.InputError) as info:
         reading.read_upload(path)
     assert "50,000,001 pixels; at most 50 megapixels" in str(info.value)
+
+
+def test_a_blank_upload_is_said_to_be_blank_not_segmented(tmp_path):
+    from PIL import Image
+    from test_space import space_module, squares, write_dicom
+
+    reading = space_module("reading")
+    Image.new("L", (64, 64)).save(tmp_path / "black.png")
+    Image.fromarray(np.full((64, 64), np.nan, np.float32)).save(tmp_path / "nan.tiff")
+    Image.fromarray(np.full((64, 64), np.inf, np.float32)).save(tmp_path / "inf.tiff")
+    write_dicom(tmp_path / "slope.dcm", squares(background=3000, inner=500), rescale=(float("nan"), 0.0))
+    for name in ("black.png", "nan.tiff", "inf.tiff", "slope.dcm"):
+        with pytest.raises(reading.InputError, match=f"{name} is blank"):
+            reading.read_upload(tmp_path / name)
+    Image.fromarray(squares(background=200, inner=20).astype(np.uint8)).save(tmp_path / "fine.png")
+    assert reading.read_upload(tmp_path / "fine.png")[0].size == (64, 64)
+
+
+def test_an_absurdly_narrow_image_is_refused_from_its_header(tmp_path):
+    from test_space import png_header_only, space_module
+
+    reading = space_module("reading")
+    path = tmp_path / "line.png"
+    path.write_bytes(png_header_only(1, 49_000_000))
+    tracemalloc.start()
+    with pytest.raises(reading.InputError, match="1x49000000 pixels is too small .or too narrow."):
+        reading.read_upload(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 16 * 2**20, f"peak {peak / 2**20:.0f} MiB"
 
 
 def test_example_names_never_put_a_raw_subject_id_in_a_path():
