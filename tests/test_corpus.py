@@ -181,3 +181,30 @@ def test_hub_upload_sends_exactly_the_corpus_files(corpus):
     assert api.calls[0] == ("create_repo", "chexanatomy/drr", "dataset")
     assert api.calls[1][2] == sorted(expected)
     assert api.calls[2] == ("create_tag", "chexanatomy/drr", f"v{FORMAT_VERSION}")
+
+
+def test_load_dataset_of_a_built_corpus_warns_nothing(corpus, tmp_path):
+    """The card's ``dataset_info`` is what ``push_to_hub`` writes (``num_bytes`` per split, ``dataset_size``), so
+    ``load_dataset`` takes it as it is instead of printing "Ignoring part of dataset_info from the dataset card"."""
+    import logging
+    import warnings
+
+    out, _ = corpus
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("datasets")
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rows = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf"))
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == [] and [str(w.message) for w in caught] == []
+    info = DatasetCard.load(out / "README.md").data.to_dict()["dataset_info"]
+    sizes = {s["name"]: s["num_bytes"] for s in info["splits"]}
+    assert set(sizes) == set(rows) and all(n > 0 for n in sizes.values())
+    assert info["dataset_size"] == sum(sizes.values())
+    for split, split_rows in rows.items():  # push_to_hub's num_bytes: the split's Arrow size
+        assert abs(sizes[split] - split_rows.data.nbytes) <= 0.01 * sizes[split], split
