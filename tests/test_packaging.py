@@ -72,11 +72,15 @@ def test_every_console_script_names_a_main_of_a_part(wheel):
         if " = " in line
     )  # fmt: skip
     assert set(scripts) == SCRIPTS
-    for target in scripts.values():
+    from chexanatomy import scripts as launcher
+
+    assert set(launcher.SCRIPTS) == SCRIPTS
+    for script, target in scripts.items():  # each runs chexanatomy.scripts.launch(script) (tests/test_console_scripts)
         module, function = target.split(":")
-        path = module.removeprefix("chexanatomy.").replace(".", "/") + ".py"
+        assert module == "chexanatomy.scripts" and getattr(launcher, function).__doc__.startswith(f"``{script}``")
+        path = launcher.SCRIPTS[script][0].removeprefix("chexanatomy.").replace(".", "/") + ".py"
         tree = ast.parse((ROOT / path).read_text())
-        assert function in {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}, target
+        assert "main" in {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}, script
 
 
 def test_a_part_imports_its_own_modules_relatively_and_no_other_part():
