@@ -34,7 +34,9 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     shutil.copy2(ROOT / "pyproject.toml", source / "pyproject.toml")  # also when edited and not yet committed
     build = f"from setuptools import build_meta; print(build_meta.build_wheel({str(out)!r}))"
     name = subprocess.run([sys.executable, "-c", build], cwd=source, capture_output=True, text=True, check=True)
-    return zipfile.ZipFile(out / name.stdout.strip().splitlines()[-1])
+    wheel = zipfile.ZipFile(out / name.stdout.strip().splitlines()[-1])
+    wheel.build_log = name.stderr  # setuptools' warnings
+    return wheel
 
 
 def metadata(wheel: zipfile.ZipFile, file: str) -> str:
@@ -139,3 +141,17 @@ def test_requirements_txt_stays_the_pinned_development_environment():
     assert "==" in pins["torch"] and "==" in pins["torchvision"] and TEST_TOOLS <= set(pins)
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert "dependencies" not in project.get("dynamic", [])
+
+
+def test_the_wheel_carries_the_licence_and_the_project_metadata(wheel):
+    """PEP 639: an SPDX expression and the licence file itself; where the project lives; what it is about."""
+    meta = metadata(wheel, "METADATA").splitlines()
+    assert "License-Expression: Apache-2.0" in meta and "License-File: LICENSE" in meta
+    licence = next(n for n in wheel.namelist() if n.endswith(".dist-info/licenses/LICENSE"))
+    assert wheel.read(licence) == (ROOT / "LICENSE").read_bytes() and b"Apache License" in wheel.read(licence)
+    urls = [line for line in meta if line.startswith("Project-URL: ")]
+    assert {u.split(": ")[1].split(",")[0] for u in urls} >= {"Homepage", "Repository", "Issues"}
+    classifiers = [line for line in meta if line.startswith("Classifier: ")]
+    assert "Classifier: Topic :: Scientific/Engineering :: Medical Science Apps." in classifiers
+    assert not any(c.startswith("Classifier: License ::") for c in classifiers)  # superseded by License-Expression
+    assert "license" not in wheel.build_log.lower(), wheel.build_log  # no deprecation of `project.license` as a table
