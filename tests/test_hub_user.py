@@ -78,7 +78,8 @@ def user_dir(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("kind", ["unet", "vlm"])
 def test_the_model_cards_plain_snippets_run_as_written_without_our_code(user_dir, kind):
     blocks = plain_blocks(bundled_model_path(kind) / "README.md")
-    assert len(blocks) == (1 if kind == "unet" else 2)
+    # the VLM's third block (answer contract + seg decoder) is in cards rendered since issue 23 (test below)
+    assert len(blocks) in ((1,) if kind == "unet" else (2, 3))
     (user_dir / f"blocks_{kind}.json").write_text(json.dumps(blocks))
     out = hub_user(f"""
         import json
@@ -151,3 +152,26 @@ def test_the_evaluate_metric_loads_from_its_folder_alone_and_scores_as_eval_does
     records = [{"name": n, "pred": p, "ref": r} for n, p, r in zip(["heart", "heart", "lung_left"], preds, refs,
                                                                     strict=True)]  # fmt: skip
     assert json.loads(out.strip().splitlines()[-1]) == json.loads(json.dumps(score_structures(records, (0.5, 0.5))))
+
+
+def test_the_vlm_card_generates_under_the_answer_contract_and_decodes_masks_with_the_folders_decoder(user_dir):
+    """The card as ``python -m model_card`` renders it from the template: its masks block, with our packages blocked.
+
+    It loads ``answer_contract.py`` and ``seg_decoder.py`` from the model folder (``chexanatomy.model_bundle``)
+    and prints one valid mask at the image's size per prompted structure.
+    """
+    from chexanatomy.results import load_results
+    from model_card.card import render_card
+
+    folder = Path("chexanatomy/assets/models/tiny_vlm")
+    assert (ROOT / folder) == bundled_model_path("vlm")
+    card = render_card(load_results(ROOT / "docs" / "eval" / "results.json"), "vlm", ROOT / folder)
+    text = str(card).replace(str(ROOT / folder), str(folder))  # the relative path the bundled card shows
+    (user_dir / "card_vlm.md").write_text(text)
+    blocks = plain_blocks(user_dir / "card_vlm.md")
+    assert len(blocks) == 3 and "LogitsProcessorList([contract])" in blocks[2] and "SegDecoder" in blocks[2]
+    out = hub_user(blocks[2], user_dir)
+    h, w = np.asarray(real_radiographs()["00000001_000"]).shape
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert [line.split(" True ")[0] for line in lines] == ["left lung", "heart"], out
+    assert all(f"True ({h}, {w}) " in line for line in lines), out
