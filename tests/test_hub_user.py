@@ -175,3 +175,58 @@ def test_the_vlm_card_generates_under_the_answer_contract_and_decodes_masks_with
     lines = [line for line in out.splitlines() if line.strip()]
     assert [line.split(" True ")[0] for line in lines] == ["left lung", "heart"], out
     assert all(f"True ({h}, {w}) " in line for line in lines), out
+
+
+def test_the_metric_folder_is_a_hub_module_that_serves_its_widget(tmp_path):
+    """The evaluate template's shape (app.py, requirements.txt, sdk/app_file in the card), and the widget answers.
+
+    ``python app.py`` runs from a copy of the folder with our packages blocked; the widget's API is called with a
+    predicted and a reference mask (PNG) and must return what ``eval.scores`` gives for them.
+    """
+    import tomllib
+
+    from gradio_client import handle_file
+    from huggingface_hub import SpaceCard
+    from packaging.requirements import Requirement
+    from PIL import Image
+    from test_space_bundle import free_port, wait_for
+
+    from eval.scores import score_structures
+
+    folder = shutil.copytree(ROOT / "eval" / "metrics" / "anatomy_segmentation", tmp_path / "anatomy_segmentation")
+    card = SpaceCard.load(folder / "README.md").data
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    gradio = next(r for r in project["optional-dependencies"]["space"] if r.startswith("gradio=="))
+    assert card.sdk == "gradio" and card.app_file == "app.py" and gradio == f"gradio=={card.sdk_version}"
+    declared = {Requirement(line).name for line in (folder / "requirements.txt").read_text().splitlines()
+                if line.strip() and not line.startswith("#")}  # fmt: skip
+    imported = set(re.findall(r"^(?:import|from) (\w+)", "".join(p.read_text() for p in folder.glob("*.py")), re.M))
+    third_party = imported - set(sys.stdlib_module_names) - {"__future__", "gradio"}  # gradio: the Space's sdk
+    assert third_party <= declared, third_party - declared
+    assert (folder / "LICENSE").read_bytes() == (ROOT / "LICENSE").read_bytes()
+
+    rng = np.random.default_rng(5)
+    pred, ref = rng.random((40, 48)) < 0.5, rng.random((40, 48)) < 0.5
+    for name, mask in (("pred", pred), ("ref", ref)):
+        Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / f"{name}.png")
+    port = free_port()
+    (tmp_path / "launch.py").write_text(BLOCKER + textwrap.dedent(f"""
+        import runpy, sys
+        sys.path.insert(0, {str(folder)!r})
+        runpy.run_path({str(folder / "app.py")!r}, run_name="__main__")
+        """))  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "HF_", "GRADIO_"))}
+    env.update(PYTHONPATH="", HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
+               GRADIO_SERVER_PORT=str(port), GRADIO_TEMP_DIR=str(tmp_path / "gradio"), OMP_NUM_THREADS="1")  # fmt: skip
+    log = (tmp_path / "app.log").open("w")
+    app = subprocess.Popen([sys.executable, "-I", str(tmp_path / "launch.py")], cwd=folder, env=env, stdout=log,
+                           stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        client = wait_for(f"http://127.0.0.1:{port}/", app, tmp_path / "app.log")
+        result = client.predict(handle_file(str(tmp_path / "pred.png")), handle_file(str(tmp_path / "ref.png")),
+                                "heart", 0.5, api_name="/score")  # fmt: skip
+    finally:
+        app.terminate()
+        app.wait(timeout=30)
+    expected = score_structures([{"name": "heart", "pred": pred, "ref": ref}], (0.5, 0.5))
+    assert result == json.loads(json.dumps(expected))
