@@ -5,6 +5,7 @@ which change nothing in the layout and would only slow the build.
 """
 
 import ast
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -155,3 +156,37 @@ def test_the_wheel_carries_the_licence_and_the_project_metadata(wheel):
     assert "Classifier: Topic :: Scientific/Engineering :: Medical Science Apps." in classifiers
     assert not any(c.startswith("Classifier: License ::") for c in classifiers)  # superseded by License-Expression
     assert "license" not in wheel.build_log.lower(), wheel.build_log  # no deprecation of `project.license` as a table
+
+
+def test_the_wheel_stores_each_file_once(wheel):
+    """No two entries with the same bytes (the model folders' copies of the codec and the cards' plots stay out)."""
+    by_content = {}
+    for name in wheel.namelist():
+        data = wheel.read(name)
+        if len(data) > 100_000:
+            by_content.setdefault(hashlib.sha256(data).hexdigest(), []).append(name)
+    assert [names for names in by_content.values() if len(names) > 1] == []
+    assert not any("/plots/" in n or n.startswith("chexanatomy/assets/models/tiny_vlm/mask_codec/")
+                   for n in wheel.namelist())  # fmt: skip
+
+
+def test_the_bundled_vlm_without_its_codec_folder_decodes_with_the_core_codec_it_carries():
+    """Installed, the VLM folder has no mask_codec/ (not stored twice), so it loads the core codec: the same one."""
+    vlm_codec = ROOT / "chexanatomy" / "assets" / "models" / "tiny_vlm" / "mask_codec"
+    core_codec = ROOT / "chexanatomy" / "assets" / "mask_codec"
+    for name in ("config.json", "model.safetensors"):
+        assert (vlm_codec / name).read_bytes() == (core_codec / name).read_bytes(), (
+            f"{name}: the bundled VLM has its own codec now: ship its mask_codec/ in the wheel (package-data)")
+
+
+def test_the_space_finds_the_real_examples_in_the_core_when_installed_without_its_copies(tmp_path):
+    import json
+
+    from space.bundled_examples import file_sha256, load_examples
+
+    shutil.copytree(ROOT / "space" / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns("real_*"))
+    examples = load_examples(tmp_path / "examples")
+    entries = json.loads((tmp_path / "examples" / "examples.json").read_text())["examples"]
+    assert [e.label for e in examples] == [e.label for e in load_examples(ROOT / "space" / "examples")]
+    for example, entry in zip(examples, entries, strict=True):
+        assert file_sha256(example.image) == entry["sha256"]
