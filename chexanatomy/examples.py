@@ -9,6 +9,7 @@ all read them through this module.
 from __future__ import annotations
 
 import importlib.resources
+from pathlib import Path
 
 from PIL import Image
 
@@ -17,11 +18,16 @@ from .masks import as_grey
 REAL_RADIOGRAPHS = ("00000001_000.png", "00027426_000.png")
 
 
-def real_radiograph_bytes(name: str) -> bytes:
-    """The PNG file ``name`` (one of ``REAL_RADIOGRAPHS``) as stored."""
+def real_radiograph_path(name: str) -> Path:
+    """The path of the PNG file ``name`` (one of ``REAL_RADIOGRAPHS``) in the package (a file for Gradio examples)."""
     if name not in REAL_RADIOGRAPHS:
         raise KeyError(f"no bundled radiograph {name!r}; there are {REAL_RADIOGRAPHS}")
-    return (importlib.resources.files("chexanatomy") / "assets" / "real_cxr" / name).read_bytes()
+    return Path(str(importlib.resources.files("chexanatomy") / "assets" / "real_cxr" / name))
+
+
+def real_radiograph_bytes(name: str) -> bytes:
+    """The PNG file ``name`` (one of ``REAL_RADIOGRAPHS``) as stored."""
+    return real_radiograph_path(name).read_bytes()
 
 
 def real_radiographs() -> dict[str, Image.Image]:
@@ -35,4 +41,4 @@ def real_radiographs() -> dict[str, Image.Image]:
     return out
 
 
-__all__ = ["REAL_RADIOGRAPHS", "real_radiograph_bytes", "real_radiographs"]
+__all__ = ["REAL_RADIOGRAPHS", "real_radiograph_bytes", "real_radiograph_path", "real_radiographs"]

@@ -120,11 +120,23 @@ def first_structure(folder: Folder | str | Path) -> dict | None:
 
 
 def dataset_info(folder: Folder | str | Path, stats: dict) -> dict:
-    """The card's ``dataset_info``: the features, each split's rows, and the bytes of the Parquet files to download."""
+    """The card's ``dataset_info``, with the fields ``Dataset.push_to_hub`` writes (``load_dataset`` warns without).
+
+    Returns:
+        ``features``; ``splits``: each split's ``name``, ``num_examples`` (rows) and ``num_bytes`` (its Arrow size in
+        memory, as ``push_to_hub`` counts it); ``download_size`` (bytes of the Parquet files) and ``dataset_size``
+        (the splits' ``num_bytes`` summed).
+    """
     folder = Folder.of(folder)
-    splits = [{"name": s["split"], "num_examples": s["images"]} for s in stats["splits"]]
-    size = sum(folder.fs.size(folder.full(f)) for files in existing_shards(folder).values() for f in files)
-    return {"features": FEATURES._to_yaml_list(), "splits": splits, "download_size": size}
+    shards = existing_shards(folder)
+    splits = [
+        {"name": s["split"], "num_bytes": sum(_read_table(folder, f).nbytes for f in shards[s["split"]]),
+         "num_examples": s["images"]}
+        for s in stats["splits"]
+    ]  # fmt: skip
+    size = sum(folder.fs.size(folder.full(f)) for files in shards.values() for f in files)
+    return {"features": FEATURES._to_yaml_list(), "splits": splits, "download_size": size,
+            "dataset_size": sum(s["num_bytes"] for s in splits)}  # fmt: skip
 
 
 def render_example(folder: Folder | str | Path) -> bytes | None:

@@ -12,18 +12,30 @@ import contextlib
 from pathlib import Path
 
 from huggingface_hub import CommitScheduler, HfApi
+from huggingface_hub.utils import filter_repo_objects
 
 from .corpus import FORMAT_VERSION
 
-UPLOAD_PATTERNS = ["README.md", "build_config.json", "example.png", "data/*.parquet"]  # failures*.jsonl stay local
+# What the Hub dataset of a corpus carries: the card and its example image, the shards, and build_config.json (the
+# resolved build options: the corpus's provenance and the way to rebuild it). What stays in the local folder: the
+# build's locks (.build.lock, .build_config.lock), failures*.jsonl (the skipped subjects' reasons can name the
+# builder's local paths; the card states their count) and anything else a user left there.
+CARD_FILES = ["README.md", "build_config.json", "example.png"]
+UPLOAD_PATTERNS = [*CARD_FILES, "data/*.parquet"]
+NOT_UPLOADED = [".*", "*/.*", "failures*.jsonl"]  # named as well: never pushed, should a pattern above widen
 PUSH_EVERY_MINUTES = 5.0
 
 
-def files_to_upload(root: Path) -> list[str]:
-    """Relative paths that ``push_corpus`` uploads (the card, config, example and finished shards)."""
+def files_to_upload(root: Path, shards: bool = True) -> list[str]:
+    """Relative paths that ``push_corpus`` uploads: the card files, then the finished shards (``shards=True``).
+
+    Selected as ``upload_folder`` selects them (``huggingface_hub``'s filter, the same patterns).
+    """
     root = Path(root)
-    out = [p for p in UPLOAD_PATTERNS[:3] if (root / p).exists()]
-    return out + sorted(f"data/{p.name}" for p in (root / "data").glob("*.parquet"))
+    local = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    sent = set(filter_repo_objects(local, allow_patterns=UPLOAD_PATTERNS if shards else CARD_FILES,
+                                   ignore_patterns=NOT_UPLOADED))  # fmt: skip
+    return [f for f in CARD_FILES if f in sent] + sorted(sent - set(CARD_FILES))
 
 
 def push_corpus(root: Path, repo_id: str, private: bool = False, api: HfApi | None = None, shards: bool = True) -> str:
@@ -37,7 +49,8 @@ def push_corpus(root: Path, repo_id: str, private: bool = False, api: HfApi | No
         repo_id=repo_id,
         repo_type="dataset",
         folder_path=str(root),
-        allow_patterns=UPLOAD_PATTERNS if shards else UPLOAD_PATTERNS[:3],
+        allow_patterns=UPLOAD_PATTERNS if shards else CARD_FILES,
+        ignore_patterns=NOT_UPLOADED,
         commit_message=f"CheXanatomy DRR corpus, format {FORMAT_VERSION}",
     )
     api.create_tag(repo_id, tag=f"v{FORMAT_VERSION}", repo_type="dataset", exist_ok=True)
@@ -72,7 +85,7 @@ def publishing(root: Path, repo_id: str, private: bool = False, api: HfApi | Non
     present = set(api.list_repo_files(repo_id, repo_type="dataset"))
     scheduler = _ShardScheduler(
         present=present, repo_id=repo_id, repo_type="dataset", folder_path=root, every=PUSH_EVERY_MINUTES,
-        private=private, allow_patterns=["data/*.parquet"], hf_api=api,
+        private=private, allow_patterns=["data/*.parquet"], ignore_patterns=NOT_UPLOADED, hf_api=api,
     )  # fmt: skip
     try:
         yield scheduler

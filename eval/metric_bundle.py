@@ -7,7 +7,9 @@
 the script imports relatively (``from .scores import ...``); it cannot import ``chexanatomy`` or ``eval``. The
 folder therefore carries ``masks.py``, a byte-identical copy of ``chexanatomy/masks.py`` (numpy only), and
 ``scores.py``, ``eval/scores.py`` with its one core import made relative. Both stay generated: their single home
-is the core and ``eval/scores.py``; ``tests/test_eval_scores.py`` fails when the copies are stale.
+is the core and ``eval/scores.py``; ``tests/test_eval_scores.py`` fails when the copies are stale. ``LICENSE`` is the
+project's (``chexanatomy.publish.license_text``). ``app.py`` (the Hub widget) and ``requirements.txt`` are the folder's
+own files, written by hand.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import chexanatomy.masks
 from chexanatomy.cli import parse_config, prog_name, run_main
+from chexanatomy.publish import license_text
 
 METRIC_DIR = Path(__file__).resolve().parent / "metrics" / "anatomy_segmentation"
 SCORES = Path(__file__).resolve().parent / "scores.py"
@@ -37,6 +40,7 @@ def bundled_files() -> dict[str, str]:
     return {
         "masks.py": Path(chexanatomy.masks.__file__).read_text(encoding="utf-8"),
         "scores.py": GENERATED + scores.replace(CORE_IMPORT, "from .masks import "),
+        "LICENSE": license_text(),
     }
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from chexanatomy.examples import REAL_RADIOGRAPHS, real_radiograph_path
+
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
 
@@ -34,7 +36,8 @@ def load_examples(examples_dir: Path | None) -> list[Example]:
     """The examples in ``examples_dir``, in examples.json order when present.
 
     Every ``NAME.png`` with a ``NAME.npz`` (rendered, with ground truth), and every PNG that examples.json lists with
-    ``"masks": null`` (a real radiograph).
+    ``"masks": null`` (a real radiograph): ``real_NAME.png`` of the folder, else the core's ``NAME.png``
+    (``chexanatomy.examples``; the wheel stores those once, there).
     """
     if examples_dir is None or not Path(examples_dir).is_dir():
         return []
@@ -44,11 +47,15 @@ def load_examples(examples_dir: Path | None) -> list[Example]:
     labels = {m["image"]: _example_label(m) for m in meta}
     real = {m["image"] for m in meta if m.get("masks") is None}
     order = {m["image"]: i for i, m in enumerate(meta)}
-    pngs = sorted(examples_dir.glob("*.png"), key=lambda p: (order.get(p.name, len(order)), p.name))
+    files = {p.name: p for p in examples_dir.glob("*.png")}
+    for name in sorted(real - set(files)):  # an installed wheel stores the real radiographs once, in the core
+        if name.removeprefix("real_") in REAL_RADIOGRAPHS:
+            files[name] = real_radiograph_path(name.removeprefix("real_"))
+    names = sorted(files, key=lambda n: (order.get(n, len(order)), n))
     return [
-        Example(p, None if p.name in real else p.with_suffix(".npz"), labels.get(p.name, p.stem))
-        for p in pngs
-        if p.name in real or p.with_suffix(".npz").exists()
+        Example(files[n], None if n in real else files[n].with_suffix(".npz"), labels.get(n, Path(n).stem))
+        for n in names
+        if n in real or files[n].with_suffix(".npz").exists()
     ]
 
 

@@ -174,7 +174,8 @@ def test_train_sft_pushes_the_output_folder_to_hub_model_id(tmp_path, monkeypatc
             "--output_dir", str(out), "--push_to_hub", "true", "--hub_model_id", "me/tiny-vlm",
             "--hub_private_repo", "true"]  # fmt: skip
     assert sft.main(argv) == 0
-    assert fake_hub == [("create_repo", "me/tiny-vlm", True), ("upload_folder", "me/tiny-vlm", ["model.safetensors"])]
+    assert fake_hub == [("create_repo", "me/tiny-vlm", True),
+                        ("upload_folder", "me/tiny-vlm", ["LICENSE", "model.safetensors"])]  # fmt: skip
 
 
 def test_card_push_reaches_the_card_upload(tmp_path, monkeypatch, capsys):

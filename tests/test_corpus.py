@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import datasets
@@ -181,3 +182,69 @@ def test_hub_upload_sends_exactly_the_corpus_files(corpus):
     assert api.calls[0] == ("create_repo", "chexanatomy/drr", "dataset")
     assert api.calls[1][2] == sorted(expected)
     assert api.calls[2] == ("create_tag", "chexanatomy/drr", f"v{FORMAT_VERSION}")
+
+
+def test_load_dataset_of_a_built_corpus_warns_nothing(corpus, tmp_path):
+    """The card's ``dataset_info`` is what ``push_to_hub`` writes (``num_bytes`` per split, ``dataset_size``), so
+    ``load_dataset`` takes it as it is instead of printing "Ignoring part of dataset_info from the dataset card"."""
+    import logging
+    import warnings
+
+    out, _ = corpus
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("datasets")
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rows = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf"))
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == [] and [str(w.message) for w in caught] == []
+    info = DatasetCard.load(out / "README.md").data.to_dict()["dataset_info"]
+    sizes = {s["name"]: s["num_bytes"] for s in info["splits"]}
+    assert set(sizes) == set(rows) and all(n > 0 for n in sizes.values())
+    assert info["dataset_size"] == sum(sizes.values())
+    for split, split_rows in rows.items():  # push_to_hub's num_bytes: the split's Arrow size
+        assert abs(sizes[split] - split_rows.data.nbytes) <= 0.01 * sizes[split], split
+
+
+def test_the_hub_dataset_gets_the_card_config_example_and_shards_and_none_of_the_builds_internals(corpus, tmp_path):
+    """Against a fake Hub that selects files as ``upload_folder`` does: locks, failure logs and strays stay local."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    from dataset_builder.build import rewrite_card
+
+    out = tmp_path / "corpus"
+    shutil.copytree(corpus[0], out)
+    (out / "failures.jsonl").write_text(json.dumps({"subject_id": "s9", "reason": "/home/me/ct/s9.nii.gz: truncated"}))
+    (out / "failures-1-of-2.jsonl").write_text("")
+    (out / "notes.txt").write_text("mine")
+    (out / "data" / ".part-000.parquet.tmp").write_bytes(b"half")
+    rewrite_card(str(out))
+    assert {".build.lock", ".build_config.lock"} <= {p.name for p in out.iterdir()}
+
+    class FakeApi:
+        def create_repo(self, *args, **kwargs):
+            pass
+
+        def upload_folder(self, folder_path, allow_patterns=None, ignore_patterns=None, **kwargs):
+            local = sorted(p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file())
+            self.sent = sorted(filter_repo_objects(local, allow_patterns=allow_patterns,
+                                                   ignore_patterns=ignore_patterns))  # fmt: skip
+            return "https://huggingface.co/datasets/me/drr/commit/0"
+
+        def create_tag(self, *args, **kwargs):
+            pass
+
+    api = FakeApi()
+    push_corpus(out, "me/drr", api=api)
+    shards = sorted(f"data/{p.name}" for p in (out / "data").glob("*.parquet"))
+    assert api.sent == sorted(["README.md", "build_config.json", "example.png", *shards])
+    assert api.sent == sorted(files_to_upload(out))
+    push_corpus(out, "me/drr", api=api, shards=False)  # the card after a build that pushed its shards as it went
+    assert api.sent == ["README.md", "build_config.json", "example.png"] == files_to_upload(out, shards=False)
+    card = (out / "README.md").read_text()
+    assert "1 subject(s) could not be used" in card and "not published" in card  # no link to a file the repo lacks

@@ -270,9 +270,9 @@ def test_the_metric_folder_carries_the_current_scoring_code():
 def test_a_stale_metric_folder_is_reported_and_rewritten(tmp_path):
     from eval.metric_bundle import stale_files, write_bundle
 
-    assert sorted(stale_files(tmp_path)) == ["masks.py", "scores.py"]
+    assert sorted(stale_files(tmp_path)) == ["LICENSE", "masks.py", "scores.py"]
     (tmp_path / "scores.py").write_text("old")
-    assert sorted(write_bundle(tmp_path)) == ["masks.py", "scores.py"] and stale_files(tmp_path) == []
+    assert sorted(write_bundle(tmp_path)) == ["LICENSE", "masks.py", "scores.py"] and stale_files(tmp_path) == []
 
 
 def test_x0_equals_y0_is_counted_in_tokens_for_answers_and_references():

@@ -78,7 +78,8 @@ def user_dir(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("kind", ["unet", "vlm"])
 def test_the_model_cards_plain_snippets_run_as_written_without_our_code(user_dir, kind):
     blocks = plain_blocks(bundled_model_path(kind) / "README.md")
-    assert len(blocks) == (1 if kind == "unet" else 2)
+    # the VLM's third block (answer contract + seg decoder) is in cards rendered since issue 23 (test below)
+    assert len(blocks) in ((1,) if kind == "unet" else (2, 3))
     (user_dir / f"blocks_{kind}.json").write_text(json.dumps(blocks))
     out = hub_user(f"""
         import json
@@ -151,3 +152,81 @@ def test_the_evaluate_metric_loads_from_its_folder_alone_and_scores_as_eval_does
     records = [{"name": n, "pred": p, "ref": r} for n, p, r in zip(["heart", "heart", "lung_left"], preds, refs,
                                                                     strict=True)]  # fmt: skip
     assert json.loads(out.strip().splitlines()[-1]) == json.loads(json.dumps(score_structures(records, (0.5, 0.5))))
+
+
+def test_the_vlm_card_generates_under_the_answer_contract_and_decodes_masks_with_the_folders_decoder(user_dir):
+    """The card as ``python -m model_card`` renders it from the template: its masks block, with our packages blocked.
+
+    It loads ``answer_contract.py`` and ``seg_decoder.py`` from the model folder (``chexanatomy.model_bundle``)
+    and prints one valid mask at the image's size per prompted structure.
+    """
+    from chexanatomy.results import load_results
+    from model_card.card import render_card
+
+    folder = Path("chexanatomy/assets/models/tiny_vlm")
+    assert (ROOT / folder) == bundled_model_path("vlm")
+    card = render_card(load_results(ROOT / "docs" / "eval" / "results.json"), "vlm", ROOT / folder)
+    text = str(card).replace(str(ROOT / folder), str(folder))  # the relative path the bundled card shows
+    (user_dir / "card_vlm.md").write_text(text)
+    blocks = plain_blocks(user_dir / "card_vlm.md")
+    assert len(blocks) == 3 and "LogitsProcessorList([contract])" in blocks[2] and "SegDecoder" in blocks[2]
+    out = hub_user(blocks[2], user_dir)
+    h, w = np.asarray(real_radiographs()["00000001_000"]).shape
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert [line.split(" True ")[0] for line in lines] == ["left lung", "heart"], out
+    assert all(f"True ({h}, {w}) " in line for line in lines), out
+
+
+def test_the_metric_folder_is_a_hub_module_that_serves_its_widget(tmp_path):
+    """The evaluate template's shape (app.py, requirements.txt, sdk/app_file in the card), and the widget answers.
+
+    ``python app.py`` runs from a copy of the folder with our packages blocked; the widget's API is called with a
+    predicted and a reference mask (PNG) and must return what ``eval.scores`` gives for them.
+    """
+    import tomllib
+
+    from gradio_client import handle_file
+    from huggingface_hub import SpaceCard
+    from packaging.requirements import Requirement
+    from PIL import Image
+    from test_space_bundle import free_port, wait_for
+
+    from eval.scores import score_structures
+
+    folder = shutil.copytree(ROOT / "eval" / "metrics" / "anatomy_segmentation", tmp_path / "anatomy_segmentation")
+    card = SpaceCard.load(folder / "README.md").data
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    gradio = next(r for r in project["optional-dependencies"]["space"] if r.startswith("gradio=="))
+    assert card.sdk == "gradio" and card.app_file == "app.py" and gradio == f"gradio=={card.sdk_version}"
+    declared = {Requirement(line).name for line in (folder / "requirements.txt").read_text().splitlines()
+                if line.strip() and not line.startswith("#")}  # fmt: skip
+    imported = set(re.findall(r"^(?:import|from) (\w+)", "".join(p.read_text() for p in folder.glob("*.py")), re.M))
+    third_party = imported - set(sys.stdlib_module_names) - {"__future__", "gradio"}  # gradio: the Space's sdk
+    assert third_party <= declared, third_party - declared
+    assert (folder / "LICENSE").read_bytes() == (ROOT / "LICENSE").read_bytes()
+
+    rng = np.random.default_rng(5)
+    pred, ref = rng.random((40, 48)) < 0.5, rng.random((40, 48)) < 0.5
+    for name, mask in (("pred", pred), ("ref", ref)):
+        Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / f"{name}.png")
+    port = free_port()
+    (tmp_path / "launch.py").write_text(BLOCKER + textwrap.dedent(f"""
+        import runpy, sys
+        sys.path.insert(0, {str(folder)!r})
+        runpy.run_path({str(folder / "app.py")!r}, run_name="__main__")
+        """))  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "HF_", "GRADIO_"))}
+    env.update(PYTHONPATH="", HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
+               GRADIO_SERVER_PORT=str(port), GRADIO_TEMP_DIR=str(tmp_path / "gradio"), OMP_NUM_THREADS="1")  # fmt: skip
+    log = (tmp_path / "app.log").open("w")
+    app = subprocess.Popen([sys.executable, "-I", str(tmp_path / "launch.py")], cwd=folder, env=env, stdout=log,
+                           stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        client = wait_for(f"http://127.0.0.1:{port}/", app, tmp_path / "app.log")
+        result = client.predict(handle_file(str(tmp_path / "pred.png")), handle_file(str(tmp_path / "ref.png")),
+                                "heart", 0.5, api_name="/score")  # fmt: skip
+    finally:
+        app.terminate()
+        app.wait(timeout=30)
+    expected = score_structures([{"name": "heart", "pred": pred, "ref": ref}], (0.5, 0.5))
+    assert result == json.loads(json.dumps(expected))

@@ -5,6 +5,7 @@ which change nothing in the layout and would only slow the build.
 """
 
 import ast
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,9 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     shutil.copy2(ROOT / "pyproject.toml", source / "pyproject.toml")  # also when edited and not yet committed
     build = f"from setuptools import build_meta; print(build_meta.build_wheel({str(out)!r}))"
     name = subprocess.run([sys.executable, "-c", build], cwd=source, capture_output=True, text=True, check=True)
-    return zipfile.ZipFile(out / name.stdout.strip().splitlines()[-1])
+    wheel = zipfile.ZipFile(out / name.stdout.strip().splitlines()[-1])
+    wheel.build_log = name.stderr  # setuptools' warnings
+    return wheel
 
 
 def metadata(wheel: zipfile.ZipFile, file: str) -> str:
@@ -72,11 +75,15 @@ def test_every_console_script_names_a_main_of_a_part(wheel):
         if " = " in line
     )  # fmt: skip
     assert set(scripts) == SCRIPTS
-    for target in scripts.values():
+    from chexanatomy import scripts as launcher
+
+    assert set(launcher.SCRIPTS) == SCRIPTS
+    for script, target in scripts.items():  # each runs chexanatomy.scripts.launch(script) (tests/test_console_scripts)
         module, function = target.split(":")
-        path = module.removeprefix("chexanatomy.").replace(".", "/") + ".py"
+        assert module == "chexanatomy.scripts" and getattr(launcher, function).__doc__.startswith(f"``{script}``")
+        path = launcher.SCRIPTS[script][0].removeprefix("chexanatomy.").replace(".", "/") + ".py"
         tree = ast.parse((ROOT / path).read_text())
-        assert function in {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}, target
+        assert "main" in {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}, script
 
 
 def test_a_part_imports_its_own_modules_relatively_and_no_other_part():
@@ -135,3 +142,51 @@ def test_requirements_txt_stays_the_pinned_development_environment():
     assert "==" in pins["torch"] and "==" in pins["torchvision"] and TEST_TOOLS <= set(pins)
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert "dependencies" not in project.get("dynamic", [])
+
+
+def test_the_wheel_carries_the_licence_and_the_project_metadata(wheel):
+    """PEP 639: an SPDX expression and the licence file itself; where the project lives; what it is about."""
+    meta = metadata(wheel, "METADATA").splitlines()
+    assert "License-Expression: Apache-2.0" in meta and "License-File: LICENSE" in meta
+    licence = next(n for n in wheel.namelist() if n.endswith(".dist-info/licenses/LICENSE"))
+    assert wheel.read(licence) == (ROOT / "LICENSE").read_bytes() and b"Apache License" in wheel.read(licence)
+    urls = [line for line in meta if line.startswith("Project-URL: ")]
+    assert {u.split(": ")[1].split(",")[0] for u in urls} >= {"Homepage", "Repository", "Issues"}
+    classifiers = [line for line in meta if line.startswith("Classifier: ")]
+    assert "Classifier: Topic :: Scientific/Engineering :: Medical Science Apps." in classifiers
+    assert not any(c.startswith("Classifier: License ::") for c in classifiers)  # superseded by License-Expression
+    assert "license" not in wheel.build_log.lower(), wheel.build_log  # no deprecation of `project.license` as a table
+
+
+def test_the_wheel_stores_each_file_once(wheel):
+    """No two entries with the same bytes (the model folders' copies of the codec and the cards' plots stay out)."""
+    by_content = {}
+    for name in wheel.namelist():
+        data = wheel.read(name)
+        if len(data) > 100_000:
+            by_content.setdefault(hashlib.sha256(data).hexdigest(), []).append(name)
+    assert [names for names in by_content.values() if len(names) > 1] == []
+    assert not any("/plots/" in n or n.startswith("chexanatomy/assets/models/tiny_vlm/mask_codec/")
+                   for n in wheel.namelist())  # fmt: skip
+
+
+def test_the_bundled_vlm_without_its_codec_folder_decodes_with_the_core_codec_it_carries():
+    """Installed, the VLM folder has no mask_codec/ (not stored twice), so it loads the core codec: the same one."""
+    vlm_codec = ROOT / "chexanatomy" / "assets" / "models" / "tiny_vlm" / "mask_codec"
+    core_codec = ROOT / "chexanatomy" / "assets" / "mask_codec"
+    for name in ("config.json", "model.safetensors"):
+        assert (vlm_codec / name).read_bytes() == (core_codec / name).read_bytes(), (
+            f"{name}: the bundled VLM has its own codec now: ship its mask_codec/ in the wheel (package-data)")
+
+
+def test_the_space_finds_the_real_examples_in_the_core_when_installed_without_its_copies(tmp_path):
+    import json
+
+    from space.bundled_examples import file_sha256, load_examples
+
+    shutil.copytree(ROOT / "space" / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns("real_*"))
+    examples = load_examples(tmp_path / "examples")
+    entries = json.loads((tmp_path / "examples" / "examples.json").read_text())["examples"]
+    assert [e.label for e in examples] == [e.label for e in load_examples(ROOT / "space" / "examples")]
+    for example, entry in zip(examples, entries, strict=True):
+        assert file_sha256(example.image) == entry["sha256"]

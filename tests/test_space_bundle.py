@@ -65,13 +65,37 @@ def test_the_folder_holds_app_core_models_examples_requirements_and_card(space):
         assert (space / "chexanatomy" / "assets" / "models" / model / "model.safetensors").is_file()
     assert list((space / "examples").glob("*.png"))
     requirements = [Requirement(line) for line in (space / "requirements.txt").read_text().splitlines()
-                    if line and not line.startswith("#")]  # fmt: skip
+                    if line and not line.startswith(("#", "--"))]  # fmt: skip
     assert all(len(r.specifier) == 1 and next(iter(r.specifier)).operator == "==" for r in requirements)
     assert {"gradio", "torch", "transformers", "segmentation-models-pytorch"} <= {r.name for r in requirements}
     assert not any("git+" in str(r) or r.url for r in requirements)  # everything from PyPI
     card = SpaceCard.load(space / "README.md").data
     assert card.python_version == "3.11" and card.app_file == "app.py" and card.sdk == "gradio"
     assert f"gradio=={card.sdk_version}" in space_requirements() and not card.get("models")
+
+
+def test_a_git_push_of_the_folder_sends_binaries_through_lfs_and_a_cpu_space_gets_cpu_torch(space, tmp_path):
+    """The Hub refuses binary files (and files over 10 MB) in plain git; PyPI's Linux torch brings CUDA to a CPU box."""
+    import fnmatch
+
+    lfs = [line.split()[0] for line in (space / ".gitattributes").read_text().splitlines()
+           if line.endswith("filter=lfs diff=lfs merge=lfs -text")]  # fmt: skip
+    binaries = [p for p in space.rglob("*") if p.is_file() and (p.stat().st_size > 10 * 1024 * 1024
+                                                               or b"\0" in p.read_bytes()[:8000])]  # fmt: skip
+    assert any(p.stat().st_size > 10 * 1024 * 1024 for p in binaries) and any(p.suffix == ".png" for p in binaries)
+    for path in binaries:  # git's rule: a pattern without "/" matches the file name anywhere
+        rel = path.relative_to(space).as_posix()
+        assert any(fnmatch.fnmatch(path.name if "/" not in pat else rel, pat) for pat in lfs), rel
+    lines = (space / "requirements.txt").read_text().splitlines()
+    torch, vision = (next(line for line in lines if line.startswith(f"{n}==")) for n in ("torch", "torchvision"))
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in lines
+    assert torch.endswith("+cpu") and vision.endswith("+cpu")
+    assert (space / "LICENSE").read_bytes() == (ROOT / "LICENSE").read_bytes()
+    gpu = tmp_path / "gpu"
+    assert main(["--output_dir", str(gpu), "--hardware", "gpu"]) == 0
+    gpu_lines = (gpu / "requirements.txt").read_text().splitlines()
+    assert not any(line.startswith("--") or "+cpu" in line for line in gpu_lines)
+    assert torch.removesuffix("+cpu") in gpu_lines
 
 
 def test_the_bundle_refuses_to_overwrite_the_sources(capsys):

@@ -74,4 +74,5 @@ def test_push_to_hub_uploads_the_codec_folder_to_hub_model_id(corpus, tmp_path, 
             "--device", "cpu", "--push_to_hub", "true", "--hub_model_id", "me/codec", "--hub_private_repo", "true"]
     assert main(argv) == 0
     assert fake_hub == [("create_repo", "me/codec", True), ("upload_folder", "me/codec", [
-        "README.md", "config.json", "metrics.jsonl", "model.safetensors", "training_config.json"])]  # fmt: skip
+        "LICENSE", "README.md", "config.json", "metrics.jsonl", "model.safetensors",
+        "training_config.json"])]  # fmt: skip
