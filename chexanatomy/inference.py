@@ -40,6 +40,7 @@ from .answer_contract import AnswerContract
 from .locate import (  # noqa: F401 (BUNDLED_MODELS, BUNDLED_MODELS_DIR, bundled_model_path: re-exported)
     BUNDLED_MODELS,
     BUNDLED_MODELS_DIR,
+    SEGMENTER_MARKERS,
     bundled_model_path,
     locate_model,
     model_source,
@@ -283,6 +284,7 @@ def load_segmenter(
     device: str | None = None,
     codec: str | Path | None = None,
     base_model: str | None = None,
+    local_only: bool = False,
     **kwargs,
 ) -> Segmenter:
     """A ready ``Segmenter`` from a model folder, a Hub id or "bundled-vlm"/"bundled-unet".
@@ -295,6 +297,7 @@ def load_segmenter(
         device: "cpu", "cuda", ..., or "auto"/None: CUDA when available (``chexanatomy.locate.resolve_device``).
         codec: the mask codec (default: the folder's ``mask_codec/``, else the bundled codec).
         base_model: the base of a LoRA adapter when its adapter config does not name a reachable one.
+        local_only: never look anything up on the Hub, whatever the name (``chexanatomy.locate``).
         kwargs: passed to ``VLMSegmenter`` (batch_size, max_new_tokens, structures).
 
     Raises:
@@ -306,7 +309,7 @@ def load_segmenter(
     source = model_source(name_or_path)
     if source is None:
         raise ValueError("no model to load: the name is 'none'")
-    path = locate_model(source, ("config.json", "adapter_config.json"))
+    path = locate_model(source, SEGMENTER_MARKERS, local_only=local_only)
     config = json.loads((path / "config.json").read_text(encoding="utf-8")) if (path / "config.json").exists() else {}
     from .unet import AnatomyUNet, unet_settings
 

@@ -805,6 +805,16 @@ def test_a_local_looking_path_is_never_looked_up_even_where_its_folder_does_not_
     assert calls == []
 
 
+def test_load_segmenter_local_only_never_asks_the_hub_even_for_a_hub_shaped_name(tmp_path, monkeypatch):
+    from chexanatomy.inference import load_segmenter
+
+    calls = forbid_hub(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no model folder at someone/unet"):
+        load_segmenter("someone/unet", device="cpu", local_only=True)
+    assert calls == []
+
+
 def test_eval_model_typo_and_local_only_are_usage_errors_without_a_hub_request(tmp_path, monkeypatch, capsys):
     from chexanatomy.locate import locate_model
     from eval.__main__ import main
