@@ -12,10 +12,15 @@ source scripts/setup.sh
 PY="$VENV/bin/python"
 "$PY" -m dataset_builder build --config dataset_builder/recipes/embedded.yaml      # outputs/drr: the default corpus
 "$PY" -m dataset_builder build --config dataset_builder/recipes/embedded40.yaml    # outputs/drr40: 40 pseudo-subjects
-# VLM stage 1: the vision tower alone, pre-trained as a dense predictor of every structure (train.vision_pretrain);
-# stage 2: the language model learns to answer from it (tower frozen, <loc> prior; train/recipes/tiny_bundled_tower.yaml).
-"$PY" -m train.vision_pretrain --corpus_dir outputs/drr40 --output_dir outputs/tiny_vlm_tower
-"$PY" -m train.sft --config train/recipes/tiny_bundled_tower.yaml --corpus_dir outputs/drr40 --output_dir outputs/tiny_vlm
+# VLM stage 1: from scratch on the 10-subject corpus; stages 2 and 3: continue on 40 subjects (lr 5e-4, then 3e-4).
+"$PY" -m train.sft --config train/recipes/tiny_bundled.yaml --corpus_dir outputs/drr --output_dir outputs/tiny_vlm_stage1
+"$PY" -m train.sft --config train/recipes/tiny_bundled_stage2.yaml --model_name_or_path outputs/tiny_vlm_stage1 \
+    --corpus_dir outputs/drr40 --output_dir outputs/tiny_vlm_stage2
+"$PY" -m train.sft --config train/recipes/tiny_bundled_stage2.yaml --model_name_or_path outputs/tiny_vlm_stage2 \
+    --corpus_dir outputs/drr40 --output_dir outputs/tiny_vlm_stage3 --learning_rate 3e-4
+# VLM stage 4: the radiograph recipe (more augmentation, bfloat16 autocast).
+"$PY" -m train.sft --config train/recipes/tiny_bundled_radiograph.yaml --model_name_or_path outputs/tiny_vlm_stage3 \
+    --corpus_dir outputs/drr40 --output_dir outputs/tiny_vlm
 # U-Net stage 1: from scratch at lr 2e-3; stages 2-5 continue it (--init_from, recorded as initialised_from).
 "$PY" -m train.unet --config train/recipes/unet_bundled.yaml --corpus_dir outputs/drr40 --output_dir outputs/unet_stage1
 "$PY" -m train.unet --config train/recipes/unet_bundled.yaml --corpus_dir outputs/drr40 --output_dir outputs/unet_stage2 \

@@ -130,6 +130,22 @@ def test_save_load_generate_identical_and_resume(phantom_corpus, phantom_rows, t
     assert counter.steps == 1 and trainer.state.global_step == 3
 
 
+def test_a_resumed_run_continues_from_the_checkpoints_weights(phantom_corpus, tmp_path):
+    """The Trainer's own resume loads none of PaliGemma's keys (saved under the Hub names): train() restores them."""
+    out = tmp_path / "tiny"
+    args = AnatomyArguments(model_name_or_path="tiny", corpus_dir=str(phantom_corpus), lora=False, train_vision=True,
+                            structures_per_sample=3)  # fmt: skip
+    train(args, sft_config(out, max_steps=2, save_steps=1))
+    trained = AutoModelForImageTextToText.from_pretrained(out / "checkpoint-2").state_dict()
+    initial = build_model(build_processor()).state_dict()
+    train(args, sft_config(out, max_steps=3, save_steps=1))  # one more step, from checkpoint-2
+    final = AutoModelForImageTextToText.from_pretrained(out).state_dict()
+    keys = [k for k in final if k in initial]
+    to_trained = sum(float((final[k] - trained[k]).norm()) for k in keys)
+    to_initial = sum(float((final[k] - initial[k]).norm()) for k in keys)
+    assert to_trained < 0.7 * to_initial  # one step from the checkpoint, three from the start
+
+
 def test_a_continued_run_records_the_stage_it_started_from(phantom_corpus, tmp_path):
     first, second = tmp_path / "stage1", tmp_path / "stage2"
     train(

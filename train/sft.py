@@ -229,12 +229,29 @@ def train(args: AnatomyArguments, sft: SFTConfig) -> Path:
     """
     push, sft.push_to_hub = sft.push_to_hub, False  # we upload once, at the end (no Trainer repo syncing)
     trainer, processor = build_trainer(args, sft)
-    trainer.train(resume_from_checkpoint=_last_checkpoint(sft.output_dir))
+    checkpoint = _last_checkpoint(sft.output_dir)
+    if checkpoint is not None and not args.lora:
+        _restore_weights(trainer.model, checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
     out = save_outputs(trainer, processor, args, trainer.args)
     if push:
         push_folder(out, sft.hub_model_id, private=bool(sft.hub_private_repo),
                     commit_message="CheXanatomy: PaliGemma anatomy fine-tune")  # fmt: skip
     return out
+
+
+def _restore_weights(model, checkpoint: str) -> None:
+    """Load a full model's weights from ``checkpoint`` into ``model`` (strict), as ``from_pretrained`` reads them.
+
+    The Trainer's own resume loads ``model.safetensors`` with ``load_state_dict``, but ``save_pretrained`` writes
+    PaliGemma under its Hub key names (``language_model.model.*``, not the class's ``model.language_model.*``): every
+    key comes back missing and the run would silently continue from its *initial* weights. ``from_pretrained``
+    applies the key mapping; the Trainer's load that follows then finds nothing to change.
+    """
+    from transformers import AutoModelForImageTextToText
+
+    saved = AutoModelForImageTextToText.from_pretrained(checkpoint, attn_implementation="eager")
+    model.load_state_dict(saved.state_dict(), strict=True)
 
 
 def _last_checkpoint(output_dir: str) -> str | None:
