@@ -71,8 +71,8 @@ class AnswerContract(LogitsProcessor):
             ValueError: for a prompt of another task, or a tokenizer without the 1,024 ``<loc>`` and 128 ``<seg>``
                 tokens in consecutive ids.
         """
-        loc0 = _consecutive_ids(tokenizer, "loc", LOC_TOKENS, 4)
-        seg0 = _consecutive_ids(tokenizer, "seg", SEG_TOKENS, 3)
+        loc0 = consecutive_ids(tokenizer, "loc", LOC_TOKENS, 4)
+        seg0 = consecutive_ids(tokenizer, "seg", SEG_TOKENS, 3)
         plans = []
         for prompt in prompts:
             task, names = parse_prompt(prompt)
@@ -110,11 +110,12 @@ class AnswerContract(LogitsProcessor):
         return self.loc0 + near + 1, self.loc0 + LOC_TOKENS
 
 
-def _consecutive_ids(tokenizer, kind: str, count: int, digits: int) -> int:
+def consecutive_ids(tokenizer, kind: str, count: int, digits: int) -> int:
+    """The id of ``<{kind}0...0>``; ValueError unless the ``count`` tokens of that kind have consecutive ids."""
     ids = tokenizer.convert_tokens_to_ids([f"<{kind}{i:0{digits}d}>" for i in range(count)])
     if ids != list(range(ids[0], ids[0] + count)):
         raise ValueError(f"the tokenizer's <{kind}> tokens are not {count} consecutive ids")
     return ids[0]
 
 
-__all__ = ["AnswerContract", "parse_prompt"]
+__all__ = ["AnswerContract", "consecutive_ids", "parse_prompt"]

@@ -18,6 +18,7 @@ import math
 
 import torch
 
+from chexanatomy.answer_contract import consecutive_ids
 from chexanatomy.finetune import LocSmoothing
 
 LOC_COUNT = 1024
@@ -41,10 +42,7 @@ def ordered_loc_embeddings(dim: int, rms: float, count: int = LOC_COUNT) -> torc
 
 def loc_token_range(tokenizer) -> tuple[int, int]:
     """``(first id, count)`` of the ``<loc>`` tokens; ValueError unless they are 1,024 consecutive ids."""
-    ids = tokenizer.convert_tokens_to_ids([f"<loc{i:04d}>" for i in range(LOC_COUNT)])
-    if ids != list(range(ids[0], ids[0] + LOC_COUNT)):
-        raise ValueError("the tokenizer's <loc> tokens are not 1,024 consecutive ids")
-    return ids[0], LOC_COUNT
+    return consecutive_ids(tokenizer, "loc", LOC_COUNT, 4), LOC_COUNT
 
 
 @torch.no_grad()
