@@ -113,6 +113,23 @@ def test_loc_init_writes_the_tied_output_rows_and_nothing_else(processor):
     assert model.get_output_embeddings().weight.data_ptr() == after.data_ptr()  # tied: the output rows are ordered too
 
 
+def test_ordered_loc_rows_let_the_model_be_confident_about_one_bin(processor):
+    """At the usual 0.02 scale no hidden state could give a <loc> more than a few per cent; after init one can."""
+    model = build_model(processor, SPEC)
+    first, count = loc_token_range(processor.tokenizer)
+    width = model.get_input_embeddings().weight.shape[1]
+    rows_before = model.get_output_embeddings().weight[first : first + count].detach().clone()
+    init_loc_embeddings(model, processor.tokenizer)
+    rows = model.get_output_embeddings().weight[first : first + count].detach()
+
+    def mass_near_300(table):  # of a unit-rms hidden state (a final RMS norm's output) aligned with bin 300's row
+        hidden = torch.nn.functional.normalize(table[300], dim=0) * width**0.5
+        return float((table @ hidden).softmax(0)[290:311].sum())  # within 10 bins (1 % of the image)
+
+    assert mass_near_300(rows_before) < 0.1
+    assert mass_near_300(rows) > 0.8
+
+
 def _one_answer_batch(processor, bin_value: int):
     """A batch whose only answer is one <loc> token, and a model whose logits put all mass on bin ``bin_value``."""
     first, _ = loc_token_range(processor.tokenizer)
