@@ -102,7 +102,7 @@ def test_ordered_loc_embeddings_make_neighbours_alike():
     assert float(similarity[[0, 100, 900, 1023]].abs().max()) < 0.3  # far bins are nearly unrelated
 
 
-def test_loc_init_writes_the_tied_output_rows_and_nothing_else(processor):
+def test_loc_init_unties_the_output_layer_and_changes_no_other_input_row(processor, tmp_path):
     model = build_model(processor, SPEC)
     before = model.get_input_embeddings().weight.detach().clone()
     init_loc_embeddings(model, processor.tokenizer)
@@ -110,7 +110,29 @@ def test_loc_init_writes_the_tied_output_rows_and_nothing_else(processor):
     after = model.get_input_embeddings().weight
     assert torch.equal(before[:first], after[:first]) and torch.equal(before[first + count :], after[first + count :])
     assert not torch.equal(before[first : first + count], after[first : first + count])
-    assert model.get_output_embeddings().weight.data_ptr() == after.data_ptr()  # tied: the output rows are ordered too
+    assert model.get_output_embeddings().weight.data_ptr() != after.data_ptr()
+    assert model.config.tie_word_embeddings is False
+    # a plain transformers round trip keeps both layers as they are
+    model.save_pretrained(tmp_path)
+    reloaded = type(model).from_pretrained(tmp_path)
+    assert torch.equal(reloaded.get_output_embeddings().weight, model.get_output_embeddings().weight)
+    assert torch.equal(reloaded.get_input_embeddings().weight, after)
+
+
+def test_a_loc_input_no_longer_points_at_its_own_output_row(processor):
+    """Tied, the previous <loc> scored itself highest (x0 == y0); after init neighbours are alike on both sides, but
+    bin k's input embedding is unrelated to bin k's output row."""
+    model = build_model(processor, SPEC)
+    init_loc_embeddings(model, processor.tokenizer)
+    first, count = loc_token_range(processor.tokenizer)
+    unit = lambda t: torch.nn.functional.normalize(t.detach().float(), dim=1)  # noqa: E731
+    inputs = unit(model.get_input_embeddings().weight[first : first + count])
+    outputs = unit(model.get_output_embeddings().weight[first : first + count])
+    assert inputs[500] @ inputs[501] > inputs[500] @ inputs[520] > inputs[500] @ inputs[700]
+    assert outputs[500] @ outputs[501] > outputs[500] @ outputs[520] > outputs[500] @ outputs[700]
+    assert float((inputs * outputs).sum(1).abs().mean()) < 0.2
+    scores = inputs[[100, 300, 700]] @ outputs.T  # a hidden state that is just the previous <loc>'s embedding
+    assert all(abs(int(s.argmax()) - k) > 10 for s, k in zip(scores, (100, 300, 700), strict=True))
 
 
 def test_ordered_loc_rows_let_the_model_be_confident_about_one_bin(processor):
