@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from transformers import AutoModelForImageTextToText, LogitsProcessorList
 
 from chexanatomy.answer_contract import AnswerContract, parse_prompt
@@ -17,7 +18,13 @@ from chexanatomy.codec import default_tokenizer, load_codec
 from chexanatomy.finetune import LocSmoothing, answer_only_loss
 from chexanatomy.mask_tokens import decode_detections
 from chexanatomy.training_record import read_training_record
-from train.loc_prior import init_loc_embeddings, loc_smoothing, loc_token_range, ordered_loc_embeddings
+from train.loc_prior import (
+    init_loc_embeddings,
+    loc_smoothing,
+    loc_token_range,
+    ordered_loc_embeddings,
+    untie_output_embeddings,
+)
 from train.tiny_paligemma import TinySpec, build_model, build_processor
 
 SPEC = TinySpec(image_size=64, vision_layers=1, text_layers=1, hidden=64, heads=2)
@@ -117,6 +124,19 @@ def test_loc_init_unties_the_output_layer_and_changes_no_other_input_row(process
     reloaded = type(model).from_pretrained(tmp_path)
     assert torch.equal(reloaded.get_output_embeddings().weight, model.get_output_embeddings().weight)
     assert torch.equal(reloaded.get_input_embeddings().weight, after)
+
+
+def test_untying_a_trained_model_keeps_its_answers(processor):
+    """--untie_output on a model trained tied: the same logits, but an output layer of its own that trains apart."""
+    model = build_model(processor, SPEC).eval()
+    batch = processor(text=["<image>segment heart"], images=[Image.new("RGB", (64, 64), 90)], return_tensors="pt")
+    before = model(**batch).logits
+    untie_output_embeddings(model)
+    assert model.get_output_embeddings().weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
+    assert torch.equal(model(**batch).logits, before)
+    with torch.no_grad():
+        model.get_output_embeddings().weight[5] += 1.0
+    assert not torch.equal(model.get_output_embeddings().weight[5], model.get_input_embeddings().weight[5])
 
 
 def test_a_loc_input_no_longer_points_at_its_own_output_row(processor):

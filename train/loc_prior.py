@@ -67,8 +67,15 @@ def loc_row_rms(width: int, others_rms: float, peak_logit: float = PEAK_LOGIT) -
     return max(others_rms, peak_logit / width)
 
 
-def untie_output_embeddings(model, rms: float, seed: int = 0) -> None:
-    """Give ``model`` its own output layer (``tie_word_embeddings`` false), fresh rows of root-mean-square ``rms``.
+def untie_output_embeddings(model, rms: float | None = None, seed: int = 0) -> None:
+    """Give ``model`` its own output layer (``tie_word_embeddings`` false).
+
+    Args:
+        model: a ``PaliGemmaForConditionalGeneration`` (or any model with tied input/output embeddings).
+        rms: fresh Gaussian rows of this root-mean-square (a model from scratch); None: a copy of the tied matrix,
+            so a trained model answers exactly as before, and its output rows can move apart from its input rows
+            from then on (continuing a model trained tied).
+        seed: the fresh rows' seed.
 
     A no-op for a model whose output layer is already untied. ``save_pretrained`` then writes ``lm_head.weight``
     and ``from_pretrained`` reads it back untied.
@@ -76,9 +83,12 @@ def untie_output_embeddings(model, rms: float, seed: int = 0) -> None:
     output = model.get_output_embeddings()
     if output.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr():
         return
-    generator = torch.Generator().manual_seed(seed)
-    fresh = torch.randn(output.weight.shape, generator=generator, dtype=torch.float32) * rms
-    output.weight = torch.nn.Parameter(fresh.to(output.weight.dtype))
+    if rms is None:
+        fresh = output.weight.detach().clone()
+    else:
+        generator = torch.Generator().manual_seed(seed)
+        fresh = torch.randn(output.weight.shape, generator=generator, dtype=torch.float32).to(output.weight.dtype) * rms
+    output.weight = torch.nn.Parameter(fresh)
     for config in (model.config, getattr(model.config, "text_config", None)):
         if config is not None:
             config.tie_word_embeddings = False

@@ -36,7 +36,7 @@ from chexanatomy.training_record import read_training_record, sft_record
 
 from .collator import AnatomyCollator, lazy_masks
 from .lm_loss import LORA_TARGETS, VISION_LORA_TARGETS
-from .loc_prior import init_loc_embeddings, loc_smoothing
+from .loc_prior import init_loc_embeddings, loc_smoothing, untie_output_embeddings
 
 
 @dataclass
@@ -67,6 +67,13 @@ class AnatomyArguments:
     loc_init: bool = field(
         default=False,
         metadata={"help": "Ordered <loc> embeddings at the start (a language model from scratch; train.loc_prior)."},
+    )
+    untie_output: bool = field(
+        default=False,
+        metadata={
+            "help": "Give the output layer its own copy of the tied embeddings first, so that its rows can move apart "
+            "from the input rows (the tied copy bias: x0 == y0; train.loc_prior). Implied by --loc_init."
+        },
     )
     loc_sigma: float = field(
         default=0.0, metadata={"help": "Soft <loc> targets: Gaussian over bins with this std in bins (0: hard)."}
@@ -206,6 +213,8 @@ def build_trainer(args: AnatomyArguments, sft: SFTConfig) -> tuple[SFTTrainer, o
     model, processor = load_model_and_processor(args, torch.cuda.is_available())
     if args.loc_init:
         init_loc_embeddings(model, processor.tokenizer)
+    elif args.untie_output:
+        untie_output_embeddings(model)
     freeze(model, args)
     train, validation = load_splits(args)
     collator = AnatomyCollator(
