@@ -142,6 +142,11 @@ class SlabProjector:
         self._slab_cache: dict[tuple[int, int], torch.Tensor] = {}
         self._count_cache: dict[tuple[int, int, int], tuple[int, torch.Tensor]] = {}
 
+    def release(self) -> None:
+        """Drop the set-up the views of this CT share (slab sums, label counts): frees memory; later views redo it."""
+        self._slab_cache.clear()
+        self._count_cache.clear()
+
     # --- rays -------------------------------------------------------------------------------------------
     def _rays(self, sources: torch.Tensor, targets: torch.Tensor) -> _Rays:
         """Sources [B, 3], targets [B, H, W, 3] in world mm -> rays in voxel coordinates."""

@@ -219,16 +219,19 @@ def _plans(ct: CTVolume, settings: RenderSettings, enhanced: bool) -> list[_View
     return plans
 
 
-def render_subject(ct: CTVolume, settings: RenderSettings, device: str = "cpu") -> list[RenderedView]:
+def render_subject(
+    ct: CTVolume, settings: RenderSettings, device: str = "cpu", batch: bool = True
+) -> list[RenderedView]:
     """All views x poses of one CT, in order (view, pose index).
 
-    The CT's set-up (``make_projector``, the lungs' box) is paid once, and every view and pose goes through the
-    projector in one call (``SlabProjector.project_views``), which renders each exactly as it renders alone: the
-    rows are the same bytes as rendering one pose at a time.
+    The CT's set-up (``make_projector``, the lungs' box) is paid once. With ``batch`` every view and pose goes
+    through the projector in one call (``SlabProjector.project_views``, which renders each exactly as it renders
+    alone); without, one view at a time (less memory: one view's path lengths at a time). Both give the same bytes.
     """
     projector, id_to_structure, enhanced = make_projector(ct, device, settings)
     plans = _plans(ct, settings, enhanced)
-    projections = projector.project_views([rays(p.geometry, p.pose) for p in plans])
+    views = [rays(p.geometry, p.pose) for p in plans]
+    projections = projector.project_views(views) if batch else [projector.project(*v) for v in views]
     out = []
     for plan, proj in zip(plans, projections, strict=True):
         paths = structure_paths(proj.path_mm[0], proj.label_ids, id_to_structure)
