@@ -131,6 +131,25 @@ def nanodrr_seconds(ct, geometry, device, labels=True):
     return statistics.median(times)
 
 
+def per_ct(ct, device):
+    """One CT at the corpus recipe (``RenderSettings()``: 512 px, PA + lateral x 3 poses, every radiograph step):
+    set-up seconds, seconds for every view (poses batched, ``render_subject``) and CTs/hour of this renderer."""
+    from dataset_builder.render import RenderSettings, render_subject
+
+    settings = RenderSettings()
+    sync(device)
+    t0 = time.perf_counter()
+    make_projector(ct, device, settings)
+    setup_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    views = render_subject(ct, settings, device)
+    sync(device)
+    render_s = time.perf_counter() - t0
+    return {"views": len(views), "setup_s": round(setup_s, 2), "render_s": round(render_s, 2),
+            "views_s": round(render_s - setup_s, 2), "cts_per_hour": round(3600 / render_s, 1),
+            "cts_per_hour_without_setup": round(3600 / max(render_s - setup_s, 1e-6), 1)}  # fmt: skip
+
+
 def accuracy(ct, geometry, masks, id_to_structure, device):
     from dataset_builder.reference import siddon_path_lengths
 
@@ -153,6 +172,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-anchor", action="store_true", help="no diffdrr Siddon (the slowest part on a CPU)")
     ap.add_argument("--skip-nanodrr", action="store_true")
+    ap.add_argument("--per_ct", action="store_true", help="also a whole CT at the recipe (always on a GPU)")
     args = ap.parse_args()
 
     ct = load_embedded()
@@ -175,6 +195,12 @@ def main():
             print(f"ours on GPU, batch {batch}: {ips:.1f} images/s with all masks "
                   f"(anchor H200: {1 / ANCHOR_H200_S:.1f}/s)")
         result["gpu_peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 1)
+    if args.per_ct or args.device.startswith("cuda"):
+        result["per_ct"] = c = per_ct(ct, args.device)
+        print(f"one CT at the recipe ({c['views']} views, poses batched, every radiograph step): {c['render_s']} s"
+              f" = set-up {c['setup_s']} s (CPU: volume preparation) + views {c['views_s']} s -> "
+              f"{c['cts_per_hour']} CTs/hour per {args.device} "
+              f"({c['cts_per_hour_without_setup']} with the set-up on other cores)")  # fmt: skip
     table = [("ours: image + every structure mask", ours_s)]
     if not args.skip_anchor:
         anchor_s = anchor_seconds(ct, geometry, args.device)
