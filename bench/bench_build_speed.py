@@ -153,8 +153,8 @@ def profile(args) -> dict:
     print(f"{'stage':38s} {'s per CT':>9s} {'s per view':>11s} {'x projection':>13s}")
     for name, seconds in per_ct.items():
         print(f"{name:38s} {seconds:9.2f} {seconds / views:11.3f} {seconds / views / floor:13.2f}")
-    covered = sum(per_ct.values())
-    print(f"{'(in no stage above: imports, bookkeeping)':38s} {wall - covered:9.2f}")
+    print(f"the stages above: {sum(per_ct.values()):.1f} s of the build's {wall:.1f} s (the rest: the codec's load, "
+          "the card, bookkeeping; cProfile's attribution is approximate)")  # fmt: skip
     print(f"projection-only floor: {floor:.2f} s per view; the whole build: {wall / views:.2f} s per view "
           f"({wall / views / floor:.1f}x the floor)")  # fmt: skip
     return {"wall_s": round(wall, 2), "views": views, "floor_s_per_view": round(floor, 3),
