@@ -50,6 +50,8 @@ def loc_prior_rows(record: TrainingRecord) -> list[tuple[str, str]]:
         anatomy = stage.options.get("anatomy", {}) if isinstance(stage.options, dict) else {}
         if anatomy.get("loc_init"):
             parts.append("ordered <loc> embeddings at the start")
+        if anatomy.get("loc_init") or anatomy.get("untie_output"):
+            parts.append("output layer untied from the input embeddings")
         if anatomy.get("loc_sigma"):
             parts.append(f"soft <loc> targets (Gaussian, {anatomy['loc_sigma']:g} bins)")
     return [("<loc> prior", ", ".join(dict.fromkeys(parts)))] if parts else []

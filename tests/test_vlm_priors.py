@@ -261,3 +261,17 @@ def test_tower_pretraining_resumes_from_its_checkpoint(phantom_corpus, tmp_path,
     resumed = vp.tower_of(AutoModelForImageTextToText.from_pretrained(tmp_path / "killed")).state_dict()
     for name, value in whole.items():
         torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_the_card_lists_the_loc_prior_of_every_stage():
+    from types import SimpleNamespace
+
+    from model_card.recipe import loc_prior_rows
+
+    stages = [
+        SimpleNamespace(options={"anatomy": {"loc_init": False, "loc_sigma": 0.0}}),
+        SimpleNamespace(options={"anatomy": {"untie_output": True, "loc_sigma": 6.0}}),
+    ]
+    rows = loc_prior_rows(SimpleNamespace(stages=lambda: stages))
+    expected = "output layer untied from the input embeddings, soft <loc> targets (Gaussian, 6 bins)"
+    assert rows == [("<loc> prior", expected)]
