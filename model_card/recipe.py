@@ -57,6 +57,21 @@ def loc_prior_rows(record: TrainingRecord) -> list[tuple[str, str]]:
     return [("<loc> prior", ", ".join(dict.fromkeys(parts)))] if parts else []
 
 
+def structure_sampling_row(record: TrainingRecord) -> tuple[str, str]:
+    """How each answer's structures were drawn (train.collator ``area_power``), per stage when they differ."""
+    powers = []
+    for stage in record.stages():
+        anatomy = stage.options.get("anatomy", {}) if isinstance(stage.options, dict) else {}
+        powers.append(float(anatomy.get("area_power") or 0))
+
+    def words(power: float) -> str:
+        return f"weighted by area fraction ^ {power:g}" if power else "uniform"
+
+    if len(set(powers)) == 1:
+        return ("structure sampling", words(powers[0]))
+    return ("structure sampling", "; ".join(f"{i}: {words(p)}" for i, p in enumerate(powers, 1)))
+
+
 def stage_rows(record: TrainingRecord) -> list[tuple[str, str]]:
     """The ``training stages`` row of a model trained in several runs; none for one run."""
     stages = record.stages()
@@ -102,6 +117,7 @@ def vlm_recipe(folder: ModelFolder) -> list[tuple[str, str]]:
             *loc_prior_rows(record),
             ("training corpus", f"`{record.corpus_dir}`"),
             ("structures per answer", str(record.structures_per_answer)),
+            structure_sampling_row(record),
             *stage_rows(record),
             *schedule_rows(record),
             ("batch", f"{record.batch_size} per device"

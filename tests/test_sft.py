@@ -3,6 +3,7 @@
 Collator masks, LoRA steps, save/load/generate, resume, upload set.
 """
 
+import random
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from huggingface_hub.utils import filter_repo_objects
 from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
 from trl import SFTConfig
 
+from chexanatomy.anatomy import STRUCTURES
 from chexanatomy.codec import default_tokenizer
 from chexanatomy.finetune import answer_only_loss, answer_positions
 from chexanatomy.publish import push_folder
@@ -89,6 +91,44 @@ def test_augmented_answers_decode_to_the_moved_masks(phantom_rows):
     assert changed >= 3  # geometry (p 0.7) or style (p 0.8) nearly always applies
 
 
+def _chosen_names(collator, row, draws: int) -> list[str]:
+    """The names of the structures answered in ``draws`` samples of ``row``."""
+    answers = [collator.make_sample(row).answer for _ in range(draws)]
+    return [part[part.rindex(">") + 1 :].strip() for answer in answers for part in answer.split(" ; ")]
+
+
+def test_area_power_answers_the_large_structures_more_often(phantom_rows):
+    """area_power 1: a structure's share of the answers follows its area; 0 keeps the uniform draw of before."""
+    processor = build_processor(SPEC)
+    row = phantom_rows[0]
+    areas = {STRUCTURES[s["name"]].display: s["area_px"] for s in row["structures"] if s.get("segment_target")}
+    largest, smallest = max(areas, key=areas.get), min(areas, key=areas.get)
+    assert areas[largest] > 10 * areas[smallest]
+    options = dict(structures_per_sample=1, augment_fraction=0.0, detect_fraction=0.0, synonym_fraction=0.0, seed=3)
+    weighted = _chosen_names(AnatomyCollator(processor, None, area_power=1.0, **options), row, 400)
+    uniform = _chosen_names(AnatomyCollator(processor, None, **options), row, 400)
+    assert weighted.count(largest) > 3 * max(uniform.count(largest), 1) / 2
+    assert weighted.count(largest) > 4 * weighted.count(smallest)
+    reference = random.Random(3)  # area_power 0 is rng.sample, draw for draw (old recipes train as before)
+    usable = [s for s in row["structures"] if s.get("segment_target")]
+    reference.random()  # the task draw
+    reference.randint(1, 1)
+    first = reference.sample(usable, 1)[0]["name"]
+    assert uniform[0] == STRUCTURES[first].display
+
+
+def test_area_power_rejects_bad_values_and_corpora_without_areas(phantom_rows):
+    processor = build_processor(SPEC)
+    with pytest.raises(ValueError, match="area_power"):
+        AnatomyCollator(processor, None, area_power=-1.0)
+    row = {
+        **phantom_rows[0],
+        "structures": [{k: v for k, v in s.items() if k != "area_px"} for s in phantom_rows[0]["structures"]],
+    }
+    with pytest.raises(ValueError, match="area_px"):
+        AnatomyCollator(processor, None, area_power=0.5, augment_fraction=0.0).make_sample(row)
+
+
 def test_two_lora_steps_change_every_lora_parameter(phantom_corpus, tmp_path):
     base = tmp_path / "base"
     processor = build_processor(SPEC)
@@ -108,7 +148,10 @@ def test_two_lora_steps_change_every_lora_parameter(phantom_corpus, tmp_path):
 def test_save_load_generate_identical_and_resume(phantom_corpus, phantom_rows, tmp_path):
     out = tmp_path / "tiny"
     args = AnatomyArguments(
-        model_name_or_path="tiny", corpus_dir=str(phantom_corpus), lora=False, train_vision=True,
+        model_name_or_path="tiny",
+        corpus_dir=str(phantom_corpus),
+        lora=False,
+        train_vision=True,
         structures_per_sample=3,
     )
     train(args, sft_config(out, max_steps=2, save_steps=1))

@@ -275,3 +275,20 @@ def test_the_card_lists_the_loc_prior_of_every_stage():
     rows = loc_prior_rows(SimpleNamespace(stages=lambda: stages))
     expected = "output layer untied from the input embeddings, soft <loc> targets (Gaussian, 6 bins)"
     assert rows == [("<loc> prior", expected)]
+
+
+def test_the_card_says_how_each_stage_drew_its_structures():
+    from types import SimpleNamespace
+
+    from model_card.recipe import structure_sampling_row
+
+    def record(*powers):
+        stages = [SimpleNamespace(options={"anatomy": {} if p is None else {"area_power": p}}) for p in powers]
+        return SimpleNamespace(stages=lambda: stages)
+
+    assert structure_sampling_row(record(None, 0.0)) == ("structure sampling", "uniform")
+    assert structure_sampling_row(record(1.0)) == ("structure sampling", "weighted by area fraction ^ 1")
+    assert structure_sampling_row(record(None, 0.5)) == (
+        "structure sampling",
+        "1: uniform; 2: weighted by area fraction ^ 0.5",
+    )

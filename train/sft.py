@@ -60,6 +60,13 @@ class AnatomyArguments:
     detect_fraction: float = field(default=0.2, metadata={"help": "Share of detect (box-only) samples."})
     synonym_fraction: float = field(default=0.3, metadata={"help": "Share of prompts naming a synonym."})
     augment_fraction: float = field(default=0.5, metadata={"help": "Share of samples scaled/offset (re-tokenised)."})
+    area_power: float = field(
+        default=0.0,
+        metadata={
+            "help": "Draw an answer's structures with weight (area fraction) ** this (0: uniform; 0.5 answers the "
+            "large structures the evaluation scores more often; train.collator)."
+        },
+    )
     train_projector: bool = field(
         default=False,
         metadata={"help": "Train the projector even with the tower frozen (a tower from train.vision_pretrain)."},
@@ -219,7 +226,7 @@ def build_trainer(args: AnatomyArguments, sft: SFTConfig) -> tuple[SFTTrainer, o
     train, validation = load_splits(args)
     collator = AnatomyCollator(
         processor, default_tokenizer(load_codec(args.codec)), args.structures_per_sample,
-        args.detect_fraction, args.synonym_fraction, args.augment_fraction, seed=sft.seed,
+        args.detect_fraction, args.synonym_fraction, args.augment_fraction, area_power=args.area_power, seed=sft.seed,
     )  # fmt: skip
     trainer_class = AnatomySFTTrainer if args.loss_on_answer_only else SFTTrainer
     trainer = trainer_class(
