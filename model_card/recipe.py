@@ -43,11 +43,16 @@ def vision_tower_row(record: TrainingRecord) -> tuple[str, str]:
     return ("vision tower", "frozen" if "vision tower" in record.frozen else "trained")
 
 
+def anatomy_options(stage: TrainingRecord) -> dict:
+    """A ``train.sft`` stage's ``AnatomyArguments`` as recorded; empty for other trainers and old records."""
+    return stage.options.get("anatomy", {}) if isinstance(stage.options, dict) else {}
+
+
 def loc_prior_rows(record: TrainingRecord) -> list[tuple[str, str]]:
     """The ``<loc>`` prior of the answer training (train.loc_prior), when any stage used it."""
     parts = []
     for stage in record.stages():
-        anatomy = stage.options.get("anatomy", {}) if isinstance(stage.options, dict) else {}
+        anatomy = anatomy_options(stage)
         if anatomy.get("loc_init"):
             parts.append("ordered <loc> embeddings at the start")
         if anatomy.get("loc_init") or anatomy.get("untie_output"):
@@ -59,10 +64,7 @@ def loc_prior_rows(record: TrainingRecord) -> list[tuple[str, str]]:
 
 def structure_sampling_row(record: TrainingRecord) -> tuple[str, str]:
     """How each answer's structures were drawn (train.collator ``area_power``), per stage when they differ."""
-    powers = []
-    for stage in record.stages():
-        anatomy = stage.options.get("anatomy", {}) if isinstance(stage.options, dict) else {}
-        powers.append(float(anatomy.get("area_power") or 0))
+    powers = [float(anatomy_options(stage).get("area_power") or 0) for stage in record.stages()]
 
     def words(power: float) -> str:
         return f"weighted by area fraction ^ {power:g}" if power else "uniform"
