@@ -32,15 +32,33 @@ def stage_summary(record: TrainingRecord) -> str:
     length = f"{record.steps} steps" if record.steps else f"{record.epochs} epochs"
     size = f" at {record.image_size} px" if record.image_size else ""
     kind = f"{STAGE_KINDS[record.trainer]}, " if record.trainer in STAGE_KINDS else ""
-    return f"{kind}`{record.corpus_dir}`, {length} of {record.batch_size}{size}, lr {record.learning_rate}"
+    fit = record.outcome.get("projector_fit") if isinstance(record.outcome, dict) else None
+    refit = f", then the projector re-fitted to it (least squares, R^2 {fit['r2']:.2f})" if fit else ""
+    return f"{kind}`{record.corpus_dir}`, {length} of {record.batch_size}{size}, lr {record.learning_rate}{refit}"
 
 
 def vision_tower_row(record: TrainingRecord) -> tuple[str, str]:
-    """How the vision tower was trained across the stages."""
-    if any(s.trainer == "train.vision_pretrain" for s in record.stages()):
-        later = "frozen" if "vision tower" in record.frozen else "trained on"
-        return ("vision tower", f"pre-trained as a dense predictor of every structure (stage 1), then {later}")
-    return ("vision tower", "frozen" if "vision tower" in record.frozen else "trained")
+    """How the vision tower was trained, stage by stage (``"trained (stages 1-4), pre-trained as ... (stage 5), ..."``).
+
+    A single stage, or stages that all did the same, give the plain word (``"frozen"``, ``"trained"``).
+    """
+    stages = record.stages()
+
+    def tower_in(stage: TrainingRecord) -> str:
+        if stage.trainer == "train.vision_pretrain":
+            return "pre-trained as a dense predictor of every structure"
+        return "frozen" if "vision tower" in stage.frozen else "trained"
+
+    runs: list[list] = []  # [what, first stage, last stage], 1-based
+    for number, stage in enumerate(stages, start=1):
+        if runs and runs[-1][0] == tower_in(stage):
+            runs[-1][2] = number
+        else:
+            runs.append([tower_in(stage), number, number])
+    if len(runs) == 1:
+        return ("vision tower", runs[0][0])
+    spans = [f"{what} (stage {a})" if a == b else f"{what} (stages {a}-{b})" for what, a, b in runs]
+    return ("vision tower", ", then ".join(spans))
 
 
 def anatomy_options(stage: TrainingRecord) -> dict:

@@ -6,6 +6,7 @@
 """
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -234,6 +235,50 @@ def test_tower_pretraining_learns_starts_sft_and_is_recorded(phantom_corpus, tmp
     record = read_training_record(out)
     assert [s.trainer for s in record.stages()] == ["train.vision_pretrain", "train.sft"]
     assert record.from_scratch() and record.frozen == ["vision tower"]
+    # a tower that already answers goes on learning to see; the language model stays, the projector is re-fitted
+    again = tmp_path / "again"
+    history = pretrain(replace(config, output_dir=str(again), init_from=str(out), max_steps=4, projector_images=8,
+                               image_size=999))  # fmt: skip
+    assert history["step"] == 4
+    continued = AutoModelForImageTextToText.from_pretrained(again)
+    for name, value in vlm.model.language_model.state_dict().items():
+        assert torch.equal(continued.model.language_model.state_dict()[name], value), name
+    assert not torch.equal(tower_of(continued).embeddings.patch_embedding.weight,
+                           tower_of(vlm).embeddings.patch_embedding.weight)  # fmt: skip
+    assert not torch.equal(continued.model.multi_modal_projector.linear.weight,
+                           vlm.model.multi_modal_projector.linear.weight)  # fmt: skip
+    record = read_training_record(again)
+    assert [s.trainer for s in record.stages()] == ["train.vision_pretrain", "train.sft", "train.vision_pretrain"]
+    assert record.start == str(out) and record.image_size == 64  # the folder's size, not the option's
+    fit = record.outcome["projector_fit"]
+    assert 0 < fit["r2"] <= 1 and fit["r2"] >= fit["r2_unchanged"] and fit["tokens"] == 8 * 16
+    assert (again / "mask_codec").is_dir()
+    from model_card.recipe import stage_summary, vision_tower_row
+
+    assert f"re-fitted to it (least squares, R^2 {fit['r2']:.2f})" in stage_summary(record)
+    assert vision_tower_row(record)[1].endswith("then frozen (stage 2), then pre-trained as a dense predictor of "
+                                                 "every structure (stage 3)")  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        pretrain(replace(config, output_dir=str(tmp_path / "x"), init_from=str(tmp_path / "typo")))
+
+
+def test_a_refitted_projector_restores_what_the_language_model_read():
+    """Same tower: the fit is exact. A changed tower: the fit reads it better than the old projector does."""
+    import copy
+
+    from train.vision_pretrain import fit_projector
+
+    spec = TinySpec(image_size=32, vision_layers=1, text_layers=1, hidden=32, heads=2)
+    model = build_model(build_processor(spec), spec).model.eval()
+    before = copy.deepcopy(model)
+    pixels = [torch.rand(4, 3, 32, 32) * 2 - 1 for _ in range(3)]
+    torch.nn.init.normal_(model.multi_modal_projector.linear.weight)  # a projector that has lost its way
+    assert fit_projector(model, before, iter(pixels))["r2"] == pytest.approx(1.0, abs=1e-4)
+    with torch.no_grad():
+        for p in model.vision_tower.encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    fit = fit_projector(model, before, iter(pixels))
+    assert fit["r2"] > fit["r2_unchanged"] and fit["r2"] > 0.5
 
 
 def test_tower_pretraining_resumes_from_its_checkpoint(phantom_corpus, tmp_path, monkeypatch):
@@ -292,3 +337,22 @@ def test_the_card_says_how_each_stage_drew_its_structures():
         "structure sampling",
         "1: uniform; 2: weighted by area fraction ^ 0.5",
     )
+
+
+def test_the_card_says_what_each_stage_did_to_the_vision_tower():
+    from types import SimpleNamespace
+
+    from model_card.recipe import vision_tower_row
+
+    def stage(trainer, frozen):
+        return SimpleNamespace(trainer=trainer, frozen=frozen)
+
+    def record(*stages):
+        return SimpleNamespace(stages=lambda: list(stages))
+
+    sft, frozen_sft = stage("train.sft", []), stage("train.sft", ["vision tower"])
+    tower = stage("train.vision_pretrain", ["language model"])
+    assert vision_tower_row(record(sft, sft)) == ("vision tower", "trained")
+    assert vision_tower_row(record(tower, frozen_sft)) == (
+        "vision tower", "pre-trained as a dense predictor of every structure (stage 1), then frozen (stage 2)")
+    assert vision_tower_row(record(sft, sft, tower, frozen_sft))[1].startswith("trained (stages 1-2), then pre-trained")

@@ -13,18 +13,25 @@ so ``train.sft --model_name_or_path FOLDER`` starts the VLM from it; its ``train
 stage of the model's lineage. The head is kept apart (``pixel_head.safetensors``) only so that the tower can be
 scored on its own (``TowerSegmenter``, e.g. with ``eval.real_eval``); no released model carries it.
 
+``--init_from FOLDER`` continues the tower of a VLM that already answers (a ``train.sft`` output) instead of a new
+one: its language model is kept as it is, and after the tower has trained its projector is re-fitted by least
+squares (``fit_projector``) so that the new tower's tokens reach the language model where the old tower's did. The
+record nests the folder's lineage, so this run is one more stage of that model; ``train.sft`` then goes on from it.
+
 Image convention: the processor's, [B, 3, S, S] in [-1, 1] (grey repeated over RGB), frontal views in radiological
 convention; masks [C, S, S] in {0, 1} at the tower's input side S. A killed run resumes from ``checkpoint.pt``.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import random
+import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import datasets
@@ -36,7 +43,7 @@ from PIL import Image
 from chexanatomy.cli import MISSING_INPUT, parse_config, prog_name, run_main
 from chexanatomy.inference import Prediction, grey_image, resolve_names
 from chexanatomy.masks import grey_levels, tight_box
-from chexanatomy.training_record import vision_pretrain_record
+from chexanatomy.training_record import read_training_record, vision_pretrain_record
 
 from .augment import augment_radiograph
 from .tiny_paligemma import TinySpec, build_model, build_processor
@@ -107,6 +114,13 @@ class VisionPretrainConfig:
     save_steps: int = field(default=250, metadata={"help": "Write the resumable checkpoint every N steps."})
     logging_steps: int = field(default=25, metadata={"help": "Log the loss every N steps."})
     seed: int = field(default=0, metadata={"help": "Seed."})
+    init_from: str = field(
+        default="",
+        metadata={"help": "A VLM folder whose tower to continue, keeping its language model (sizes: the folder's)."},
+    )
+    projector_images: int = field(
+        default=512, metadata={"help": "With --init_from: augmented corpus images the projector is re-fitted on."}
+    )
 
     def __post_init__(self):
         if min(self.max_steps, self.batch_size, self.save_steps, self.logging_steps) < 1:
@@ -142,8 +156,9 @@ def pretrain(config: VisionPretrainConfig) -> dict:
     torch.manual_seed(config.seed)
     rows = datasets.load_dataset(config.corpus_dir)["train"]
     structures = default_structures(rows["structures"])
-    processor = build_processor(config.spec())
-    model = build_model(processor, config.spec(), seed=config.seed)
+    model, processor = starting_model(config)
+    config = sizes_of(model, config)
+    before = copy.deepcopy(model.model).eval() if config.init_from else None  # what the language model reads now
     tower = tower_of(model).train()
     head = PixelHead(config.hidden, config.cells, structures)
     params = [*tower.parameters(), *head.parameters()]
@@ -185,8 +200,69 @@ def pretrain(config: VisionPretrainConfig) -> dict:
             _save_checkpoint(out, tower, head, optimiser, step, history, time.monotonic() - start)
         if config.max_minutes and time.monotonic() - start > 60 * config.max_minutes:
             break
-    _save_outputs(out, model, processor, head, config, step, history)
+    fit = None
+    if before is not None:
+        tower.eval()
+        images = itertools.islice(AugmentedBatches(cached, config.batch_size, config.seed + 1, side),
+                                  -(-config.projector_images // config.batch_size))  # fmt: skip
+        fit = fit_projector(model.model, before, (to_pixels(x) for x, _ in images))
+        print(json.dumps({"projector_fit": fit}), flush=True)
+    _save_outputs(out, model, processor, head, config, step, history, fit)
     return history[-1] if history else {"step": step}
+
+
+def starting_model(config: VisionPretrainConfig):
+    """``(PaliGemmaForConditionalGeneration, processor)``: a new tiny one, or the ``--init_from`` folder's.
+
+    Raises:
+        FileNotFoundError: when ``--init_from`` is no model folder.
+    """
+    if not config.init_from:
+        processor = build_processor(config.spec())
+        return build_model(processor, config.spec(), seed=config.seed), processor
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    folder = Path(config.init_from)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"--init_from {config.init_from}: no model folder (no config.json there)")
+    model = AutoModelForImageTextToText.from_pretrained(str(folder), attn_implementation="eager")
+    return model, AutoProcessor.from_pretrained(str(folder))
+
+
+def sizes_of(model, config: VisionPretrainConfig) -> VisionPretrainConfig:
+    """``config`` with the sizes the model really has (an ``--init_from`` folder's, whatever the options said)."""
+    vision, text = model.config.vision_config, model.config.text_config
+    return replace(config, image_size=vision.image_size, vision_layers=vision.num_hidden_layers,
+                   text_layers=text.num_hidden_layers, hidden=vision.hidden_size, heads=vision.num_attention_heads)  # fmt: skip
+
+
+@torch.no_grad()
+def fit_projector(vlm, before, pixel_batches) -> dict:
+    """Re-fit ``vlm``'s projector so its new tower's tokens land where ``before`` (the model as it was) put them.
+
+    ``vlm`` and ``before`` are ``PaliGemmaModel``s (``model.model``) of the same shape; ``pixel_batches`` yields
+    processor-normalised images [B, 3, S, S]. The projector's linear layer becomes the least-squares map from the new
+    tower's patch tokens [D] to the old projector's output for the old tower's tokens of the same images, so the
+    language model, trained on the old tower, reads the new one from the first step. Returns the fit's R^2 over all
+    outputs (1: exact) beside the R^2 of leaving the projector as it was (``r2_unchanged``).
+    """
+    new_tokens, targets = [], []
+    for pixels in pixel_batches:
+        new_tokens.append(vlm.vision_tower(pixel_values=pixels).last_hidden_state.flatten(0, 1))
+        old = before.vision_tower(pixel_values=pixels).last_hidden_state
+        targets.append(before.multi_modal_projector(old).flatten(0, 1))
+    x, y = torch.cat(new_tokens).double(), torch.cat(targets).double()
+    linear = vlm.multi_modal_projector.linear
+
+    def r2(prediction: torch.Tensor) -> float:
+        return round(float(1 - (y - prediction).pow(2).sum() / (y - y.mean(0)).pow(2).sum()), 4)
+
+    unchanged = r2(vlm.multi_modal_projector(x.float()).double())
+    design = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+    solution = torch.linalg.lstsq(design, y).solution  # [D + 1, P]
+    linear.weight.copy_(solution[:-1].T.to(linear.weight.dtype))
+    linear.bias.copy_(solution[-1].to(linear.bias.dtype))
+    return {"r2": r2(design @ solution), "r2_unchanged": unchanged, "tokens": len(x)}
 
 
 class AugmentedBatches(torch.utils.data.IterableDataset):
@@ -210,14 +286,18 @@ class AugmentedBatches(torch.utils.data.IterableDataset):
             yield images, F.adaptive_avg_pool2d(targets, self.map_side)
 
 
-def _save_outputs(out: Path, model, processor, head: PixelHead, config, step: int, history: list) -> None:
+def _save_outputs(out: Path, model, processor, head: PixelHead, config, step: int, history: list, fit) -> None:
     from safetensors.torch import save_file
 
     model.eval().save_pretrained(out)
     processor.save_pretrained(out)
+    if config.init_from and (Path(config.init_from) / "mask_codec").is_dir():  # the answers' codec goes on with them
+        shutil.copytree(Path(config.init_from) / "mask_codec", out / "mask_codec", dirs_exist_ok=True)
     tensors = {k: v.contiguous() for k, v in head.state_dict().items()}
     save_file(tensors, out / HEAD_FILE, metadata={"structures": json.dumps(head.structures), "cells": str(head.cells)})
-    vision_pretrain_record(asdict(config), steps_done=step).save(out)
+    previous = read_training_record(config.init_from) if config.init_from else None
+    outcome = {"steps_done": step, **({"projector_fit": fit} if fit else {})}
+    vision_pretrain_record(asdict(config), previous, **outcome).save(out)
     (out / "training_metrics.json").write_text(json.dumps(history) + "\n", encoding="utf-8")
     (out / CHECKPOINT).unlink(missing_ok=True)
 

@@ -1,0 +1,84 @@
+"""Choose between a VLM run's checkpoints on real radiographs (issue 21: the validation set picks, never the test).
+
+Every folder given is scored, and every ``checkpoint-N`` folder inside a run folder (``train.sft --save_steps``), on
+the real sets given: lung-field Dice and box IoU (macro over the sets' structures, ``scr`` definition, as ``python -m
+eval --montgomery/--shenzhen``), the x0 == y0 rate of the answers (copied boxes) and the invalid rate. A checkpoint
+carries no mask codec of its own: the run folder's, else the bundled one, is used.
+
+    python bench/score_checkpoints.py outputs/tiny_vlm_seeing chexanatomy/assets/models/tiny_vlm \
+        --montgomery ../shared/real_cxr_val/montgomery --shenzhen ../shared/real_cxr_val/shenzhen
+
+Prints one row per model folder and writes them to ``--output`` (JSON, default ``bench/results/checkpoints.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import checkout  # noqa: F401  (puts the checkout on sys.path)
+
+from chexanatomy.inference import load_segmenter
+from eval import real_cxr
+from eval.real_eval import evaluate_on_real
+
+
+def model_folders(paths: list[str]) -> list[Path]:
+    """The folders to score: each path's ``checkpoint-N`` folders by step, then the path itself if it holds a model."""
+    folders = []
+    for path in map(Path, paths):
+        steps = sorted(path.glob("checkpoint-*"), key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
+        folders += [p for p in steps if (p / "config.json").is_file()]
+        if (path / "config.json").is_file():
+            folders.append(path)
+    return folders
+
+
+def codec_of(folder: Path) -> str | Path:
+    """The folder's mask codec, its run folder's (for a checkpoint), else the bundled one."""
+    for candidate in (folder / "mask_codec", folder.parent / "mask_codec"):
+        if candidate.is_dir():
+            return candidate
+    return "default"
+
+
+def score(folder: Path, sets: dict) -> dict:
+    """``{set: {"dice", "box_iou", "x0_eq_y0", "invalid"}}`` of one model folder."""
+    segmenter = load_segmenter(folder, codec=codec_of(folder), local_only=True)
+    out = {}
+    for name, records in sets.items():
+        summary = evaluate_on_real(segmenter, records, str(folder), {"id": name, "name": name})["summary"]
+        out[name] = {"dice": summary["macro"]["dice"], "box_iou": summary["macro"].get("box_iou"),
+                     "x0_eq_y0": summary["x0_eq_y0_rate"], "invalid": summary["invalid_rate"]}  # fmt: skip
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="Model folders or run folders holding checkpoint-N folders.")
+    parser.add_argument("--montgomery", help="A Montgomery-layout folder (python -m eval --montgomery).")
+    parser.add_argument("--shenzhen", help="A Shenzhen-layout folder (python -m eval --shenzhen).")
+    parser.add_argument("--output", default="bench/results/checkpoints.json")
+    args = parser.parse_args()
+    sets = {name: list(loader(root)) for name, root, loader in
+            (("montgomery", args.montgomery, real_cxr.load_montgomery),
+             ("shenzhen", args.shenzhen, real_cxr.load_shenzhen)) if root}  # fmt: skip
+    if not sets:
+        parser.error("give --montgomery and/or --shenzhen")
+    folders = model_folders(args.runs)
+    if not folders:
+        parser.error(f"no model folder in {args.runs}")
+    results = {}
+    print("| model | " + " | ".join(f"{s} Dice | box IoU | x0 == y0 | invalid" for s in sets) + " |")
+    for folder in folders:
+        results[str(folder)] = r = score(folder, sets)
+        cells = [f"{r[s]['dice']:.3f} | {r[s]['box_iou'] or 0:.3f} | {r[s]['x0_eq_y0'] or 0:.0%} | "
+                 f"{r[s]['invalid']:.0%}" for s in sets]  # fmt: skip
+        print(f"| {folder} | " + " | ".join(cells) + " |", flush=True)
+    Path(args.output).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
