@@ -37,28 +37,37 @@ def stage_summary(record: TrainingRecord) -> str:
     return f"{kind}`{record.corpus_dir}`, {length} of {record.batch_size}{size}, lr {record.learning_rate}{refit}"
 
 
+def by_stage(record: TrainingRecord, describe) -> str:
+    """``describe(stage)`` over the stages, consecutive equal words grouped: ``"a (stages 1-4), then b (stage 6)"``.
+
+    Stages ``describe`` gives None for (another trainer's) are left out; one word for every stage is that word alone.
+    """
+    runs: list[list] = []  # [words, first stage, last stage], 1-based
+    for number, stage in enumerate(record.stages(), start=1):
+        words = describe(stage)
+        if words is None:
+            continue
+        if runs and runs[-1][0] == words and runs[-1][2] == number - 1:
+            runs[-1][2] = number
+        else:
+            runs.append([words, number, number])
+    if len({words for words, _, _ in runs}) == 1:
+        return runs[0][0]
+    return ", then ".join(f"{w} (stage {a})" if a == b else f"{w} (stages {a}-{b})" for w, a, b in runs)
+
+
 def vision_tower_row(record: TrainingRecord) -> tuple[str, str]:
     """How the vision tower was trained, stage by stage (``"trained (stages 1-4), pre-trained as ... (stage 5), ..."``).
 
     A single stage, or stages that all did the same, give the plain word (``"frozen"``, ``"trained"``).
     """
-    stages = record.stages()
 
     def tower_in(stage: TrainingRecord) -> str:
         if stage.trainer == "train.vision_pretrain":
             return "pre-trained as a dense predictor of every structure"
         return "frozen" if "vision tower" in stage.frozen else "trained"
 
-    runs: list[list] = []  # [what, first stage, last stage], 1-based
-    for number, stage in enumerate(stages, start=1):
-        if runs and runs[-1][0] == tower_in(stage):
-            runs[-1][2] = number
-        else:
-            runs.append([tower_in(stage), number, number])
-    if len(runs) == 1:
-        return ("vision tower", runs[0][0])
-    spans = [f"{what} (stage {a})" if a == b else f"{what} (stages {a}-{b})" for what, a, b in runs]
-    return ("vision tower", ", then ".join(spans))
+    return ("vision tower", by_stage(record, tower_in))
 
 
 def anatomy_options(stage: TrainingRecord) -> dict:
@@ -81,15 +90,15 @@ def loc_prior_rows(record: TrainingRecord) -> list[tuple[str, str]]:
 
 
 def structure_sampling_row(record: TrainingRecord) -> tuple[str, str]:
-    """How each answer's structures were drawn (train.collator ``area_power``), per stage when they differ."""
-    powers = [float(anatomy_options(stage).get("area_power") or 0) for stage in record.stages()]
+    """How each answer stage drew its structures (train.collator ``area_power``), per stage when they differ."""
 
-    def words(power: float) -> str:
+    def words(stage: TrainingRecord) -> str | None:
+        if stage.trainer != "train.sft":
+            return None
+        power = float(anatomy_options(stage).get("area_power") or 0)
         return f"weighted by area fraction ^ {power:g}" if power else "uniform"
 
-    if len(set(powers)) == 1:
-        return ("structure sampling", words(powers[0]))
-    return ("structure sampling", "; ".join(f"{i}: {words(p)}" for i, p in enumerate(powers, 1)))
+    return ("structure sampling", by_stage(record, words))
 
 
 def stage_rows(record: TrainingRecord) -> list[tuple[str, str]]:

@@ -323,19 +323,26 @@ def test_the_card_lists_the_loc_prior_of_every_stage():
 
 
 def test_the_card_says_how_each_stage_drew_its_structures():
+    """Per answer stage, grouped; a tower pre-training stage draws no answers and is left out."""
     from types import SimpleNamespace
 
     from model_card.recipe import structure_sampling_row
 
     def record(*powers):
-        stages = [SimpleNamespace(options={"anatomy": {} if p is None else {"area_power": p}}) for p in powers]
+        stages = [SimpleNamespace(trainer="train.vision_pretrain", options={}) if p == "tower" else
+                  SimpleNamespace(trainer="train.sft", options={"anatomy": {} if p is None else {"area_power": p}})
+                  for p in powers]  # fmt: skip
         return SimpleNamespace(stages=lambda: stages)
 
     assert structure_sampling_row(record(None, 0.0)) == ("structure sampling", "uniform")
     assert structure_sampling_row(record(1.0)) == ("structure sampling", "weighted by area fraction ^ 1")
     assert structure_sampling_row(record(None, 0.5)) == (
         "structure sampling",
-        "1: uniform; 2: weighted by area fraction ^ 0.5",
+        "uniform (stage 1), then weighted by area fraction ^ 0.5 (stage 2)",
+    )
+    assert structure_sampling_row(record(None, 0.0, "tower", 1.0)) == (
+        "structure sampling",
+        "uniform (stages 1-2), then weighted by area fraction ^ 1 (stage 4)",
     )
 
 
