@@ -177,19 +177,20 @@ def unet_record(options: dict, previous: TrainingRecord | None = None, facts: di
 
 def vision_pretrain_record(options: dict, previous: TrainingRecord | None = None, facts: dict | None = None,
                            **outcome):  # fmt: skip
-    """The record of a ``train.vision_pretrain`` run from its ``VisionPretrainConfig`` (``outcome``: steps_done,
-    projector_fit).
+    """The record of a ``train.vision_pretrain`` run from its ``VisionPretrainConfig``.
 
-    The language model is not trained (left at its random initialisation, or as the ``init_from`` folder had it):
-    the record says so in ``frozen``. ``steps`` are the steps run (a ``--max_minutes`` run may stop before
-    ``max_steps``). ``previous``: the ``init_from`` folder's record.
+    ``outcome``: ``steps_done`` and, after ``--init_from``, ``projector_fit``. The language model is not trained
+    (left at its random initialisation, or as the ``init_from`` folder had it): the record says so in ``frozen``.
+    ``steps`` are the steps run (a ``--max_minutes`` run may stop before ``max_steps``). ``previous``: the
+    ``init_from`` folder's record.
     """
     return TrainingRecord(
         trainer="train.vision_pretrain", corpus_dir=options["corpus_dir"], start=options.get("init_from") or "tiny",
         learning_rate=options["learning_rate"], batch_size=options["batch_size"],
         steps=outcome.get("steps_done") or options["max_steps"], optimiser="AdamW", schedule="cosine",
         image_size=options["image_size"], frozen=["language model"],
-        outcome=outcome, options=options, initialised_from=previous, **(facts if facts is not None else corpus_facts(options["corpus_dir"])),
+        outcome=outcome, options=options, initialised_from=previous,
+        **(facts if facts is not None else corpus_facts(options["corpus_dir"])),
     )  # fmt: skip
 
 

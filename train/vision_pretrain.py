@@ -233,7 +233,8 @@ def sizes_of(model, config: VisionPretrainConfig) -> VisionPretrainConfig:
     """``config`` with the sizes the model really has (an ``--init_from`` folder's, whatever the options said)."""
     vision, text = model.config.vision_config, model.config.text_config
     return replace(config, image_size=vision.image_size, vision_layers=vision.num_hidden_layers,
-                   text_layers=text.num_hidden_layers, hidden=vision.hidden_size, heads=vision.num_attention_heads)  # fmt: skip
+                   text_layers=text.num_hidden_layers, hidden=vision.hidden_size,
+                   heads=vision.num_attention_heads)  # fmt: skip
 
 
 @torch.no_grad()
