@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from transformers import LogitsProcessorList
 
 from chexanatomy.anatomy import STRUCTURES
+from chexanatomy.answer_contract import AnswerContract
 from chexanatomy.codec import default_tokenizer
 from chexanatomy.inference import VLMSegmenter, default_vlm_structures, load_segmenter
 
@@ -80,15 +82,20 @@ def build_segmenter(shape: str, device: str) -> VLMSegmenter:
 
 
 def one_by_one(segmenter: VLMSegmenter, image: Image.Image, prompts: list[str]) -> list[str]:
-    """The naive path: one processor + generate call per structure (the image preprocessed and encoded each time)."""
+    """The naive path: one processor + generate call per structure (the image preprocessed and encoded each time),
+    under the segmenter's answer contract when it has one, as the batched path."""
     answers = []
     for prompt in prompts:
         inputs = segmenter.processor(text=f"<image>{prompt}", images=image.convert("RGB"), return_tensors="pt")
         inputs.pop("labels", None)
         inputs = inputs.to(segmenter.model.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(segmenter.model.dtype)
+        budget = {"max_new_tokens": segmenter.max_new_tokens}
+        if segmenter.constrained:  # the same answer contract as the batched path: only batching and encoding differ
+            contract = AnswerContract.for_prompts(segmenter.processor.tokenizer, [prompt], inputs["input_ids"].shape[1])
+            budget = {"max_new_tokens": contract.max_new_tokens, "logits_processor": LogitsProcessorList([contract])}
         with torch.no_grad():
-            out = segmenter.model.generate(**inputs, max_new_tokens=segmenter.max_new_tokens, do_sample=False)
+            out = segmenter.model.generate(**inputs, **budget, do_sample=False)
         answers += segmenter.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     return answers
 
