@@ -40,7 +40,8 @@ def stage_summary(record: TrainingRecord) -> str:
 def by_stage(record: TrainingRecord, describe) -> str:
     """``describe(stage)`` over the stages, consecutive equal words grouped: ``"a (stages 1-4), then b (stage 6)"``.
 
-    Stages ``describe`` gives None for (another trainer's) are left out; one word for every stage is that word alone.
+    Stages ``describe`` gives None for (another trainer's) are left out (``"none"`` when that is every stage); one word
+    for every stage is that word alone.
     """
     runs: list[list] = []  # [words, first stage, last stage], 1-based
     for number, stage in enumerate(record.stages(), start=1):
@@ -51,6 +52,8 @@ def by_stage(record: TrainingRecord, describe) -> str:
             runs[-1][2] = number
         else:
             runs.append([words, number, number])
+    if not runs:
+        return "none"
     if len({words for words, _, _ in runs}) == 1:
         return runs[0][0]
     return ", then ".join(f"{w} (stage {a})" if a == b else f"{w} (stages {a}-{b})" for w, a, b in runs)

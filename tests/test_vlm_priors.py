@@ -340,6 +340,7 @@ def test_the_card_says_how_each_stage_drew_its_structures():
         "structure sampling",
         "uniform (stage 1), then weighted by area fraction ^ 0.5 (stage 2)",
     )
+    assert structure_sampling_row(record("tower")) == ("structure sampling", "none")  # a tower folder: no answers
     assert structure_sampling_row(record(None, 0.0, "tower", 1.0)) == (
         "structure sampling",
         "uniform (stages 1-2), then weighted by area fraction ^ 1 (stage 4)",
