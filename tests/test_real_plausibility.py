@@ -40,3 +40,24 @@ def test_the_study_reports_every_model_and_image(unet):
     study = plausibility_study({"unet": unet}, IMAGES)
     assert len(study["rows"]) == 2 and study["summary"]["images"] == 2
     assert plausibility_table(study).count("\n") == 3
+
+
+def test_the_vlm_answers_in_bfloat16_as_in_float32(vlm):
+    """On a GPU ``load_segmenter`` (and a Hub user's ``dtype=torch.bfloat16``) runs the VLM in bfloat16: its masks must
+    be the ones float32 gives. A projector with a huge weight along the direction its LayerNorm'd input never has
+    (``train.vision_pretrain.condition_projector``) made bfloat16 answers ignore the image: agreement 0.05-0.49."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from chexanatomy.masks import dice
+
+    names = ["lung_field_right", "lung_field_left", "heart"]
+    half = copy.copy(vlm)
+    half.model = copy.deepcopy(vlm.model).to(torch.bfloat16)
+    agreement = []
+    for image in IMAGES.values():
+        full, low = vlm.segment(image, names), half.segment(image, names)
+        agreement += [dice(full[n].mask, low[n].mask) for n in names]
+    assert np.mean(agreement) > 0.85 and min(agreement) > 0.6, agreement

@@ -364,3 +364,94 @@ def test_the_card_says_what_each_stage_did_to_the_vision_tower():
     assert vision_tower_row(record(tower, frozen_sft)) == (
         "vision tower", "pre-trained as a dense predictor of every structure (stage 1), then frozen (stage 2)")
     assert vision_tower_row(record(sft, sft, tower, frozen_sft))[1].startswith("trained (stages 1-2), then pre-trained")
+
+
+def test_conditioning_the_projector_changes_no_image_token():
+    """The weight along the one direction a LayerNorm'd token never has goes; what the language model reads stays."""
+    from train.vision_pretrain import condition_projector
+
+    spec = TinySpec(image_size=32, vision_layers=1, text_layers=1, hidden=32, heads=2)
+    model = build_model(build_processor(spec), spec).model.eval()
+    with torch.no_grad():
+        norm = model.vision_tower.post_layernorm
+        norm.weight.uniform_(0.5, 1.5), norm.bias.normal_()
+        linear = model.multi_modal_projector.linear
+        linear.weight.add_(1e3 * torch.outer(torch.randn(linear.out_features), 1 / norm.weight))  # what a fit can leave
+        pixels = torch.rand(2, 3, 32, 32) * 2 - 1
+        before = model.get_image_features(pixel_values=pixels).pooler_output.double()
+        result = condition_projector(model)
+        after = model.get_image_features(pixel_values=pixels).pooler_output.double()
+    assert result["before"] > 1e4 and result["after"] < 50
+    torch.testing.assert_close(after, before, atol=2e-2 * before.abs().mean().item(), rtol=0)
+    assert (after - before).abs().max() < 0.05 * before.abs().max()
+
+
+def test_a_refitted_projector_has_no_weight_along_the_null_direction():
+    import copy
+
+    from train.vision_pretrain import fit_projector
+
+    spec = TinySpec(image_size=32, vision_layers=1, text_layers=1, hidden=32, heads=2)
+    model = build_model(build_processor(spec), spec).model.eval()
+    before = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in model.vision_tower.encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    fit_projector(model, before, iter([torch.rand(4, 3, 32, 32) * 2 - 1 for _ in range(2)]))
+    weight, n = model.multi_modal_projector.linear.weight, 1 / model.vision_tower.post_layernorm.weight
+    assert (weight @ n).abs().max() < 1e-3 * weight.norm()
+
+
+def test_answer_training_can_keep_the_tower_seeing(phantom_corpus, tmp_path):
+    """--dense_weight: the tower trains on answers and on its dense loss (logged), at --vision_lr_scale x the lr; the
+    pixel head trains too and is kept beside every checkpoint and in the output; a resumed run goes on."""
+    from trl import SFTConfig
+
+    from train.sft import AnatomyArguments, build_trainer, train
+    from train.vision_pretrain import HEAD_FILE, VisionPretrainConfig, load_pixel_head, pretrain, tower_of
+
+    tower_dir = tmp_path / "tower"
+    pretrain(VisionPretrainConfig(corpus_dir=str(phantom_corpus), output_dir=str(tower_dir), image_size=64,
+                                  vision_layers=1, text_layers=1, hidden=64, heads=2, max_steps=2, batch_size=2,
+                                  num_workers=0))  # fmt: skip
+    args = AnatomyArguments(model_name_or_path=str(tower_dir), corpus_dir=str(phantom_corpus), lora=False,
+                            train_vision=True, dense_weight=1.0, vision_lr_scale=0.1)  # fmt: skip
+
+    def sft(steps):
+        return SFTConfig(output_dir=str(tmp_path / "vlm"), max_steps=steps, per_device_train_batch_size=2,
+                         learning_rate=1e-3, save_steps=1, logging_steps=1, report_to="none", use_cpu=True,
+                         bf16=False, lr_scheduler_type="constant")  # fmt: skip
+
+    trainer, _ = build_trainer(args, sft(2))
+    optimiser = trainer.create_optimizer()
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    rates = {("tower" if "vision_tower" in names.get(id(g["params"][0]), "") else
+              "head" if g["params"][0] is trainer.dense.head.proj.weight else "rest"): g["lr"]
+             for g in optimiser.param_groups}  # fmt: skip
+    assert rates["tower"] == pytest.approx(1e-4) and rates["rest"] == rates["head"] == pytest.approx(1e-3)
+
+    out = train(args, sft(2))
+    logged = [h for h in json.loads((out / "training_metrics.json").read_text()) if "loss" in h]
+    assert len(logged) == 2 and all(h["dense_loss"] > 0 for h in logged)
+    assert (out / HEAD_FILE).is_file() and (out / "checkpoint-1" / HEAD_FILE).is_file()
+    start = load_pixel_head(tower_dir)
+    assert not torch.equal(load_pixel_head(out).proj.weight, start.proj.weight)
+    patches = [tower_of(AutoModelForImageTextToText.from_pretrained(f)).embeddings.patch_embedding.weight
+               for f in (tower_dir, out)]  # fmt: skip
+    assert not torch.equal(*patches)
+    train(args, sft(3))  # resumes from checkpoint-2, head included
+    assert json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["global_step"] == 3
+    record = read_training_record(out)
+    assert record.stages()[-1].options["anatomy"]["dense_weight"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [(dict(dense_weight=1.0), "--train_vision true"), (dict(dense_weight=-1.0, train_vision=True), "dense_weight"),
+     (dict(vision_lr_scale=0.0, train_vision=True), "vision_lr_scale")],
+)  # fmt: skip
+def test_dense_options_that_cannot_work_are_refused(options, message):
+    from train.sft import AnatomyArguments
+
+    with pytest.raises(ValueError, match=message):
+        AnatomyArguments(model_name_or_path="x", lora=False, **options)

@@ -35,8 +35,10 @@ from chexanatomy.publish import push_folder
 from chexanatomy.training_record import read_training_record, sft_record
 
 from .collator import AnatomyCollator, lazy_masks
+from .dense_aux import DenseAuxiliary, dense_trainer_class
 from .lm_loss import LORA_TARGETS, VISION_LORA_TARGETS
 from .loc_prior import init_loc_embeddings, loc_smoothing, untie_output_embeddings
+from .vision_pretrain import HEAD_FILE, condition_projector, load_pixel_head
 
 
 @dataclass
@@ -85,6 +87,20 @@ class AnatomyArguments:
     loc_sigma: float = field(
         default=0.0, metadata={"help": "Soft <loc> targets: Gaussian over bins with this std in bins (0: hard)."}
     )
+    dense_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Keep the tower's dense pre-training loss on, with this weight, while it trains (needs "
+            "--train_vision true and a pixel head; train.dense_aux). 0: off."
+        },
+    )
+    dense_head: str = field(
+        default="",
+        metadata={"help": "With --dense_weight: the pixel_head.safetensors (or its folder); default the model's."},
+    )
+    vision_lr_scale: float = field(
+        default=1.0, metadata={"help": "The vision tower's learning rate as a fraction of --learning_rate."}
+    )
     merge: bool = field(default=False, metadata={"help": "Also save the LoRA-merged model under merged/."})
     loss_on_answer_only: bool = field(default=True, metadata={"help": "Logits only at answer positions (memory)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
@@ -94,6 +110,13 @@ class AnatomyArguments:
             raise ValueError(f"--loc_sigma must be a finite number of bins >= 0, got {self.loc_sigma}")
         if self.loc_sigma and not self.loss_on_answer_only:
             raise ValueError("--loc_sigma needs the answer-only loss (--loss_on_answer_only true)")
+        if not (self.dense_weight >= 0 and math.isfinite(self.dense_weight)):
+            raise ValueError(f"--dense_weight must be a finite number >= 0, got {self.dense_weight}")
+        if not (self.vision_lr_scale > 0 and math.isfinite(self.vision_lr_scale)):
+            raise ValueError(f"--vision_lr_scale must be a positive number, got {self.vision_lr_scale}")
+        if self.dense_weight and (self.lora or not self.train_vision or not self.loss_on_answer_only):
+            raise ValueError("--dense_weight trains the tower itself: set --train_vision true --lora false "
+                             "(with the answer-only loss)")
         if self.codec.lower() == "none":
             raise ValueError("training re-tokenises augmented masks: it needs a codec (--codec none is for corpora)")
         if self.model_name_or_path == "tiny" and self.lora:
@@ -222,6 +245,8 @@ def build_trainer(args: AnatomyArguments, sft: SFTConfig) -> tuple[SFTTrainer, o
         init_loc_embeddings(model, processor.tokenizer)
     elif args.untie_output:
         untie_output_embeddings(model)
+    if args.train_vision and not args.lora:  # the tower moves: no projector weight may amplify a null direction
+        print(f"projector conditioned (weight norm): {condition_projector(model.model)}")
     freeze(model, args)
     train, validation = load_splits(args)
     collator = AnatomyCollator(
@@ -229,12 +254,24 @@ def build_trainer(args: AnatomyArguments, sft: SFTConfig) -> tuple[SFTTrainer, o
         args.detect_fraction, args.synonym_fraction, args.augment_fraction, area_power=args.area_power, seed=sft.seed,
     )  # fmt: skip
     trainer_class = AnatomySFTTrainer if args.loss_on_answer_only else SFTTrainer
+    if args.dense_weight or args.vision_lr_scale != 1:
+        trainer_class = dense_trainer_class()
     trainer = trainer_class(
         model=model, args=sft, train_dataset=train, eval_dataset=validation if sft.eval_strategy != "no" else None,
         data_collator=collator, processing_class=processor, peft_config=peft_config(args),
     )  # fmt: skip
     trainer.loc_smoothing = loc_smoothing(processor.tokenizer, args.loc_sigma)
+    if args.dense_weight or args.vision_lr_scale != 1:
+        trainer.vision_lr_scale = args.vision_lr_scale
+        trainer.dense = _dense_auxiliary(args, sft, model) if args.dense_weight else None
     return trainer, processor
+
+
+def _dense_auxiliary(args: AnatomyArguments, sft: SFTConfig, model) -> DenseAuxiliary:
+    """The dense task of ``--dense_weight``: the head of ``--dense_head`` (else the model folder's), answers' batch."""
+    head = args.dense_head or args.model_name_or_path
+    return DenseAuxiliary(head, args.corpus_dir, model.config.vision_config.image_size, args.dense_weight,
+                          sft.per_device_train_batch_size, sft.seed)  # fmt: skip
 
 
 def train(args: AnatomyArguments, sft: SFTConfig) -> Path:
@@ -248,8 +285,13 @@ def train(args: AnatomyArguments, sft: SFTConfig) -> Path:
     checkpoint = _last_checkpoint(sft.output_dir)
     if checkpoint is not None and not args.lora:
         _restore_weights(trainer.model, checkpoint)
+    dense = getattr(trainer, "dense", None)
+    if checkpoint is not None and dense is not None and (Path(checkpoint) / HEAD_FILE).is_file():
+        dense.head.load_state_dict(load_pixel_head(checkpoint).state_dict())
     trainer.train(resume_from_checkpoint=checkpoint)
     out = save_outputs(trainer, processor, args, trainer.args)
+    if dense is not None:
+        dense.save(out)
     if push:
         push_folder(out, sft.hub_model_id, private=bool(sft.hub_private_repo),
                     commit_message="CheXanatomy: PaliGemma anatomy fine-tune")  # fmt: skip

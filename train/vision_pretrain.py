@@ -263,7 +263,28 @@ def fit_projector(vlm, before, pixel_batches) -> dict:
     solution = torch.linalg.lstsq(design, y).solution  # [D + 1, P]
     linear.weight.copy_(solution[:-1].T.to(linear.weight.dtype))
     linear.bias.copy_(solution[-1].to(linear.bias.dtype))
+    condition_projector(vlm)
     return {"r2": r2(design @ solution), "r2_unchanged": unchanged, "tokens": len(x)}
+
+
+@torch.no_grad()
+def condition_projector(vlm) -> dict:
+    """Remove from the projector's weight the one direction its input never has; the model's function is unchanged.
+
+    ``vlm`` is a ``PaliGemmaModel`` (``model.model``) whose tower ends in a LayerNorm (SigLIP's ``post_layernorm``,
+    weight g, bias b): every token x it passes on has sum_i (x_i - b_i) / g_i = 0, so the projector's weight component
+    along n = 1 / g multiplies nothing. A least-squares fit (``fit_projector``) can leave it huge (1e4 per column
+    was seen): the image tokens then come from float32 cancellation, break in bfloat16, and any change of the tower
+    gives gradients of 1e3 that swamp the language model's under gradient clipping. Projecting it out (and moving
+    its constant part into the bias) is exact. Returns the weight's Frobenius norm ``before`` and ``after``.
+    """
+    linear, norm = vlm.multi_modal_projector.linear, vlm.vision_tower.post_layernorm
+    weight, n, shift = linear.weight.double(), 1 / norm.weight.double(), norm.bias.double()
+    along = weight @ n / (n @ n)  # [P]
+    before = float(weight.norm())
+    linear.weight.copy_((weight - torch.outer(along, n)).to(linear.weight.dtype))
+    linear.bias.add_((along * (n @ shift)).to(linear.bias.dtype))
+    return {"before": round(before, 3), "after": round(float(linear.weight.norm()), 3)}
 
 
 class AugmentedBatches(torch.utils.data.IterableDataset):
@@ -288,19 +309,45 @@ class AugmentedBatches(torch.utils.data.IterableDataset):
 
 
 def _save_outputs(out: Path, model, processor, head: PixelHead, config, step: int, history: list, fit) -> None:
-    from safetensors.torch import save_file
-
     model.eval().save_pretrained(out)
     processor.save_pretrained(out)
     if config.init_from and (Path(config.init_from) / "mask_codec").is_dir():  # the answers' codec goes on with them
         shutil.copytree(Path(config.init_from) / "mask_codec", out / "mask_codec", dirs_exist_ok=True)
-    tensors = {k: v.contiguous() for k, v in head.state_dict().items()}
-    save_file(tensors, out / HEAD_FILE, metadata={"structures": json.dumps(head.structures), "cells": str(head.cells)})
+    save_pixel_head(head, out / HEAD_FILE)
     previous = read_training_record(config.init_from) if config.init_from else None
     outcome = {"steps_done": step, **({"projector_fit": fit} if fit else {})}
     vision_pretrain_record(asdict(config), previous, **outcome).save(out)
     (out / "training_metrics.json").write_text(json.dumps(history) + "\n", encoding="utf-8")
     (out / CHECKPOINT).unlink(missing_ok=True)
+
+
+def save_pixel_head(head: PixelHead, path: str | Path) -> None:
+    """Write ``head`` to ``path`` (safetensors; its structures and cells in the metadata)."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.contiguous() for k, v in head.state_dict().items()}
+    save_file(tensors, str(path), metadata={"structures": json.dumps(head.structures), "cells": str(head.cells)})
+
+
+def load_pixel_head(path: str | Path) -> PixelHead:
+    """The :class:`PixelHead` in ``path``: a ``pixel_head.safetensors`` file or a folder holding one.
+
+    Raises:
+        FileNotFoundError: when there is none (a folder not written by this module or ``train.dense_aux``).
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    path = path / HEAD_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no pixel head (train.vision_pretrain writes {HEAD_FILE})")
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    cells, structures = int(meta["cells"]), json.loads(meta["structures"])
+    head = PixelHead(state["proj.weight"].shape[1], cells, structures)
+    head.load_state_dict(state)
+    return head
 
 
 class TowerSegmenter:
@@ -313,19 +360,13 @@ class TowerSegmenter:
     kind = "tower"
 
     def __init__(self, folder: str | Path):
-        from safetensors import safe_open
         from transformers import AutoModelForImageTextToText
 
-        folder = Path(folder)
-        with safe_open(str(folder / HEAD_FILE), "pt") as f:
-            meta = f.metadata()
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-        self.structures = json.loads(meta["structures"])
+        self.head = load_pixel_head(folder)
+        self.structures = self.head.structures
         model = AutoModelForImageTextToText.from_pretrained(str(folder), attn_implementation="eager")
         self.tower = tower_of(model).eval()
         self.size = model.config.vision_config.image_size
-        self.head = PixelHead(model.config.vision_config.hidden_size, int(meta["cells"]), self.structures)
-        self.head.load_state_dict(state)
 
     @torch.no_grad()
     def segment(self, image: Image.Image | np.ndarray, structures: list[str] | None = None) -> dict[str, Prediction]:

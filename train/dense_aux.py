@@ -1,0 +1,140 @@
+"""The dense loss of ``train.vision_pretrain`` kept on while the VLM learns to answer (``train.sft --dense_weight``).
+
+A tower pre-trained to see (``train.vision_pretrain``) and then frozen leaves all the reading to the language model;
+trained on the answer loss alone it drifts from what it saw. With ``--train_vision true --dense_weight W`` every
+training step adds ``W`` x the pre-training loss (``train.unet.loss_fn``: Dice + BCE of the pixel head over the
+tower's patch tokens) on its own batch of augmented corpus images (``train.vision_pretrain.AugmentedBatches``, the
+radiograph augmentation), so the tower keeps seeing every structure while it learns what the answers need.
+``--vision_lr_scale`` trains the tower at a fraction of the language model's learning rate.
+
+The pixel head starts from ``pixel_head.safetensors`` of ``--dense_head`` (default: the model folder, as
+``train.vision_pretrain`` writes it), trains at the run's learning rate, and is written beside every checkpoint
+(a resumed run continues it) and into the output folder, so the tower can be scored on its own
+(``train.vision_pretrain.TowerSegmenter``). Published folders do not carry it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+import torch
+
+from chexanatomy.finetune import answer_only_trainer_class
+
+from .tiny_paligemma import TinySpec
+from .unet import loss_fn, row_tensors
+from .vision_pretrain import HEAD_FILE, AugmentedBatches, load_pixel_head, save_pixel_head, to_pixels, tower_logits
+
+
+class DenseAuxiliary:
+    """The pixel head, its batches and the loss weight of the dense auxiliary task.
+
+    Args:
+        head_path: a ``pixel_head.safetensors`` file or the folder holding one.
+        corpus_dir: the corpus whose ``train`` split the dense batches come from (masks of the head's structures).
+        image_size: the tower's input side S in pixels.
+        weight: factor of the dense loss in the training loss.
+        batch_size: images per dense batch.
+        seed: seed of the batches (batch i is the same whenever the run is resumed).
+    """
+
+    def __init__(self, head_path: str | Path, corpus_dir: str, image_size: int, weight: float, batch_size: int,
+                 seed: int):  # fmt: skip
+        self.head = load_pixel_head(head_path)
+        self.weight, self.batch_size, self.seed, self.image_size = weight, batch_size, seed, image_size
+        rows = datasets.load_dataset(corpus_dir)["train"]
+        self.cached = [(image, target.to(torch.uint8)) for image, target in
+                       (row_tensors(r, self.head.structures, image_size) for r in rows)]  # fmt: skip
+        self.batches = None
+        self.recent: list[float] = []  # dense losses since the last log
+
+    def start_at(self, step: int) -> None:
+        """Draw batches from batch ``step`` on (the one an uninterrupted run would have at that step)."""
+        side = self.image_size // TinySpec.patch_size * self.head.cells
+        self.batches = iter(AugmentedBatches(self.cached, self.batch_size, self.seed, side, first_step=step))
+
+    def loss(self, tower) -> torch.Tensor:
+        """``weight`` x the dense loss of ``tower`` (a SigLIP vision model) on the next batch."""
+        images, targets = next(self.batches)
+        loss = loss_fn(tower_logits(tower, self.head, to_pixels(images)), targets)
+        self.recent.append(float(loss.detach()))
+        return self.weight * loss
+
+    def mean_recent(self) -> float | None:
+        """Mean dense loss since the last call (None if no step ran)."""
+        recent, self.recent = self.recent, []
+        return round(sum(recent) / len(recent), 5) if recent else None
+
+    def save(self, folder: str | Path) -> None:
+        """Write the head as ``folder/pixel_head.safetensors``."""
+        save_pixel_head(self.head, Path(folder) / HEAD_FILE)
+
+
+def dense_trainer_class():
+    """The answer-only SFT trainer (``chexanatomy.finetune``) with the dense auxiliary loss and a tower lr scale.
+
+    Set ``dense`` (a :class:`DenseAuxiliary`) and ``vision_lr_scale`` on the instance before training.
+    """
+    base = answer_only_trainer_class()
+
+    class DenseAuxiliaryTrainer(base):
+        """Answer loss + ``dense.loss`` of the vision tower; the tower at ``vision_lr_scale`` x the lr."""
+
+        dense: DenseAuxiliary | None = None
+        vision_lr_scale: float = 1.0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            """The answer loss, plus the dense loss while training (see the module docstring)."""
+            out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if return_outputs or self.dense is None or not model.training:
+                return out
+            if self.dense.batches is None:
+                self.dense.start_at(self.state.global_step)
+            return out + self.dense.loss(self.accelerator.unwrap_model(model).model.vision_tower)
+
+        def create_optimizer(self, model=None):
+            """The Trainer's optimiser with the tower's parameters in groups of their own (lr x ``vision_lr_scale``).
+
+            The pixel head's parameters join at the run's learning rate.
+            """
+            optimiser = super().create_optimizer(model)
+            names = {id(p): n for n, p in (model or self.model).named_parameters()}
+            groups = []
+            for group in optimiser.param_groups:
+                params = group["params"]
+                seeing = [p for p in params if _is_vision(names.get(id(p), ""))]
+                rest = [p for p in params if not _is_vision(names.get(id(p), ""))]
+                scaled = {**group, "params": seeing, "lr": group["lr"] * self.vision_lr_scale}
+                groups += [{**group, "params": rest}, scaled]
+            if self.dense is not None:
+                groups.append({**optimiser.param_groups[0], "params": list(self.dense.head.parameters()),
+                               "weight_decay": 0.0})  # fmt: skip
+            optimiser.param_groups = []  # nothing has stepped yet: no state to carry over
+            for group in groups:
+                if group["params"]:
+                    optimiser.add_param_group(group)
+            return optimiser
+
+        def _save_checkpoint(self, model, trial):
+            super()._save_checkpoint(model, trial)
+            if self.dense is not None:
+                from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+                run_dir = Path(self._get_output_dir(trial=trial))
+                self.dense.save(run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+
+        def log(self, logs, start_time=None):
+            """The Trainer's log, with the mean dense loss since the last one beside the training loss."""
+            if self.dense is not None and "loss" in logs:
+                logs = {**logs, "dense_loss": self.dense.mean_recent()}
+            super().log(logs, start_time)
+
+    return DenseAuxiliaryTrainer
+
+
+def _is_vision(name: str) -> bool:
+    return "vision_tower" in name
+
+
+__all__ = ["DenseAuxiliary", "dense_trainer_class"]
