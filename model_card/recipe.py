@@ -68,14 +68,22 @@ def vision_tower_row(record: TrainingRecord) -> tuple[str, str]:
     def tower_in(stage: TrainingRecord) -> str:
         if stage.trainer == "train.vision_pretrain":
             return "pre-trained as a dense predictor of every structure"
-        return "frozen" if "vision tower" in stage.frozen else "trained"
+        if "vision tower" in stage.frozen:
+            return "frozen"
+        anatomy, words = anatomy_options(stage), "trained"
+        if anatomy.get("vision_lr_scale", 1) != 1:
+            words += f" at {anatomy['vision_lr_scale']:g} x the learning rate"
+        if anatomy.get("dense_weight"):
+            words += f" with its dense pre-training loss kept on at weight {anatomy['dense_weight']:g}"
+        return words
 
     return ("vision tower", by_stage(record, tower_in))
 
 
 def anatomy_options(stage: TrainingRecord) -> dict:
     """A ``train.sft`` stage's ``AnatomyArguments`` as recorded; empty for other trainers and old records."""
-    return stage.options.get("anatomy", {}) if isinstance(stage.options, dict) else {}
+    options = getattr(stage, "options", None)
+    return options.get("anatomy", {}) if isinstance(options, dict) else {}
 
 
 def loc_prior_rows(record: TrainingRecord) -> list[tuple[str, str]]:

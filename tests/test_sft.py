@@ -91,6 +91,33 @@ def test_augmented_answers_decode_to_the_moved_masks(phantom_rows):
     assert changed >= 3  # geometry (p 0.7) or style (p 0.8) nearly always applies
 
 
+def test_the_augmentation_ranges_are_options_of_the_answer_training(phantom_rows):
+    """--augment_zoom 0.5 0.5: every answered box is half its size, about the centre (where the radiograph went)."""
+    from chexanatomy.mask_tokens import decode_detections
+    from train.augment import RadiographAugmentation
+    from train.sft import AnatomyArguments, augmentation
+
+    args = AnatomyArguments(model_name_or_path="x", lora=False, augment_zoom=[0.5, 0.5], augment_rotation=0.0,
+                            augment_shift=0.0)  # fmt: skip
+    halved = augmentation(args)
+    assert (halved.zoom, halved.max_rotation_deg, halved.max_shift) == ((0.5, 0.5), 0.0, 0.0)
+    processor, tok, row = build_processor(SPEC), default_tokenizer(), phantom_rows[0]
+    options = dict(structures_per_sample=1, augment_fraction=1.0, detect_fraction=1.0, seed=0)
+    plain = AnatomyCollator(processor, tok, **{**options, "augment_fraction": 0.0})
+    always = RadiographAugmentation(geometry_p=1.0, zoom=(0.5, 0.5), max_rotation_deg=0.0, max_shift=0.0)
+    shrunk = AnatomyCollator(processor, tok, augmentation=always, **options)
+    before = decode_detections(plain.make_sample(row).answer, (64, 64))[0]
+    after = decode_detections(shrunk.make_sample(row).answer, (64, 64))[0]
+    assert before.name == after.name
+    width = lambda o: o.box_yxyx[3] - o.box_yxyx[1]  # noqa: E731
+    assert width(after) == pytest.approx(width(before) / 2, abs=2)
+    centre = lambda o: (o.box_yxyx[1] + o.box_yxyx[3]) / 2 - 32  # noqa: E731  (from the image centre, pixels)
+    assert centre(after) == pytest.approx(centre(before) / 2, abs=2)
+    for bad in (dict(augment_zoom=[1.2, 0.8]), dict(augment_zoom=[0.9]), dict(augment_shift=1.5)):
+        with pytest.raises(ValueError, match="augment"):
+            AnatomyArguments(model_name_or_path="x", lora=False, **bad)
+
+
 def _chosen_names(collator, row, draws: int) -> list[str]:
     """The names of the structures answered in ``draws`` samples of ``row``."""
     answers = [collator.make_sample(row).answer for _ in range(draws)]

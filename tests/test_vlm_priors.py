@@ -364,6 +364,11 @@ def test_the_card_says_what_each_stage_did_to_the_vision_tower():
     assert vision_tower_row(record(tower, frozen_sft)) == (
         "vision tower", "pre-trained as a dense predictor of every structure (stage 1), then frozen (stage 2)")
     assert vision_tower_row(record(sft, sft, tower, frozen_sft))[1].startswith("trained (stages 1-2), then pre-trained")
+    joint = SimpleNamespace(trainer="train.sft", frozen=[],
+                            options={"anatomy": {"train_vision": True, "vision_lr_scale": 0.3, "dense_weight": 1.0}})
+    assert vision_tower_row(record(tower, frozen_sft, joint))[1].endswith(
+        "then frozen (stage 2), then trained at 0.3 x the learning rate with its dense pre-training loss kept on at "
+        "weight 1 (stage 3)")
 
 
 def test_conditioning_the_projector_changes_no_image_token():

@@ -32,7 +32,7 @@ from chexanatomy.finetune import suffix_batch
 from chexanatomy.mask_tokens import MaskTokenizer, format_detect_target, tight_boxes
 from chexanatomy.masks import grey_levels
 
-from .augment import augment_radiograph
+from .augment import RadiographAugmentation, augment_radiograph
 
 
 def _as_pil(mask) -> Image.Image:
@@ -81,6 +81,7 @@ class AnatomyCollator:
         detect_fraction: probability that a sample is a ``detect`` task (boxes only) instead of ``segment``.
         synonym_fraction: probability of prompting a structure by a synonym instead of its display name.
         augment_fraction: probability of the radiograph augmentation (``train.augment.augment_radiograph``).
+        augmentation: its ranges (zoom, rotation, shift, style; ``train.augment.RadiographAugmentation``).
         area_power: structures are drawn with weight (area fraction of the image) ** ``area_power``, without
             replacement; 0 draws uniformly, 0.5 makes a lung (~12 % of the image) about 3.5x as likely as a 1 %
             structure. Needs the corpus's ``area_px``.
@@ -93,6 +94,7 @@ class AnatomyCollator:
     detect_fraction: float = 0.2
     synonym_fraction: float = 0.3
     augment_fraction: float = 0.5
+    augmentation: RadiographAugmentation = field(default_factory=RadiographAugmentation)
     area_power: float = 0.0
     seed: int = 0
     rng: random.Random = field(init=False, repr=False)
@@ -135,7 +137,7 @@ class AnatomyCollator:
         """
         x = torch.from_numpy(grey_levels(image))[None]
         masks = torch.from_numpy(np.stack([np.asarray(s["mask"], dtype=np.float32) for s in structures]))
-        x, masks = augment_radiograph(x, masks, self.rng)
+        x, masks = augment_radiograph(x, masks, self.rng, self.augmentation)
         canvas = Image.fromarray((x[0] * 255 + 0.5).to(torch.uint8).numpy(), mode="L").convert(image.mode)
         moved = [
             {**s, "mask": Image.fromarray(m.numpy() > 0.5), "segment_target": None, "detect_target": None}

@@ -22,6 +22,7 @@ import torch
 
 from chexanatomy.finetune import answer_only_trainer_class
 
+from .augment import RadiographAugmentation
 from .tiny_paligemma import TinySpec
 from .unet import loss_fn, row_tensors
 from .vision_pretrain import HEAD_FILE, AugmentedBatches, load_pixel_head, save_pixel_head, to_pixels, tower_logits
@@ -37,22 +38,23 @@ class DenseAuxiliary:
         weight: factor of the dense loss in the training loss.
         batch_size: images per dense batch.
         seed: seed of the batches (batch i is the same whenever the run is resumed).
+        augmentation: the radiograph augmentation's ranges (the answers' own).
     """
 
     def __init__(self, head_path: str | Path, corpus_dir: str, image_size: int, weight: float, batch_size: int,
-                 seed: int):  # fmt: skip
+                 seed: int, augmentation: RadiographAugmentation | None = None):  # fmt: skip
         self.head = load_pixel_head(head_path)
         self.weight, self.batch_size, self.seed, self.image_size = weight, batch_size, seed, image_size
         rows = datasets.load_dataset(corpus_dir)["train"]
         self.cached = [(image, target.to(torch.uint8)) for image, target in
                        (row_tensors(r, self.head.structures, image_size) for r in rows)]  # fmt: skip
-        self.batches = None
+        self.augmentation, self.batches = augmentation or RadiographAugmentation(), None
         self.recent: list[float] = []  # dense losses since the last log
 
     def start_at(self, step: int) -> None:
         """Draw batches from batch ``step`` on (the one an uninterrupted run would have at that step)."""
         side = self.image_size // TinySpec.patch_size * self.head.cells
-        self.batches = iter(AugmentedBatches(self.cached, self.batch_size, self.seed, side, first_step=step))
+        self.batches = iter(AugmentedBatches(self.cached, self.batch_size, self.seed, side, step, self.augmentation))
 
     def loss(self, tower) -> torch.Tensor:
         """``weight`` x the dense loss of ``tower`` (a SigLIP vision model) on the next batch."""

@@ -34,6 +34,7 @@ from chexanatomy.finetune import answer_only_trainer_class, prepare_sft_config
 from chexanatomy.publish import push_folder
 from chexanatomy.training_record import read_training_record, sft_record
 
+from .augment import RadiographAugmentation
 from .collator import AnatomyCollator, lazy_masks
 from .dense_aux import DenseAuxiliary, dense_trainer_class
 from .lm_loss import LORA_TARGETS, VISION_LORA_TARGETS
@@ -62,6 +63,16 @@ class AnatomyArguments:
     detect_fraction: float = field(default=0.2, metadata={"help": "Share of detect (box-only) samples."})
     synonym_fraction: float = field(default=0.3, metadata={"help": "Share of prompts naming a synonym."})
     augment_fraction: float = field(default=0.5, metadata={"help": "Share of samples scaled/offset (re-tokenised)."})
+    augment_zoom: list[float] = field(
+        default_factory=lambda: list(RadiographAugmentation.zoom),
+        metadata={"help": "Zoom range (min max) of the augmentation; < 1 shrinks the radiograph onto black."},
+    )
+    augment_rotation: float = field(
+        default=RadiographAugmentation.max_rotation_deg, metadata={"help": "Rotation range (+-, degrees)."}
+    )
+    augment_shift: float = field(
+        default=RadiographAugmentation.max_shift, metadata={"help": "Shift range (+-) as a fraction of the side."}
+    )
     area_power: float = field(
         default=0.0,
         metadata={
@@ -117,6 +128,10 @@ class AnatomyArguments:
         if self.dense_weight and (self.lora or not self.train_vision or not self.loss_on_answer_only):
             raise ValueError("--dense_weight trains the tower itself: set --train_vision true --lora false "
                              "(with the answer-only loss)")
+        if len(self.augment_zoom) != 2 or not 0 < self.augment_zoom[0] <= self.augment_zoom[1]:
+            raise ValueError(f"--augment_zoom takes two factors, 0 < min <= max, got {self.augment_zoom}")
+        if not (0 <= self.augment_rotation <= 180 and 0 <= self.augment_shift < 1):
+            raise ValueError("--augment_rotation must be 0-180 degrees and --augment_shift 0 to < 1 of the side")
         if self.codec.lower() == "none":
             raise ValueError("training re-tokenises augmented masks: it needs a codec (--codec none is for corpora)")
         if self.model_name_or_path == "tiny" and self.lora:
@@ -251,7 +266,8 @@ def build_trainer(args: AnatomyArguments, sft: SFTConfig) -> tuple[SFTTrainer, o
     train, validation = load_splits(args)
     collator = AnatomyCollator(
         processor, default_tokenizer(load_codec(args.codec)), args.structures_per_sample,
-        args.detect_fraction, args.synonym_fraction, args.augment_fraction, area_power=args.area_power, seed=sft.seed,
+        args.detect_fraction, args.synonym_fraction, args.augment_fraction, augmentation(args),
+        area_power=args.area_power, seed=sft.seed,
     )  # fmt: skip
     trainer_class = AnatomySFTTrainer if args.loss_on_answer_only else SFTTrainer
     if args.dense_weight or args.vision_lr_scale != 1:
@@ -267,11 +283,17 @@ def build_trainer(args: AnatomyArguments, sft: SFTConfig) -> tuple[SFTTrainer, o
     return trainer, processor
 
 
+def augmentation(args: AnatomyArguments) -> RadiographAugmentation:
+    """The radiograph augmentation's ranges of ``args`` (the rest at ``RadiographAugmentation``'s defaults)."""
+    return RadiographAugmentation(zoom=tuple(args.augment_zoom), max_rotation_deg=args.augment_rotation,
+                                  max_shift=args.augment_shift)  # fmt: skip
+
+
 def _dense_auxiliary(args: AnatomyArguments, sft: SFTConfig, model) -> DenseAuxiliary:
     """The dense task of ``--dense_weight``: the head of ``--dense_head`` (else the model folder's), answers' batch."""
     head = args.dense_head or args.model_name_or_path
     return DenseAuxiliary(head, args.corpus_dir, model.config.vision_config.image_size, args.dense_weight,
-                          sft.per_device_train_batch_size, sft.seed)  # fmt: skip
+                          sft.per_device_train_batch_size, sft.seed, augmentation(args))  # fmt: skip
 
 
 def train(args: AnatomyArguments, sft: SFTConfig) -> Path:

@@ -45,7 +45,7 @@ from chexanatomy.inference import Prediction, grey_image, resolve_names
 from chexanatomy.masks import grey_levels, tight_box
 from chexanatomy.training_record import read_training_record, vision_pretrain_record
 
-from .augment import augment_radiograph
+from .augment import RadiographAugmentation, augment_radiograph
 from .tiny_paligemma import TinySpec, build_model, build_processor
 from .unet import default_structures, loss_fn, row_tensors
 
@@ -295,15 +295,16 @@ class AugmentedBatches(torch.utils.data.IterableDataset):
     batches k, k + 1, ... that the uninterrupted run would have had, in a worker process or not.
     """
 
-    def __init__(self, cached: list, batch_size: int, seed: int, map_side: int, first_step: int = 0):
+    def __init__(self, cached: list, batch_size: int, seed: int, map_side: int, first_step: int = 0,
+                 augmentation: RadiographAugmentation | None = None):  # fmt: skip
         self.cached, self.batch_size, self.seed, self.map_side = cached, batch_size, seed, map_side
-        self.first_step = first_step
+        self.first_step, self.augmentation = first_step, augmentation or RadiographAugmentation()
 
     def __iter__(self):
         for i in itertools.count(self.first_step):
             rng = random.Random(f"{self.seed}/{i}")
             picked = [self.cached[rng.randrange(len(self.cached))] for _ in range(self.batch_size)]
-            batch = [augment_radiograph(image, target.float(), rng) for image, target in picked]
+            batch = [augment_radiograph(image, target.float(), rng, self.augmentation) for image, target in picked]
             images, targets = (torch.stack(t) for t in zip(*batch, strict=True))
             yield images, F.adaptive_avg_pool2d(targets, self.map_side)
 
