@@ -82,8 +82,7 @@ def vision_tower_row(record: TrainingRecord) -> tuple[str, str]:
 
 def anatomy_options(stage: TrainingRecord) -> dict:
     """A ``train.sft`` stage's ``AnatomyArguments`` as recorded; empty for other trainers and old records."""
-    options = getattr(stage, "options", None)
-    return options.get("anatomy", {}) if isinstance(options, dict) else {}
+    return stage.options.get("anatomy", {}) if isinstance(stage.options, dict) else {}
 
 
 def loc_prior_rows(record: TrainingRecord) -> list[tuple[str, str]]:

@@ -353,7 +353,7 @@ def test_the_card_says_what_each_stage_did_to_the_vision_tower():
     from model_card.recipe import vision_tower_row
 
     def stage(trainer, frozen):
-        return SimpleNamespace(trainer=trainer, frozen=frozen)
+        return SimpleNamespace(trainer=trainer, frozen=frozen, options={})
 
     def record(*stages):
         return SimpleNamespace(stages=lambda: list(stages))
