@@ -2,8 +2,10 @@
 
 Every folder given is scored, and every ``checkpoint-N`` folder inside a run folder (``train.sft --save_steps``), on
 the real sets given: lung-field Dice and box IoU (macro over the sets' structures, ``scr`` definition, as ``python -m
-eval --montgomery/--shenzhen``), the x0 == y0 rate of the answers (copied boxes) and the invalid rate. A checkpoint
-carries no mask codec of its own: the run folder's, else the bundled one, is used.
+eval --montgomery/--shenzhen``), the x0 == y0 rate of the answers (copied boxes) and the invalid rate; and how well
+the tower's tokens still say where they are on those images (``train.vision_pretrain.position_readability``: held-out
+R^2 of a linear probe for each token's row and column). A checkpoint carries no mask codec of its own: the run
+folder's, else the bundled one, is used.
 
     python bench/score_checkpoints.py outputs/tiny_vlm_seeing chexanatomy/assets/models/tiny_vlm \
         --montgomery ../shared/real_cxr_val/montgomery --shenzhen ../shared/real_cxr_val/shenzhen
@@ -19,10 +21,12 @@ import re
 from pathlib import Path
 
 import checkout  # noqa: F401  (puts the checkout on sys.path)
+import torch
 
 from chexanatomy.inference import load_segmenter
 from eval import real_cxr
 from eval.real_eval import evaluate_on_real
+from train.vision_pretrain import position_readability, tower_input, tower_of
 
 
 def model_folders(paths: list[str]) -> list[Path]:
@@ -45,13 +49,17 @@ def codec_of(folder: Path) -> str | Path:
 
 
 def score(folder: Path, sets: dict) -> dict:
-    """``{set: {"dice", "box_iou", "x0_eq_y0", "invalid"}}`` of one model folder."""
+    """``{set: {"dice", "box_iou", "x0_eq_y0", "invalid"}, "positions": {"row", "column"}}`` of one model folder."""
     segmenter = load_segmenter(folder, codec=codec_of(folder), local_only=True)
     out = {}
     for name, records in sets.items():
         summary = evaluate_on_real(segmenter, records, str(folder), {"id": name, "name": name})["summary"]
         out[name] = {"dice": summary["macro"]["dice"], "box_iou": summary["macro"].get("box_iou"),
                      "x0_eq_y0": summary["x0_eq_y0_rate"], "invalid": summary["invalid_rate"]}  # fmt: skip
+    model = segmenter.model
+    size = model.config.vision_config.image_size
+    pixels = torch.cat([tower_input(r["image"], size) for records in sets.values() for r in records])
+    out["positions"] = position_readability(tower_of(model), pixels.to(model.dtype))
     return out
 
 
@@ -71,12 +79,14 @@ def main() -> None:
     if not folders:
         parser.error(f"no model folder in {args.runs}")
     results = {}
-    print("| model | " + " | ".join(f"{s} Dice | box IoU | x0 == y0 | invalid" for s in sets) + " |")
+    print("| model | " + " | ".join(f"{s} Dice | box IoU | x0 == y0 | invalid" for s in sets)
+          + " | token position R^2 row / column |")
     for folder in folders:
         results[str(folder)] = r = score(folder, sets)
         cells = [f"{r[s]['dice']:.3f} | {r[s]['box_iou'] or 0:.3f} | {r[s]['x0_eq_y0'] or 0:.0%} | "
                  f"{r[s]['invalid']:.0%}" for s in sets]  # fmt: skip
-        print(f"| {folder} | " + " | ".join(cells) + " |", flush=True)
+        positions = f"{r['positions']['row']:.3f} / {r['positions']['column']:.3f}"
+        print(f"| {folder} | " + " | ".join(cells) + f" | {positions} |", flush=True)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 

@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from transformers import AutoModelForImageTextToText, LogitsProcessorList
 
@@ -262,6 +263,79 @@ def test_tower_pretraining_learns_starts_sft_and_is_recorded(phantom_corpus, tmp
         pretrain(replace(config, output_dir=str(tmp_path / "x"), init_from=str(tmp_path / "typo")))
 
 
+class _FakeTower:
+    """Stands in for a SigLIP tower: returns the given tokens [B, N, D] whatever the pixels."""
+
+    def __init__(self, tokens):
+        self.tokens = tokens
+
+    def __call__(self, pixel_values):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(last_hidden_state=self.tokens)
+
+
+def test_position_readability_tells_tokens_that_know_where_they_are_from_tokens_that_do_not():
+    from train.vision_pretrain import position_readability
+
+    g, d, b = 4, 16, 6
+    index = torch.arange(g * g)
+    where = torch.stack([index // g, index % g], dim=1).float()  # row, column
+    mixing = torch.randn(2, d)
+    knowing = (where @ mixing).expand(b, -1, -1) + 0.01 * torch.randn(b, g * g, d)
+    readable = position_readability(_FakeTower(knowing), torch.zeros(b, 3, 8, 8))
+    assert readable["row"] > 0.99 and readable["column"] > 0.99
+    lost = position_readability(_FakeTower(torch.randn(b, g * g, d)), torch.zeros(b, 3, 8, 8))
+    assert lost["row"] < 0.5 and lost["column"] < 0.5
+    with pytest.raises(ValueError, match="too few"):
+        position_readability(_FakeTower(knowing[:2]), torch.zeros(2, 3, 8, 8))
+
+
+def test_the_position_reader_learns_rows_and_columns_and_is_saved_with_the_head(tmp_path):
+    from train.vision_pretrain import PixelHead, load_pixel_head, save_pixel_head
+
+    g, d = 4, 16
+    index = torch.arange(g * g)
+    tokens = torch.cat([F.one_hot(index // g, g), F.one_hot(index % g, g)], dim=1).float()  # [N, 2g]: row, column
+    tokens = torch.cat([tokens, torch.zeros(g * g, d - 2 * g)], dim=1).expand(2, -1, -1)
+    head = PixelHead(d, 2, ["heart"])
+    with pytest.raises(ValueError, match="no position reader"):
+        head.position_loss(tokens)
+    head.add_position(g)
+    guessing = float(head.position_loss(tokens))
+    assert abs(guessing - np.log(g)) < 0.5
+    optimiser = torch.optim.Adam(head.parameters(), lr=0.1)
+    for _ in range(100):
+        optimiser.zero_grad()
+        head.position_loss(tokens).backward()
+        optimiser.step()
+    assert float(head.position_loss(tokens)) < 0.05
+    with pytest.raises(ValueError, match="4 x 4 tokens"):
+        head.position_loss(tokens[:, :9])
+    save_pixel_head(head, tmp_path / "head.safetensors")
+    loaded = load_pixel_head(tmp_path / "head.safetensors")
+    assert torch.equal(loaded.position.weight, head.position.weight)
+    assert float(loaded.position_loss(tokens)) == pytest.approx(float(head.position_loss(tokens)))
+    save_pixel_head(PixelHead(d, 2, ["heart"]), tmp_path / "plain.safetensors")
+    assert load_pixel_head(tmp_path / "plain.safetensors").position is None
+
+
+def test_tower_pretraining_with_a_position_weight_keeps_tokens_placed(phantom_corpus, tmp_path):
+    """--position_weight: the position loss is logged and falls, and the head is saved with its reader."""
+    from train.vision_pretrain import VisionPretrainConfig, load_pixel_head, pretrain
+
+    out = tmp_path / "tower"
+    pretrain(VisionPretrainConfig(corpus_dir=str(phantom_corpus), output_dir=str(out), image_size=64,
+                                  vision_layers=1, text_layers=1, hidden=64, heads=2, max_steps=60, batch_size=2,
+                                  learning_rate=3e-3, logging_steps=1, num_workers=0, position_weight=1.0))  # fmt: skip
+    history = json.loads((out / "training_metrics.json").read_text())
+    position = [h["position_loss"] for h in history]
+    assert len(position) == 60 and np.mean(position[-10:]) < 0.8 * np.log(4) < np.mean(position[:3])  # 4 x 4 grid
+    assert load_pixel_head(out).position.out_features == 2 * 4  # 64 px / 16 px patches: a 4 x 4 grid
+    with pytest.raises(ValueError, match="position_weight"):
+        VisionPretrainConfig(position_weight=-1.0)
+
+
 def test_a_refitted_projector_restores_what_the_language_model_read():
     """Same tower: the fit is exact. A changed tower: the fit reads it better than the old projector does."""
     import copy
@@ -420,7 +494,8 @@ def test_answer_training_can_keep_the_tower_seeing(phantom_corpus, tmp_path):
                                   vision_layers=1, text_layers=1, hidden=64, heads=2, max_steps=2, batch_size=2,
                                   num_workers=0))  # fmt: skip
     args = AnatomyArguments(model_name_or_path=str(tower_dir), corpus_dir=str(phantom_corpus), lora=False,
-                            train_vision=True, dense_weight=1.0, vision_lr_scale=0.1)  # fmt: skip
+                            train_vision=True, dense_weight=1.0, position_weight=1.0,
+                            vision_lr_scale=0.1)  # fmt: skip
 
     def sft(steps):
         return SFTConfig(output_dir=str(tmp_path / "vlm"), max_steps=steps, per_device_train_batch_size=2,
@@ -437,9 +512,10 @@ def test_answer_training_can_keep_the_tower_seeing(phantom_corpus, tmp_path):
 
     out = train(args, sft(2))
     logged = [h for h in json.loads((out / "training_metrics.json").read_text()) if "loss" in h]
-    assert len(logged) == 2 and all(h["dense_loss"] > 0 for h in logged)
+    assert len(logged) == 2 and all(h["dense_loss"] > 0 and h["position_loss"] > 0 for h in logged)
     assert (out / HEAD_FILE).is_file() and (out / "checkpoint-1" / HEAD_FILE).is_file()
     start = load_pixel_head(tower_dir)
+    assert start.position is None and load_pixel_head(out / "checkpoint-1").position is not None
     assert not torch.equal(load_pixel_head(out).proj.weight, start.proj.weight)
     patches = [tower_of(AutoModelForImageTextToText.from_pretrained(f)).embeddings.patch_embedding.weight
                for f in (tower_dir, out)]  # fmt: skip
@@ -453,7 +529,9 @@ def test_answer_training_can_keep_the_tower_seeing(phantom_corpus, tmp_path):
 @pytest.mark.parametrize(
     "options, message",
     [(dict(dense_weight=1.0), "--train_vision true"), (dict(dense_weight=-1.0, train_vision=True), "dense_weight"),
-     (dict(vision_lr_scale=0.0, train_vision=True), "vision_lr_scale")],
+     (dict(vision_lr_scale=0.0, train_vision=True), "vision_lr_scale"),
+     (dict(position_weight=1.0, train_vision=True), "set --dense_weight too"),
+     (dict(position_weight=float("nan"), dense_weight=1.0, train_vision=True), "position_weight")],
 )  # fmt: skip
 def test_dense_options_that_cannot_work_are_refused(options, message):
     from train.sft import AnatomyArguments

@@ -5,7 +5,9 @@ trained on the answer loss alone it drifts from what it saw. With ``--train_visi
 training step adds ``W`` x the pre-training loss (``train.unet.loss_fn``: Dice + BCE of the pixel head over the
 tower's patch tokens) on its own batch of augmented corpus images (``train.vision_pretrain.AugmentedBatches``, the
 radiograph augmentation), so the tower keeps seeing every structure while it learns what the answers need.
-``--vision_lr_scale`` trains the tower at a fraction of the language model's learning rate.
+``--vision_lr_scale`` trains the tower at a fraction of the language model's learning rate. ``--position_weight``
+adds the head's position loss (``train.vision_pretrain.PixelHead.position_loss``): the tokens keep saying where
+they are, which is what the language model needs to place a box.
 
 The pixel head starts from ``pixel_head.safetensors`` of ``--dense_head`` (default: the model folder, as
 ``train.vision_pretrain`` writes it), trains at the run's learning rate, and is written beside every checkpoint
@@ -24,8 +26,8 @@ from chexanatomy.finetune import answer_only_trainer_class
 
 from .augment import RadiographAugmentation
 from .tiny_paligemma import TinySpec
-from .unet import loss_fn, row_tensors
-from .vision_pretrain import HEAD_FILE, AugmentedBatches, load_pixel_head, save_pixel_head, to_pixels, tower_logits
+from .unet import row_tensors
+from .vision_pretrain import HEAD_FILE, AugmentedBatches, dense_loss, load_pixel_head, save_pixel_head
 
 
 class DenseAuxiliary:
@@ -39,17 +41,23 @@ class DenseAuxiliary:
         batch_size: images per dense batch.
         seed: seed of the batches (batch i is the same whenever the run is resumed).
         augmentation: the radiograph augmentation's ranges (the answers' own).
+        position_weight: factor of the head's position loss (``PixelHead.position_loss``) inside the dense loss;
+            a head without a position reader gets a new one. 0: off.
     """
 
     def __init__(self, head_path: str | Path, corpus_dir: str, image_size: int, weight: float, batch_size: int,
-                 seed: int, augmentation: RadiographAugmentation | None = None):  # fmt: skip
+                 seed: int, augmentation: RadiographAugmentation | None = None,
+                 position_weight: float = 0.0):  # fmt: skip
         self.head = load_pixel_head(head_path)
+        self.position_weight = position_weight
+        if position_weight:
+            self.head.add_position(image_size // TinySpec.patch_size)
         self.weight, self.batch_size, self.seed, self.image_size = weight, batch_size, seed, image_size
         rows = datasets.load_dataset(corpus_dir)["train"]
         self.cached = [(image, target.to(torch.uint8)) for image, target in
                        (row_tensors(r, self.head.structures, image_size) for r in rows)]  # fmt: skip
         self.augmentation, self.batches = augmentation or RadiographAugmentation(), None
-        self.recent: list[float] = []  # dense losses since the last log
+        self.recent: list[dict] = []  # the dense losses' parts since the last log
 
     def start_at(self, step: int) -> None:
         """Draw batches from batch ``step`` on (the one an uninterrupted run would have at that step)."""
@@ -59,14 +67,14 @@ class DenseAuxiliary:
     def loss(self, tower) -> torch.Tensor:
         """``weight`` x the dense loss of ``tower`` (a SigLIP vision model) on the next batch."""
         images, targets = next(self.batches)
-        loss = loss_fn(tower_logits(tower, self.head, to_pixels(images)), targets)
-        self.recent.append(float(loss.detach()))
+        loss, parts = dense_loss(tower, self.head, images, targets, self.position_weight)
+        self.recent.append(parts)
         return self.weight * loss
 
-    def mean_recent(self) -> float | None:
-        """Mean dense loss since the last call (None if no step ran)."""
+    def mean_recent(self) -> dict:
+        """Mean of each part of the dense loss since the last call (``dense_loss``, ``position_loss``; {}: no step)."""
         recent, self.recent = self.recent, []
-        return round(sum(recent) / len(recent), 5) if recent else None
+        return {k: round(sum(r[k] for r in recent) / len(recent), 5) for k in (recent[0] if recent else {})}
 
     def save(self, folder: str | Path) -> None:
         """Write the head as ``folder/pixel_head.safetensors``."""
@@ -129,7 +137,7 @@ def dense_trainer_class():
         def log(self, logs, start_time=None):
             """The Trainer's log, with the mean dense loss since the last one beside the training loss."""
             if self.dense is not None and "loss" in logs:
-                logs = {**logs, "dense_loss": self.dense.mean_recent()}
+                logs = {**logs, **self.dense.mean_recent()}
             super().log(logs, start_time)
 
     return DenseAuxiliaryTrainer

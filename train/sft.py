@@ -109,6 +109,13 @@ class AnatomyArguments:
         default="",
         metadata={"help": "With --dense_weight: the pixel_head.safetensors (or its folder); default the model's."},
     )
+    position_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "With --dense_weight: also train the tower's tokens to say their own row and column, with this "
+            "weight inside the dense loss (train.vision_pretrain.PixelHead.position_loss). 0: off."
+        },
+    )
     vision_lr_scale: float = field(
         default=1.0, metadata={"help": "The vision tower's learning rate as a fraction of --learning_rate."}
     )
@@ -123,6 +130,10 @@ class AnatomyArguments:
             raise ValueError("--loc_sigma needs the answer-only loss (--loss_on_answer_only true)")
         if not (self.dense_weight >= 0 and math.isfinite(self.dense_weight)):
             raise ValueError(f"--dense_weight must be a finite number >= 0, got {self.dense_weight}")
+        if not (self.position_weight >= 0 and math.isfinite(self.position_weight)):
+            raise ValueError(f"--position_weight must be a finite number >= 0, got {self.position_weight}")
+        if self.position_weight and not self.dense_weight:
+            raise ValueError("--position_weight is a part of the dense loss: set --dense_weight too")
         if not (self.vision_lr_scale > 0 and math.isfinite(self.vision_lr_scale)):
             raise ValueError(f"--vision_lr_scale must be a positive number, got {self.vision_lr_scale}")
         if self.dense_weight and (self.lora or not self.train_vision or not self.loss_on_answer_only):
@@ -293,7 +304,8 @@ def _dense_auxiliary(args: AnatomyArguments, sft: SFTConfig, model) -> DenseAuxi
     """The dense task of ``--dense_weight``: the head of ``--dense_head`` (else the model folder's), answers' batch."""
     head = args.dense_head or args.model_name_or_path
     return DenseAuxiliary(head, args.corpus_dir, model.config.vision_config.image_size, args.dense_weight,
-                          sft.per_device_train_batch_size, sft.seed, augmentation(args))  # fmt: skip
+                          sft.per_device_train_batch_size, sft.seed, augmentation(args),
+                          args.position_weight)  # fmt: skip
 
 
 def train(args: AnatomyArguments, sft: SFTConfig) -> Path:

@@ -61,10 +61,13 @@ class PixelHead(torch.nn.Module):
     score than one logit per pixel, and enough for the tower to learn where every structure is.
     """
 
-    def __init__(self, hidden: int, cells: int, structures: list[str]):
+    def __init__(self, hidden: int, cells: int, structures: list[str], grid: int = 0):
         super().__init__()
         self.cells, self.structures = cells, list(structures)
         self.proj = torch.nn.Linear(hidden, len(structures) * cells * cells)
+        self.position = None
+        if grid:
+            self.add_position(grid)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Patch tokens [B, N, D] -> per-structure logits [B, C, g * cells, g * cells]."""
@@ -73,15 +76,90 @@ class PixelHead(torch.nn.Module):
         x = self.proj(tokens).view(b, g, g, c, p, p)
         return x.permute(0, 3, 1, 4, 2, 5).reshape(b, c, g * p, g * p)
 
+    def add_position(self, grid: int) -> None:
+        """Give the head a position reader for a ``grid`` x ``grid`` token map (kept if it has one already)."""
+        if self.position is None:
+            self.position = torch.nn.Linear(self.proj.in_features, 2 * grid)
+
+    def position_loss(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of reading each patch token's own row and column [B, N, D] -> scalar (log g: guessing).
+
+        A language model finds a structure's box by attending to the tokens that show it and reading where they
+        are; it can do that only if the tokens still say where they are after the tower's layers (a pre-trained
+        SigLIP's do). A dense task alone lets the tower forget it: each token then only has to describe its own
+        patch. This linear reader keeps the row and column (0 at the top / image left) linearly readable.
+        """
+        if self.position is None:
+            raise ValueError("this pixel head has no position reader (add_position)")
+        b, n, _ = tokens.shape
+        g = self.position.out_features // 2
+        if n != g * g:
+            raise ValueError(f"the position reader is for {g} x {g} tokens, got {n}")
+        logits = self.position(tokens).view(b * n, 2, g)
+        index = torch.arange(n, device=tokens.device)
+        target = torch.stack([index // g, index % g], dim=1).repeat(b, 1)  # [B * N, 2]: row, column
+        return F.cross_entropy(logits.flatten(0, 1), target.flatten())
+
 
 def tower_of(model):
-    """The SigLIP vision tower inside a ``PaliGemmaForConditionalGeneration``."""
+    """The SigLIP vision tower inside a ``PaliGemmaForConditionalGeneration`` (or a ``PeftModel`` wrapping one)."""
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model
     return model.model.vision_tower
 
 
 def tower_logits(tower, head: PixelHead, pixels: torch.Tensor) -> torch.Tensor:
     """Per-structure logits [B, C, s, s] (s: the head's map side) for processor-normalised pixels [B, 3, S, S]."""
     return head(tower(pixel_values=pixels).last_hidden_state)
+
+
+def dense_loss(tower, head: PixelHead, images: torch.Tensor, targets: torch.Tensor,
+               position_weight: float = 0.0) -> tuple[torch.Tensor, dict]:  # fmt: skip
+    """The tower's dense pre-training loss on one batch, and its parts as floats.
+
+    ``images`` [B, 1, S, S] in [0, 1], ``targets`` [B, C, s, s] in [0, 1] (``AugmentedBatches``). The loss is the
+    pixel head's Dice + BCE (``train.unet.loss_fn``) plus ``position_weight`` x ``PixelHead.position_loss``.
+    Returns ``(loss, {"dense_loss": ..., "position_loss": ...})``, the second only when the weight is not 0.
+    """
+    tokens = tower(pixel_values=to_pixels(images)).last_hidden_state
+    loss = loss_fn(head(tokens), targets)
+    parts = {"dense_loss": float(loss.detach())}
+    if position_weight:
+        position = head.position_loss(tokens)
+        parts["position_loss"] = float(position.detach())
+        loss = loss + position_weight * position
+    return loss, parts
+
+
+def tower_input(image: Image.Image | np.ndarray, size: int) -> torch.Tensor:
+    """A radiograph (any mode or dtype ``grey_image`` reads) -> the tower's input [1, 3, size, size] in [-1, 1]."""
+    x = torch.from_numpy(grey_levels(grey_image(image)))[None, None]
+    return to_pixels(F.interpolate(x, size=(size, size), mode="bilinear", antialias=True))
+
+
+@torch.no_grad()
+def position_readability(tower, pixels: torch.Tensor) -> dict:
+    """How well a linear probe reads each patch token's own row and column: held-out R^2 (1: exactly, 0: not).
+
+    ``pixels`` [B, 3, S, S] (processor-normalised). The probe (least squares with a bias) is fitted on the tokens
+    of the even-numbered images and scored on the odd ones. A pre-trained SigLIP's tokens keep their position; a
+    tower trained only on a dense task may not (see ``PixelHead.position_loss``).
+
+    Raises:
+        ValueError: fewer than 2 (D + 1) tokens to fit on (the probe would fit noise): give more images.
+    """
+    tokens = tower(pixel_values=pixels).last_hidden_state.double()  # [B, N, D]
+    b, n, d = tokens.shape
+    if (b + 1) // 2 * n < 2 * (d + 1):
+        raise ValueError(f"{b} images of {n} tokens are too few to fit a probe of {d + 1} weights per output")
+    g = int(round(n**0.5))
+    index = torch.arange(n)
+    where = torch.stack([index // g, index % g], dim=1).double().expand(b, n, 2)
+    design = torch.cat([tokens, torch.ones(b, n, 1, dtype=tokens.dtype)], dim=2)
+    fit, held = design[0::2].flatten(0, 1), design[1::2].flatten(0, 1)
+    solution = torch.linalg.lstsq(fit, where[0::2].flatten(0, 1)).solution
+    truth = where[1::2].flatten(0, 1)
+    r2 = 1 - (truth - held @ solution).pow(2).sum(0) / (truth - truth.mean(0)).pow(2).sum(0)
+    return {"row": round(float(r2[0]), 3), "column": round(float(r2[1]), 3)}
 
 
 def to_pixels(images: torch.Tensor) -> torch.Tensor:
@@ -118,6 +196,11 @@ class VisionPretrainConfig:
         default="",
         metadata={"help": "A VLM folder whose tower to continue, keeping its language model (sizes: the folder's)."},
     )
+    position_weight: float = field(
+        default=0.0,
+        metadata={"help": "Also train every patch token to say its own row and column, with this weight "
+                          "(PixelHead.position_loss). 0: off."},
+    )
     projector_images: int = field(
         default=512, metadata={"help": "With --init_from: augmented corpus images the projector is re-fitted on."}
     )
@@ -127,6 +210,8 @@ class VisionPretrainConfig:
             raise ValueError("max_steps, batch_size, save_steps and logging_steps must be at least 1")
         if not (self.learning_rate > 0 and np.isfinite(self.learning_rate)):
             raise ValueError(f"--learning_rate must be a positive number, got {self.learning_rate}")
+        if not (self.position_weight >= 0 and np.isfinite(self.position_weight)):
+            raise ValueError(f"--position_weight must be a finite number >= 0, got {self.position_weight}")
 
     def spec(self) -> TinySpec:
         """The tiny model's sizes."""
@@ -160,7 +245,8 @@ def pretrain(config: VisionPretrainConfig) -> dict:
     config = sizes_of(model, config)
     before = copy.deepcopy(model.model).eval() if config.init_from else None  # what the language model reads now
     tower = tower_of(model).train()
-    head = PixelHead(config.hidden, config.cells, structures)
+    grid = config.image_size // TinySpec.patch_size if config.position_weight else 0
+    head = PixelHead(config.hidden, config.cells, structures, grid)
     params = [*tower.parameters(), *head.parameters()]
     optimiser = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.01)
     step, history, seconds_before = 0, [], 0.0
@@ -186,7 +272,7 @@ def pretrain(config: VisionPretrainConfig) -> dict:
         progress = max(step / config.max_steps, minutes / config.max_minutes if config.max_minutes else 0.0)
         for group in optimiser.param_groups:
             group["lr"] = config.learning_rate * _schedule(progress)
-        loss = loss_fn(tower_logits(tower, head, to_pixels(images)), targets)
+        loss, parts = dense_loss(tower, head, images, targets, config.position_weight)
         optimiser.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -194,6 +280,7 @@ def pretrain(config: VisionPretrainConfig) -> dict:
         step += 1
         if step % config.logging_steps == 0 or step == config.max_steps:
             history.append({"step": step, "loss": round(float(loss.detach()), 5),
+                            **{k: round(v, 5) for k, v in parts.items() if k != "dense_loss"},
                             "minutes": round((time.monotonic() - start) / 60, 2)})  # fmt: skip
             print(json.dumps(history[-1]), flush=True)
         if step % config.save_steps == 0:
@@ -346,7 +433,8 @@ def load_pixel_head(path: str | Path) -> PixelHead:
         meta = f.metadata()
         state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
     cells, structures = int(meta["cells"]), json.loads(meta["structures"])
-    head = PixelHead(state["proj.weight"].shape[1], cells, structures)
+    grid = state["position.weight"].shape[0] // 2 if "position.weight" in state else 0
+    head = PixelHead(state["proj.weight"].shape[1], cells, structures, grid)
     head.load_state_dict(state)
     return head
 
@@ -374,9 +462,7 @@ class TowerSegmenter:
         """See ``chexanatomy.inference.Segmenter.segment``."""
         names = resolve_names(structures, self.structures)
         grey = grey_image(image)
-        x = torch.from_numpy(grey_levels(grey))[None, None]
-        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True)
-        logits = tower_logits(self.tower, self.head, to_pixels(x))
+        logits = tower_logits(self.tower, self.head, tower_input(grey, self.size))
         logits = F.interpolate(logits, size=(grey.size[1], grey.size[0]), mode="bilinear")[0]
         out = {}
         for name in names:
