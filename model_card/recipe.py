@@ -67,7 +67,9 @@ def vision_tower_row(record: TrainingRecord) -> tuple[str, str]:
 
     def tower_in(stage: TrainingRecord) -> str:
         if stage.trainer == "train.vision_pretrain":
-            return "pre-trained as a dense predictor of every structure"
+            words = "pre-trained as a dense predictor of every structure"
+            weight = stage.options.get("position_weight") if isinstance(stage.options, dict) else None
+            return words + (f" and of each token's own position (weight {weight:g})" if weight else "")
         if "vision tower" in stage.frozen:
             return "frozen"
         anatomy, words = anatomy_options(stage), "trained"
@@ -75,6 +77,8 @@ def vision_tower_row(record: TrainingRecord) -> tuple[str, str]:
             words += f" at {anatomy['vision_lr_scale']:g} x the learning rate"
         if anatomy.get("dense_weight"):
             words += f" with its dense pre-training loss kept on at weight {anatomy['dense_weight']:g}"
+        if anatomy.get("position_weight"):
+            words += f" and each token taught its own position at weight {anatomy['position_weight']:g}"
         return words
 
     return ("vision tower", by_stage(record, tower_in))

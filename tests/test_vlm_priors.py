@@ -443,6 +443,14 @@ def test_the_card_says_what_each_stage_did_to_the_vision_tower():
     assert vision_tower_row(record(tower, frozen_sft, joint))[1].endswith(
         "then frozen (stage 2), then trained at 0.3 x the learning rate with its dense pre-training loss kept on at "
         "weight 1 (stage 3)")
+    placed = SimpleNamespace(trainer="train.sft", frozen=[], options={"anatomy": {
+        "train_vision": True, "vision_lr_scale": 1.0, "dense_weight": 1.0, "position_weight": 0.5}})
+    assert vision_tower_row(record(tower, joint, placed))[1].endswith(
+        "then trained with its dense pre-training loss kept on at weight 1 and each token taught its own position at "
+        "weight 0.5 (stage 3)")
+    placed_tower = SimpleNamespace(trainer="train.vision_pretrain", frozen=[], options={"position_weight": 2.0})
+    assert vision_tower_row(record(placed_tower, frozen_sft))[1].startswith(
+        "pre-trained as a dense predictor of every structure and of each token's own position (weight 2) (stage 1)")
 
 
 def test_conditioning_the_projector_changes_no_image_token():
