@@ -15,11 +15,12 @@ Conventions shared by both model kinds:
 
 For the VLM, all requested structures of one image are answered by one batched ``generate`` call that runs the
 vision tower once: the image features are computed once and handed to every prompt of the batch through
-transformers' ``mm_encoder_outputs`` (instead of re-encoding the same pixels once per prompt). Decoding is greedy;
-answers are decoded with the model's own codec (``mask_codec/`` in its folder, else the bundled default). An answer
-that breaks the token contract is returned with ``valid=False`` and an empty mask, never raised; generation is
-constrained to the contract by default (``chexanatomy.answer_contract``), so that happens only with
-``constrained=False``.
+transformers' ``mm_encoder_outputs`` (instead of re-encoding the same pixels once per prompt). Decoding is greedy,
+or a beam search when the model folder's ``generation_config.json`` sets ``num_beams`` (or ``VLMSegmenter`` is
+given it; the contract follows every beam). Answers are decoded with the model's own codec (``mask_codec/`` in its
+folder, else the bundled default). An answer that breaks the token contract is returned with ``valid=False`` and
+an empty mask, never raised; generation is constrained to the contract by default (``chexanatomy.answer_contract``),
+so that happens only with ``constrained=False``.
 """
 
 from __future__ import annotations
@@ -160,7 +161,12 @@ class VLMSegmenter:
         max_new_tokens: answer length cap for unconstrained generation; one object is 4 + 16 + name tokens.
         constrained: generate through ``chexanatomy.answer_contract.AnswerContract`` (default): every answer is
             inside the token contract by construction, and long enough to finish. False gives the model's raw
-            greedy answers (to measure how often they break the contract).
+            answers (to measure how often they break the contract).
+        num_beams: beam search over this many answers per prompt (``generate(num_beams=...)``); 1: greedy; None
+            (default): what the model folder's ``generation_config.json`` says, as ``generate`` would for a user
+            of ``transformers`` alone (1 if it says nothing). The answer with the highest total log-probability
+            wins, so a box is chosen together with its 16 codes, not one token at a time; it costs about
+            ``num_beams`` x the decoding time.
     """
 
     kind = "vlm"
@@ -174,11 +180,20 @@ class VLMSegmenter:
         batch_size: int = 128,
         max_new_tokens: int = 32,
         constrained: bool = True,
+        num_beams: int | None = None,
     ):
+        if num_beams is not None and (not isinstance(num_beams, int) or isinstance(num_beams, bool) or num_beams < 1):
+            raise ValueError(f"num_beams must be a whole number >= 1, got {num_beams!r}")
         self.model, self.processor, self.tokenizer = model.eval(), processor, tokenizer
+        self.num_beams = num_beams
         self.processor.tokenizer.padding_side = "left"  # generation appends on the right
         self.structures = list(structures or default_vlm_structures())
         self.batch_size, self.max_new_tokens, self.constrained = batch_size, max_new_tokens, constrained
+
+    @property
+    def beams(self) -> int:
+        """The beam width ``generate`` runs with: ``num_beams``, else the model's generation config's (1: greedy)."""
+        return self.num_beams or getattr(_paligemma(self.model).generation_config, "num_beams", None) or 1
 
     def segment(
         self,
@@ -187,7 +202,7 @@ class VLMSegmenter:
         task: str = "segment",
         prompt_names: list[str] | None = None,
     ) -> dict[str, Prediction]:
-        """Greedy answers to ``{task} {display name}``, one prompt per structure, decoded at the image's size.
+        """Answers to ``{task} {display name}``, one prompt per structure, decoded at the image's size.
 
         Args:
             image: the radiograph (see the module docstring).
@@ -213,7 +228,7 @@ class VLMSegmenter:
 
     @torch.no_grad()
     def generate_answers(self, image: Image.Image, prompts: list[str]) -> list[str]:
-        """Greedy answers (special tokens kept: ``<loc>``/``<seg>``) to ``prompts`` about one image, in order."""
+        """Answers (special tokens kept: ``<loc>``/``<seg>``) to ``prompts`` about one image, in order."""
         pixels = self.processor.image_processor(image.convert("RGB"), return_tensors="pt")["pixel_values"]
         features = self._image_features(pixels)
         answers = []
@@ -249,7 +264,8 @@ class VLMSegmenter:
         if self.constrained:
             contract = AnswerContract.for_prompts(self.processor.tokenizer, prompts, inputs["input_ids"].shape[1])
             budget = {"max_new_tokens": contract.max_new_tokens, "logits_processor": LogitsProcessorList([contract])}
-        out = self.model.generate(**inputs, **budget, do_sample=False)
+        beams = {} if self.num_beams is None else {"num_beams": self.num_beams}
+        out = self.model.generate(**inputs, **budget, **beams, do_sample=False)
         return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
@@ -298,7 +314,7 @@ def load_segmenter(
         codec: the mask codec (default: the folder's ``mask_codec/``, else the bundled codec).
         base_model: the base of a LoRA adapter when its adapter config does not name a reachable one.
         local_only: never look anything up on the Hub, whatever the name (``chexanatomy.locate``).
-        kwargs: passed to ``VLMSegmenter`` (batch_size, max_new_tokens, structures).
+        kwargs: passed to ``VLMSegmenter`` (batch_size, max_new_tokens, structures, constrained, num_beams).
 
     Raises:
         FileNotFoundError: naming the path, when a local path has no model in it, or does not exist and is not a Hub

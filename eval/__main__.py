@@ -98,6 +98,10 @@ class EvalConfig:
     )
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu or cuda."})
     max_new_tokens: int = field(default=32, metadata={"help": "VLM answer length cap (one object: 4 + 16 + name)."})
+    num_beams: int | None = field(
+        default=None,
+        metadata={"help": "VLM beam width (1: greedy); default what the model folder's generation_config.json says."},
+    )
     vlm_unconstrained_check: bool = field(
         default=True,
         metadata={
@@ -110,6 +114,8 @@ class EvalConfig:
         unknown = [s for s in self.studies if s not in STUDIES]
         if unknown:
             raise ValueError(f"--studies: unknown {unknown}; choose from {STUDIES}")
+        if self.num_beams is not None and self.num_beams < 1:
+            raise ValueError(f"--num_beams must be at least 1, got {self.num_beams}")
         for kind in ("vlm", "unet"):
             model_source(getattr(self, kind), kind)  # a bundled name of the other kind is a usage error
         if self.vlm.lower() == "none" and self.unet.lower() == "none":
@@ -129,7 +135,7 @@ def load_models(config: EvalConfig) -> dict:
     sources = {"vlm": model_source(config.vlm, "vlm"), "unet": model_source(config.unet, "unet")}
     if config.local_only:  # resolved here, so the loader gets a folder that exists and looks nothing up
         sources = {k: src and locate_model(src, SEGMENTER_MARKERS, local_only=True) for k, src in sources.items()}
-    options = {"vlm": {"max_new_tokens": config.max_new_tokens}, "unet": {}}
+    options = {"vlm": {"max_new_tokens": config.max_new_tokens, "num_beams": config.num_beams}, "unet": {}}
     return {k: load_segmenter(src, device=config.device, **options[k]) for k, src in sources.items() if src}
 
 
@@ -221,7 +227,8 @@ def run(config: EvalConfig, argv: list[str] | None = None) -> dict:
         "command": "python -m eval " + shlex.join(argv or []),
         "config": asdict(config),
         "models": [
-            {"id": k, "kind": s.kind, "source": getattr(config, k), "parameters": _parameters(s)}
+            {"id": k, "kind": s.kind, "source": getattr(config, k), "parameters": _parameters(s),
+             **({"num_beams": s.beams} if s.kind == "vlm" else {})}  # fmt: skip
             for k, s in models.items()
         ],
         "evaluations": evaluations,

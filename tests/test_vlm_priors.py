@@ -63,6 +63,47 @@ def test_constrained_answers_are_valid_whatever_the_logits(processor, seed):
         assert all(o.box_yxyx[2] > o.box_yxyx[0] and o.box_yxyx[3] > o.box_yxyx[1] for o in objects), answer
 
 
+@pytest.mark.parametrize("beams", [2, 3])
+def test_every_beam_of_every_prompt_stays_inside_the_contract(processor, beams):
+    """generate(num_beams=k) hands the contract k consecutive rows per prompt: each follows its own prompt's plan."""
+    tokenizer = processor.tokenizer
+    prompts = ["segment left lung", "detect heart ; aorta"]
+    contract = AnswerContract.for_prompts(tokenizer, prompts, prompt_length=5)
+    answers = tokenizer.batch_decode(_generate_with_random_logits(contract, 5, len(prompts) * beams, seed=beams),
+                                     skip_special_tokens=True)  # fmt: skip
+    codec_tokens = default_tokenizer(load_codec("default"))
+    for row, answer in enumerate(answers):
+        task, names = parse_prompt(prompts[row // beams])
+        objects = codec_tokens.decode(answer, (64, 64)) if task == "segment" else decode_detections(answer, (64, 64))
+        assert [o.name for o in objects] == names and all(o.valid for o in objects), answer
+    with pytest.raises(ValueError, match="multiple"):
+        contract(torch.zeros(3, 5, dtype=torch.long), torch.zeros(3, 1794))
+
+
+def test_a_beam_search_answers_through_the_contract_and_comes_from_the_folder(processor, tmp_path):
+    """VLMSegmenter(num_beams=k) runs a valid beam search; without it, the folder's generation_config decides."""
+    from chexanatomy.inference import VLMSegmenter, load_segmenter
+    from train.sft import set_generation_defaults
+
+    model = build_model(processor, SPEC).eval()
+    tokens = default_tokenizer(load_codec("default"))
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 72), dtype=np.uint8))
+    greedy = VLMSegmenter(model, processor, tokens, structures=["heart", "lung_left"])
+    beam = VLMSegmenter(model, processor, tokens, structures=["heart", "lung_left"], num_beams=3)
+    assert greedy.beams == 1 and beam.beams == 3
+    for prediction in beam.segment(image).values():
+        assert prediction.valid and prediction.mask.shape == (80, 72)
+    with pytest.raises(ValueError, match="num_beams"):
+        VLMSegmenter(model, processor, tokens, num_beams=0)
+    set_generation_defaults(model, num_beams=3)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded = load_segmenter(tmp_path, device="cpu", local_only=True, structures=["heart", "lung_left"])
+    assert loaded.beams == 3 and json.loads((tmp_path / "generation_config.json").read_text())["num_beams"] == 3
+    assert {n: p.answer for n, p in loaded.segment(image).items()} == {n: p.answer for n, p in
+                                                                       beam.segment(image).items()}  # fmt: skip
+
+
 def test_the_far_edge_always_has_room(processor):
     """y0 = 1023 would leave no room for y1 > y0: the contract never offers it, even when the model wants it."""
     tokenizer = processor.tokenizer

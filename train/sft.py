@@ -119,6 +119,10 @@ class AnatomyArguments:
     vision_lr_scale: float = field(
         default=1.0, metadata={"help": "The vision tower's learning rate as a fraction of --learning_rate."}
     )
+    num_beams: int = field(
+        default=1,
+        metadata={"help": "Beam width written into the output's generation_config.json (1: greedy decoding)."},
+    )
     merge: bool = field(default=False, metadata={"help": "Also save the LoRA-merged model under merged/."})
     loss_on_answer_only: bool = field(default=True, metadata={"help": "Logits only at answer positions (memory)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
@@ -134,6 +138,8 @@ class AnatomyArguments:
             raise ValueError(f"--position_weight must be a finite number >= 0, got {self.position_weight}")
         if self.position_weight and not self.dense_weight:
             raise ValueError("--position_weight is a part of the dense loss: set --dense_weight too")
+        if self.num_beams < 1:
+            raise ValueError(f"--num_beams must be at least 1, got {self.num_beams}")
         if not (self.vision_lr_scale > 0 and math.isfinite(self.vision_lr_scale)):
             raise ValueError(f"--vision_lr_scale must be a positive number, got {self.vision_lr_scale}")
         if self.dense_weight and (self.lora or not self.train_vision or not self.loss_on_answer_only):
@@ -222,19 +228,20 @@ def load_splits(args: AnatomyArguments):
 MAX_NEW_TOKENS = 512  # a bare generate() must finish an answer: 20 structures x (4 + 16 + name + " ; ") tokens
 
 
-def set_generation_defaults(model) -> None:
-    """Greedy decoding up to ``MAX_NEW_TOKENS`` in the saved ``generation_config.json``.
+def set_generation_defaults(model, num_beams: int = 1) -> None:
+    """Deterministic decoding up to ``MAX_NEW_TOKENS`` in the saved ``generation_config.json``.
 
-    transformers' default is 20 new tokens: a box and codes, no name, no ``<eos>``.
+    Greedy, or a beam search over ``num_beams`` answers; ``chexanatomy.inference`` and a bare ``generate`` both
+    follow it. transformers' default is 20 new tokens: a box and codes, no name, no ``<eos>``.
     """
     config = model.generation_config
-    config.max_new_tokens, config.do_sample = MAX_NEW_TOKENS, False
+    config.max_new_tokens, config.do_sample, config.num_beams = MAX_NEW_TOKENS, False, num_beams
 
 
 def save_outputs(trainer: SFTTrainer, processor, args: AnatomyArguments, sft: SFTConfig) -> Path:
     """Adapter or model + processor + codec + ``TrainingRecord`` + metrics in ``sft.output_dir``."""
     out = Path(sft.output_dir)
-    set_generation_defaults(trainer.model)
+    set_generation_defaults(trainer.model, args.num_beams)
     trainer.save_model(str(out))
     processor.save_pretrained(str(out))
     codec_dir = DEFAULT_CODEC_DIR if args.codec == "default" else Path(args.codec)

@@ -87,11 +87,18 @@ class AnswerContract(LogitsProcessor):
         return cls(plans, loc0, seg0, prompt_length, tokenizer.pad_token_id)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        """``scores`` [B, V] with every token the contract forbids next set to -inf (``input_ids`` [B, L]: so far)."""
+        """``scores`` [B, V] with every token the contract forbids next set to -inf (``input_ids`` [B, L]: so far).
+
+        B is the number of prompts, or k times it when ``generate`` expands each prompt into k consecutive rows
+        (beam search with ``num_beams=k``, or ``num_return_sequences=k``): row r then follows prompt r // k.
+        """
         step = input_ids.shape[1] - self.prompt_length
+        rows, prompts = scores.shape[0], len(self.plans)
+        if rows % prompts:
+            raise ValueError(f"{rows} rows of scores for {prompts} prompts: expected a multiple")
         allowed = torch.zeros_like(scores, dtype=torch.bool)
-        for row, plan in enumerate(self.plans):
-            lo, hi = self._allowed(plan, step, input_ids[row])
+        for row in range(rows):
+            lo, hi = self._allowed(self.plans[row // (rows // prompts)], step, input_ids[row])
             allowed[row, lo:hi] = True
         return scores.masked_fill(~allowed, float("-inf"))
 
