@@ -91,8 +91,9 @@ def test_a_beam_search_answers_through_the_contract_and_comes_from_the_folder(pr
     greedy = VLMSegmenter(model, processor, tokens, structures=["heart", "lung_left"])
     beam = VLMSegmenter(model, processor, tokens, structures=["heart", "lung_left"], num_beams=3)
     assert greedy.beams == 1 and beam.beams == 3
-    beam_answers = {n: p.answer for n, p in beam.segment(image).items()}
-    for prediction in beam.segment(image).values():
+    beam_predictions = beam.segment(image)
+    beam_answers = {n: p.answer for n, p in beam_predictions.items()}
+    for prediction in beam_predictions.values():
         assert prediction.valid and prediction.mask.shape == (80, 72)
     # the seeded model answers differently greedy: the folder check below can tell the two apart
     assert {n: p.answer for n, p in greedy.segment(image).items()} != beam_answers
