@@ -535,7 +535,8 @@ def test_a_refitted_projector_has_no_weight_along_the_null_direction():
 
 def test_answer_training_can_keep_the_tower_seeing(phantom_corpus, tmp_path):
     """--dense_weight: the tower trains on answers and on its dense loss (logged), at --vision_lr_scale x the lr; the
-    pixel head trains too and is kept beside every checkpoint and in the output; a resumed run goes on."""
+    pixel head trains too and is kept beside every checkpoint and in the output; a resumed run goes on (grown by
+    --grow_text_layers before its checkpoint is restored)."""
     from trl import SFTConfig
 
     from train.sft import AnatomyArguments, build_trainer, train
@@ -547,7 +548,7 @@ def test_answer_training_can_keep_the_tower_seeing(phantom_corpus, tmp_path):
                                   num_workers=0))  # fmt: skip
     args = AnatomyArguments(model_name_or_path=str(tower_dir), corpus_dir=str(phantom_corpus), lora=False,
                             train_vision=True, dense_weight=1.0, position_weight=1.0,
-                            vision_lr_scale=0.1)  # fmt: skip
+                            vision_lr_scale=0.1, grow_text_layers=1)  # fmt: skip
 
     def sft(steps):
         return SFTConfig(output_dir=str(tmp_path / "vlm"), max_steps=steps, per_device_train_batch_size=2,
@@ -572,6 +573,7 @@ def test_answer_training_can_keep_the_tower_seeing(phantom_corpus, tmp_path):
     patches = [tower_of(AutoModelForImageTextToText.from_pretrained(f)).embeddings.patch_embedding.weight
                for f in (tower_dir, out)]  # fmt: skip
     assert not torch.equal(*patches)
+    assert json.loads((out / "config.json").read_text())["text_config"]["num_hidden_layers"] == 2
     train(args, sft(3))  # resumes from checkpoint-2, head included
     assert json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["global_step"] == 3
     record = read_training_record(out)
@@ -583,10 +585,58 @@ def test_answer_training_can_keep_the_tower_seeing(phantom_corpus, tmp_path):
     [(dict(dense_weight=1.0), "--train_vision true"), (dict(dense_weight=-1.0, train_vision=True), "dense_weight"),
      (dict(vision_lr_scale=0.0, train_vision=True), "vision_lr_scale"),
      (dict(position_weight=1.0, train_vision=True), "set --dense_weight too"),
-     (dict(position_weight=float("nan"), dense_weight=1.0, train_vision=True), "position_weight")],
+     (dict(position_weight=float("nan"), dense_weight=1.0, train_vision=True), "position_weight"),
+     (dict(grow_text_layers=-1), "grow_text_layers"), (dict(grow_text_layers=2, lora=True), "--lora false")],
 )  # fmt: skip
 def test_dense_options_that_cannot_work_are_refused(options, message):
     from train.sft import AnatomyArguments
 
     with pytest.raises(ValueError, match=message):
-        AnatomyArguments(model_name_or_path="x", lora=False, **options)
+        AnatomyArguments(model_name_or_path="x", **{"lora": False, **options})
+
+
+def test_a_grown_language_model_answers_as_before_and_its_new_layers_learn(processor, tmp_path):
+    """--grow_text_layers: gated copies leave every logit and every generated answer as they were, survive a
+    save/load as a plain PaliGemma, and open under the first optimiser step."""
+    from train.grow import grow_text_layers, growth_sources
+
+    spec = replace(SPEC, text_layers=2)
+    model = build_model(processor, spec).eval()
+    with torch.no_grad():  # trained-looking norms, so a copy is not an identity by accident
+        for name, p in model.named_parameters():
+            if "layernorm" in name and "language_model" in name:
+                p.normal_(0, 0.5)
+    prompts = ["segment left lung", "detect heart ; aorta"]
+    images = [np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8) for i in range(2)]
+    inputs = processor(text=[f"<image>{p}" for p in prompts], images=images, return_tensors="pt", padding="longest")
+    contract = AnswerContract.for_prompts(processor.tokenizer, prompts, inputs["input_ids"].shape[1])
+
+    def logits_and_answers(m):
+        with torch.no_grad():
+            logits = m(**inputs).logits
+            answers = m.generate(**inputs, logits_processor=LogitsProcessorList([contract]),
+                                 max_new_tokens=contract.max_new_tokens, do_sample=False)  # fmt: skip
+        return logits, answers
+
+    before = logits_and_answers(model)
+    assert grow_text_layers(model, 2) == [1, 3]
+    assert model.config.text_config.layer_types == ["sliding_attention"] * 2 + ["full_attention"] * 2
+    grown = logits_and_answers(model)
+    torch.testing.assert_close(grown[0], before[0], rtol=0, atol=1e-5)
+    assert torch.equal(grown[1], before[1])
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    assert loaded.config.text_config.num_hidden_layers == 4
+    torch.testing.assert_close(logits_and_answers(loaded)[0], before[0], rtol=0, atol=1e-5)
+
+    model.train()
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(**inputs).logits[..., :50].logsumexp(-1).mean().backward()
+    gates = [model.model.language_model.layers[i].post_feedforward_layernorm.weight for i in (1, 3)]
+    assert all(g.grad.abs().sum() > 0 for g in gates)
+    optimiser.step()
+    assert all((g > -1).any() for g in gates)
+    model.eval()
+    assert not torch.allclose(logits_and_answers(model)[0], before[0], atol=1e-3)
+    with pytest.raises(ValueError, match="1 to 2"):
+        growth_sources(2, 3)

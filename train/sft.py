@@ -37,6 +37,7 @@ from chexanatomy.training_record import read_training_record, sft_record
 from .augment import RadiographAugmentation
 from .collator import AnatomyCollator, lazy_masks
 from .dense_aux import DenseAuxiliary, dense_trainer_class
+from .grow import grow_text_layers
 from .lm_loss import LORA_TARGETS, VISION_LORA_TARGETS
 from .loc_prior import init_loc_embeddings, loc_smoothing, untie_output_embeddings
 from .vision_pretrain import HEAD_FILE, condition_projector, load_pixel_head
@@ -95,6 +96,13 @@ class AnatomyArguments:
             "from the input rows (the tied copy bias: x0 == y0; train.loc_prior). Implied by --loc_init."
         },
     )
+    grow_text_layers: int = field(
+        default=0,
+        metadata={
+            "help": "Insert this many decoder layers first, each a copy of the layer before it with its output gates "
+            "closed, so the answers start unchanged (train.grow). 0: the model's own depth."
+        },
+    )
     loc_sigma: float = field(
         default=0.0, metadata={"help": "Soft <loc> targets: Gaussian over bins with this std in bins (0: hard)."}
     )
@@ -138,6 +146,10 @@ class AnatomyArguments:
             raise ValueError(f"--position_weight must be a finite number >= 0, got {self.position_weight}")
         if self.position_weight and not self.dense_weight:
             raise ValueError("--position_weight is a part of the dense loss: set --dense_weight too")
+        if self.grow_text_layers < 0:
+            raise ValueError(f"--grow_text_layers must be 0 or more, got {self.grow_text_layers}")
+        if self.grow_text_layers and self.lora:
+            raise ValueError("--grow_text_layers adds layers LoRA would leave untrained: set --lora false")
         if self.num_beams < 1:
             raise ValueError(f"--num_beams must be at least 1, got {self.num_beams}")
         if not (self.vision_lr_scale > 0 and math.isfinite(self.vision_lr_scale)):
@@ -278,6 +290,8 @@ def build_trainer(args: AnatomyArguments, sft: SFTConfig) -> tuple[SFTTrainer, o
         init_loc_embeddings(model, processor.tokenizer)
     elif args.untie_output:
         untie_output_embeddings(model)
+    if args.grow_text_layers:
+        print(f"language model grown: new layers {grow_text_layers(model, args.grow_text_layers)}")
     if args.train_vision and not args.lora:  # the tower moves: no projector weight may amplify a null direction
         print(f"projector conditioned (weight norm): {condition_projector(model.model)}")
     freeze(model, args)
