@@ -20,6 +20,8 @@ import copy
 
 import torch
 
+from chexanatomy.cli import UsageError
+
 
 def language_model(model):
     """The Gemma 2 decoder of a PaliGemma model (bare, or under a PEFT wrapper)."""
@@ -34,7 +36,7 @@ def growth_sources(layers: int, new: int) -> list[int]:
     ([0, 1, 2, 3], [1, 3], [5])
     """
     if not 1 <= new <= layers:
-        raise ValueError(f"can grow by 1 to {layers} layers (one copy per existing layer), got {new}")
+        raise UsageError(f"--grow_text_layers: can grow by 1 to {layers} layers (one copy per existing layer), got {new}")
     return [layers - 1 - (i * layers) // new for i in range(new)][::-1]
 
 
