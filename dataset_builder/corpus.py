@@ -32,7 +32,9 @@ from .geometry import Framing, Pose, view_geometry
 from .render import RenderedView
 
 SPLITS = ("train", "validation", "test")
-FORMAT_VERSION = "2.0"  # 2.0: radiograph-like appearance (physics, processing, framing) and lung fields
+# 2.0: radiograph-like appearance (physics, processing, framing) and lung fields; 2.1: lung fields on frontal views
+# only, without the specks thin occluders cut off (dataset_builder.render.view_masks)
+FORMAT_VERSION = "2.1"
 
 
 def _features_of(record: dict) -> dict:

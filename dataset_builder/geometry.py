@@ -32,6 +32,7 @@ _VIEWS = {
     "LAT": (1800.0, 1.10, (-1, 0, 0), (0, -1, 0), (0, 0, -1)),
 }
 VIEWS = tuple(_VIEWS)
+FRONTAL_VIEWS = ("PA", "AP")  # the patient's right on the image left (radiological convention); LAT is lateral
 DETECTOR_MM = 430.0
 
 

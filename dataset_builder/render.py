@@ -17,11 +17,21 @@ import numpy as np
 import torch
 
 from chexanatomy.anatomy import LUNG_LOBES, STRUCTURES, expand_derived, leaf_members
+from chexanatomy.regions import without_specks
 from chexanatomy.subjects import stable_seed
 
 from .appearance import Appearance, attenuation_channels, display, mix_line_integrals, random_appearance
 from .ct import CTVolume, remove_outside_body
-from .geometry import Framing, Pose, ViewGeometry, framed_geometry, random_framing, rays, view_geometry
+from .geometry import (
+    FRONTAL_VIEWS,
+    Framing,
+    Pose,
+    ViewGeometry,
+    framed_geometry,
+    random_framing,
+    rays,
+    view_geometry,
+)
 from .projector import SlabProjector
 from .realism import extend_body, virtual_non_contrast
 
@@ -177,10 +187,24 @@ def projected_masks(paths: dict[str, torch.Tensor], threshold_mm: float) -> dict
     return masks
 
 
-def _masks(paths: dict[str, torch.Tensor], settings: RenderSettings) -> dict[str, np.ndarray]:
+SPECK_SHARE = 0.001  # an occluded structure's pieces under 0.1 % of the image are slivers between occluders
+
+
+def view_masks(paths: dict[str, torch.Tensor], view: str, settings: RenderSettings) -> dict[str, np.ndarray]:
+    """The targets of one view: bool [H, W] per structure of at least ``settings.min_area_px`` pixels.
+
+    A ``frontal_only`` structure (the radiographic lung fields) is left out of a lateral view. A structure with
+    occluders loses its pieces under ``SPECK_SHARE`` of the image (a PA lung field, about 12 % of the image, kept 3-4
+    specks of a few pixels where thin occluders crossed it), so ``lung_fields`` stays the union of the two sides.
+    """
     out = {}
     for name, mask in projected_masks(paths, settings.mask_threshold_mm).items():
+        structure = STRUCTURES[name]
+        if structure.frontal_only and view not in FRONTAL_VIEWS:
+            continue
         mask = mask.cpu().numpy()
+        if structure.occluders:
+            mask = without_specks(mask, max(1, round(SPECK_SHARE * mask.size)))
         if int(mask.sum()) >= settings.min_area_px:
             out[name] = mask
     return out
@@ -237,6 +261,6 @@ def render_subject(
         paths = structure_paths(proj.path_mm[0], proj.label_ids, id_to_structure)
         line = mix_line_integrals(proj.line_integral[0], plan.appearance)
         image = display(line, plan.appearance, plan.rng, plan.geometry.pixel_mm)
-        masks = _masks(paths, settings)
+        masks = view_masks(paths, plan.view, settings)
         out.append(RenderedView(image, masks, plan.geometry, plan.pose, plan.appearance, plan.pose_index, plan.framing))
     return out

@@ -25,8 +25,7 @@ from PIL import Image
 
 from chexanatomy.cli import one_line
 from chexanatomy.inference import Segmenter
-
-from .real_eval import largest_component
+from chexanatomy.regions import largest_component
 
 MAIN_COMPONENT_SHARE = 0.9
 LUNG_AREA = (0.10, 0.35)

@@ -21,11 +21,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from scipy import ndimage
 from tqdm.auto import tqdm
 
 from chexanatomy.anatomy import LUNG_FIELD_OCCLUDERS, LUNGS
 from chexanatomy.inference import Segmenter
+from chexanatomy.regions import largest_component
 
 from .box_statistics import box_statistics
 from .real_cxr import LUNG_DEFINITIONS, radiographic_lung_field
@@ -34,16 +34,6 @@ from .scores import score_structures
 SIDES = {**{side: (side,) for side in LUNGS}, "lungs": LUNGS}
 FIELD_OF = {"lung_left": "lung_field_left", "lung_right": "lung_field_right"}
 OCCLUDERS_OF = {"scr": LUNG_FIELD_OCCLUDERS, "heart": ("heart",), "full": ()}  # when the model has no lung field
-
-
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """Bool [H, W]: the largest 8-connected component of ``mask`` (empty stays empty)."""
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
-    if n <= 1:
-        return np.asarray(mask, dtype=bool)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return labels == sizes.argmax()
 
 
 def _requests(known: list[str], names: list[str], definition: str) -> list[str]:

@@ -87,6 +87,15 @@ def test_lung_fields_are_the_lungs_minus_heart_mediastinum_and_abdomen(realistic
         width = m["lungs"].shape[1]
         assert centroid_yx(m["lung_field_left"])[1] > width / 2 > centroid_yx(m["lung_field_right"])[1]
         assert np.array_equal(m["lung_fields"], m["lung_field_left"] | m["lung_field_right"])
+        for side in ("left", "right"):  # one region each, as SCR draws it: no specks between thin occluders
+            assert ndimage.label(m[f"lung_field_{side}"], structure=np.ones((3, 3)))[1] == 1
+
+
+def test_a_lateral_view_has_lungs_but_no_lung_fields(embedded):
+    """SCR's lung field is a frontal definition: a lateral view's overlapping lungs would leave slivers of it."""
+    (lateral,) = render_subject(embedded, replace(REALISTIC, views=("LAT",), poses_per_view=1))
+    assert {"lung_left", "lung_right", "lungs", "heart"} <= lateral.masks.keys()
+    assert not {"lung_field_left", "lung_field_right", "lung_fields"} & lateral.masks.keys()
 
 
 def _lung_width_and_apex(view) -> tuple[float, float]:

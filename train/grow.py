@@ -36,7 +36,7 @@ def growth_sources(layers: int, new: int) -> list[int]:
     ([0, 1, 2, 3], [1, 3], [5])
     """
     if not 1 <= new <= layers:
-        raise UsageError(f"--grow_text_layers: can grow by 1 to {layers} layers (one copy per existing layer), got {new}")
+        raise UsageError(f"--grow_text_layers: can grow by 1 to {layers} layers (one copy per layer), got {new}")
     return [layers - 1 - (i * layers) // new for i in range(new)][::-1]
 
 
