@@ -28,6 +28,7 @@ class ModelFolder:
         training: ``training_config.json``: the run's ``TrainingRecord`` (earlier runs under ``initialised_from``).
         metrics: ``training_metrics.json``: the trainer's log history, a list of dicts with ``loss``/``step``.
         image_size: the processor's input side in px (``processor_config.json``), VLM only.
+        text_layers: the language model's decoder layers (``config.json``), VLM only.
     """
 
     path: Path | None = None
@@ -35,6 +36,7 @@ class ModelFolder:
     training: TrainingRecord | None = None
     metrics: list[dict] = field(default_factory=list)
     image_size: int | None = None
+    text_layers: int | None = None
 
     def stages(self) -> list[TrainingRecord]:
         """The training runs, first first; empty without a training record."""
@@ -61,12 +63,14 @@ def read_model_folder(model_dir: Path | str | None) -> ModelFolder:
         metrics = metrics.get("log_history", [])
     processor = _read_json(path / "processor_config.json") or {}
     size = processor.get("image_processor", processor).get("size", {})
+    text_config = (_read_json(path / "config.json") or {}).get("text_config") or {}
     return ModelFolder(
         path=path,
         adapter=_read_json(path / "adapter_config.json"),
         training=read_training_record(path),
         metrics=metrics,
         image_size=size.get("height") if isinstance(size, dict) else None,
+        text_layers=text_config.get("num_hidden_layers"),
     )
 
 

@@ -84,6 +84,24 @@ def vision_tower_row(record: TrainingRecord) -> tuple[str, str]:
     return ("vision tower", by_stage(record, tower_in))
 
 
+def language_model_row(record: TrainingRecord, layers: int) -> tuple[str, str]:
+    """The language model's depth, stage by stage: ``"4 layers (stages 1-8), then grown from 4 to 8 layers ..."``.
+
+    ``layers`` is the folder's depth now; each ``--grow_text_layers`` stage (train.grow) is counted back from it.
+    """
+    stages = record.stages()  # the same objects on every call
+    grown = [int(anatomy_options(stage).get("grow_text_layers") or 0) for stage in stages]
+    depth_after = {id(stage): layers - sum(grown[i + 1 :]) for i, stage in enumerate(stages)}
+
+    def depth_in(stage: TrainingRecord) -> str:
+        after, new = depth_after[id(stage)], int(anatomy_options(stage).get("grow_text_layers") or 0)
+        if new:
+            return f"grown from {after - new} to {after} layers by gated copies of its layers"
+        return f"{after} layers"
+
+    return ("language model", by_stage(record, depth_in))
+
+
 def anatomy_options(stage: TrainingRecord) -> dict:
     """A ``train.sft`` stage's ``AnatomyArguments`` as recorded; empty for other trainers and old records."""
     return stage.options.get("anatomy", {}) if isinstance(stage.options, dict) else {}
@@ -157,6 +175,7 @@ def vlm_recipe(folder: ModelFolder) -> list[tuple[str, str]]:
     if record is not None:
         rows += [
             vision_tower_row(record),
+            *([language_model_row(record, folder.text_layers)] if folder.text_layers else []),
             *loc_prior_rows(record),
             ("training corpus", f"`{record.corpus_dir}`"),
             ("structures per answer", str(record.structures_per_answer)),

@@ -1,4 +1,4 @@
-"""chexanatomy.regions: the one rule for a mask's pieces (the builder's speck removal, the evaluation's keep-largest)."""
+"""chexanatomy.regions: one rule for a mask's pieces (the builder's speck removal, the evaluation's keep-largest)."""
 
 import numpy as np
 import pytest

@@ -497,6 +497,22 @@ def test_the_card_says_what_each_stage_did_to_the_vision_tower():
         "pre-trained as a dense predictor of every structure and of each token's own position (weight 2) (stage 1)")
 
 
+def test_the_card_says_how_deep_the_language_model_was_at_each_stage():
+    from types import SimpleNamespace
+
+    from model_card.recipe import language_model_row
+
+    def stage(grow=0, trainer="train.sft"):
+        return SimpleNamespace(trainer=trainer, frozen=[], options={"anatomy": {"grow_text_layers": grow}})
+
+    stages = [stage(), stage(), SimpleNamespace(trainer="train.vision_pretrain", frozen=[], options={}), stage(4)]
+    record = SimpleNamespace(stages=lambda: stages)
+    assert language_model_row(record, 8) == ("language model", "4 layers (stages 1-3), then grown from 4 to 8 layers "
+                                                               "by gated copies of its layers (stage 4)")
+    plain = SimpleNamespace(stages=lambda: stages[:2])
+    assert language_model_row(plain, 4) == ("language model", "4 layers")
+
+
 def test_conditioning_the_projector_changes_no_image_token():
     """The weight along the one direction a LayerNorm'd token never has goes; what the language model reads stays."""
     from train.vision_pretrain import condition_projector
