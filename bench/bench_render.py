@@ -9,7 +9,7 @@ of every structure's mask against diffdrr Siddon's geometric path length (unit d
 threshold. The anchors render the same CT, view and size with their own label outputs: diffdrr's Siddon with
 ``mask_to_channels=True`` (one density-weighted channel per label), nanodrr (``pip install nanodrr``; its pure-PyTorch
 backend on the CPU, its fused Triton kernel on a GPU, 500 samples per ray) with the label map (one channel per label
-value). Writes bench/results/render_<device>.json.
+value). Writes bench/results/render_<device>.json (render_<device>-partial.json when a column was skipped).
 """
 
 from __future__ import annotations
@@ -228,7 +228,9 @@ def main():
         result.update(dice_min=min(values), dice_mean=round(float(np.mean(values)), 4), per_structure=acc)
         print(f"mask Dice vs Siddon path length > 1.5 mm: mean {np.mean(values):.4f}, min {min(values):.4f}, "
               f"{sum(v >= 0.98 for v in values)}/{len(values)} structures >= 0.98; lowest: {low}")
-    out = Path(__file__).parent / "results" / f"render_{args.device.split(':')[0]}.json"
+    # A run that skipped a column must not replace the full record the README quotes.
+    partial = "-partial" if args.skip_anchor or args.skip_nanodrr else ""
+    out = Path(__file__).parent / "results" / f"render_{args.device.split(':')[0]}{partial}.json"
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")
 

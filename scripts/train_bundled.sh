@@ -28,8 +28,10 @@ PY="$VENV/bin/python"
     --output_dir outputs/tiny_vlm_seeing_tower --learning_rate 5e-4 --max_steps 1600 --max_minutes 14
 "$PY" -m train.sft --config train/recipes/tiny_bundled_seeing.yaml --corpus_dir outputs/drr40
 "$PY" -m train.sft --config train/recipes/tiny_bundled_joint.yaml --corpus_dir outputs/drr40
-# stage 8: every patch token also taught its own row and column (tiny_bundled_position.yaml).
-"$PY" -m train.sft --config train/recipes/tiny_bundled_position.yaml --corpus_dir outputs/drr40 --output_dir outputs/tiny_vlm
+# stage 8: every patch token also taught its own row and column (tiny_bundled_position.yaml); stage 9: the language
+# model grown from 4 to 8 layers (tiny_bundled_deeper.yaml).
+"$PY" -m train.sft --config train/recipes/tiny_bundled_position.yaml --corpus_dir outputs/drr40
+"$PY" -m train.sft --config train/recipes/tiny_bundled_deeper.yaml --corpus_dir outputs/drr40 --output_dir outputs/tiny_vlm
 # U-Net stage 1: from scratch at lr 2e-3; stages 2-5 continue it (--init_from, recorded as initialised_from).
 "$PY" -m train.unet --config train/recipes/unet_bundled.yaml --corpus_dir outputs/drr40 --output_dir outputs/unet_stage1
 "$PY" -m train.unet --config train/recipes/unet_bundled.yaml --corpus_dir outputs/drr40 --output_dir outputs/unet_stage2 \
