@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-train the bundled demonstration models (chexanatomy/assets/models/) from nothing, on CPU: the 40-subject embedded
-# corpus, the tiny VLM in six stages and the U-Net in six, then their test-split figures. About 8.5 hours on 2 cores
-# (corpus 15 min, VLM 51 + 51 + 48 + 55 + 12 + 46 min, U-Net 72 + 15 + 28 + 28 + 26 + 75 min); on a GPU add --device/--bf16 flags
+# corpus, the tiny VLM in nine stages and the U-Net in six, then their test-split figures. About 11.5 hours on 2 cores
+# (corpus 15 min, VLM 51 + 51 + 48 + 55 + 12 + 46 + 45 + 48 + 75 min, U-Net 72 + 15 + 28 + 28 + 26 + 75 min); on a GPU add --device/--bf16 flags
 # as the recipes say. The shipped models ran their first stages (VLM 1-3, U-Net 1-5) on the format-1.0 corpus of
 # commit 2358aad (plain DRRs) and their last stage on the radiograph-like format-2.0 corpus; this script runs every
 # stage on the current corpus.
