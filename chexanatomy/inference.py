@@ -193,7 +193,7 @@ class VLMSegmenter:
     @property
     def beams(self) -> int:
         """The beam width ``generate`` runs with: ``num_beams``, else the model's generation config's (1: greedy)."""
-        return self.num_beams or getattr(_paligemma(self.model).generation_config, "num_beams", None) or 1
+        return self.num_beams or getattr(paligemma_of(self.model).generation_config, "num_beams", None) or 1
 
     def segment(
         self,
@@ -238,7 +238,7 @@ class VLMSegmenter:
 
     def _image_features(self, pixels: torch.Tensor):
         """The vision tower + projector output for one image [1, 3, S, S], or None when generate cannot take it."""
-        base = _paligemma(self.model)
+        base = paligemma_of(self.model)
         if not accepts_image_features(base):
             return None  # a transformers without `mm_encoder_outputs`: fall back to re-encoding per prompt
         return base.get_image_features(pixels.to(base.device, base.dtype), return_dict=True)
@@ -269,7 +269,7 @@ class VLMSegmenter:
         return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
-def _paligemma(model):
+def paligemma_of(model):
     """The ``PaliGemmaForConditionalGeneration`` inside a possible ``PeftModel`` wrapper."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 

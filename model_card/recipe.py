@@ -91,13 +91,14 @@ def language_model_row(record: TrainingRecord, layers: int) -> tuple[str, str]:
     """
     stages = record.stages()  # the same objects on every call
     grown = [int(anatomy_options(stage).get("grow_text_layers") or 0) for stage in stages]
-    depth_after = {id(stage): layers - sum(grown[i + 1 :]) for i, stage in enumerate(stages)}
+    words = {}
+    for i, (stage, new) in enumerate(zip(stages, grown, strict=True)):
+        after = layers - sum(grown[i + 1 :])
+        grew = f"grown from {after - new} to {after} layers by gated copies of its layers"
+        words[id(stage)] = grew if new else f"{after} layers"
 
     def depth_in(stage: TrainingRecord) -> str:
-        after, new = depth_after[id(stage)], int(anatomy_options(stage).get("grow_text_layers") or 0)
-        if new:
-            return f"grown from {after - new} to {after} layers by gated copies of its layers"
-        return f"{after} layers"
+        return words[id(stage)]
 
     return ("language model", by_stage(record, depth_in))
 

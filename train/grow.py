@@ -21,12 +21,12 @@ import copy
 import torch
 
 from chexanatomy.cli import UsageError
+from chexanatomy.inference import paligemma_of
 
 
 def language_model(model):
     """The Gemma 2 decoder of a PaliGemma model (bare, or under a PEFT wrapper)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inner.model.language_model
+    return paligemma_of(model).model.language_model
 
 
 def growth_sources(layers: int, new: int) -> list[int]:

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from chexanatomy.cli import MISSING_INPUT, parse_config, prog_name, run_main
-from chexanatomy.inference import Prediction, grey_image, resolve_names
+from chexanatomy.inference import Prediction, grey_image, paligemma_of, resolve_names
 from chexanatomy.masks import grey_levels, tight_box
 from chexanatomy.training_record import read_training_record, vision_pretrain_record
 
@@ -103,8 +103,7 @@ class PixelHead(torch.nn.Module):
 
 def tower_of(model):
     """The SigLIP vision tower inside a ``PaliGemmaForConditionalGeneration`` (or a ``PeftModel`` wrapping one)."""
-    model = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return model.model.vision_tower
+    return paligemma_of(model).model.vision_tower
 
 
 def tower_logits(tower, head: PixelHead, pixels: torch.Tensor) -> torch.Tensor:
