@@ -37,7 +37,7 @@ import torch
 from PIL import Image
 
 from .anatomy import STRUCTURES, get_structure, tokenisable
-from .answer_contract import AnswerContract
+from .answer_contract import LOC_DECODINGS, AnswerContract
 from .locate import (  # noqa: F401 (BUNDLED_MODELS, BUNDLED_MODELS_DIR, bundled_model_path: re-exported)
     BUNDLED_MODELS,
     BUNDLED_MODELS_DIR,
@@ -167,6 +167,9 @@ class VLMSegmenter:
             of ``transformers`` alone (1 if it says nothing). The answer with the highest total log-probability
             wins, so a box is chosen together with its 16 codes, not one token at a time; it costs about
             ``num_beams`` x the decoding time.
+        loc_decoding: how a constrained answer's ``<loc>`` tokens are chosen (``AnswerContract``): "median"
+            (default) of the model's distribution over the allowed bins, or "generate" (greedy or beam, as the
+            other tokens). Unconstrained answers are always the model's own.
     """
 
     kind = "vlm"
@@ -181,11 +184,14 @@ class VLMSegmenter:
         max_new_tokens: int = 32,
         constrained: bool = True,
         num_beams: int | None = None,
+        loc_decoding: str = "median",
     ):
+        if loc_decoding not in LOC_DECODINGS:
+            raise ValueError(f"loc_decoding must be one of {LOC_DECODINGS}, got {loc_decoding!r}")
         if num_beams is not None and (not isinstance(num_beams, int) or isinstance(num_beams, bool) or num_beams < 1):
             raise ValueError(f"num_beams must be a whole number >= 1, got {num_beams!r}")
         self.model, self.processor, self.tokenizer = model.eval(), processor, tokenizer
-        self.num_beams = num_beams
+        self.num_beams, self.loc_decoding = num_beams, loc_decoding
         self.processor.tokenizer.padding_side = "left"  # generation appends on the right
         self.structures = list(structures or default_vlm_structures())
         self.batch_size, self.max_new_tokens, self.constrained = batch_size, max_new_tokens, constrained
@@ -262,7 +268,9 @@ class VLMSegmenter:
             inputs["mm_encoder_outputs"] = {"image": batch_features}
         budget = {"max_new_tokens": self.max_new_tokens}
         if self.constrained:
-            contract = AnswerContract.for_prompts(self.processor.tokenizer, prompts, inputs["input_ids"].shape[1])
+            contract = AnswerContract.for_prompts(
+                self.processor.tokenizer, prompts, inputs["input_ids"].shape[1], self.loc_decoding
+            )
             budget = {"max_new_tokens": contract.max_new_tokens, "logits_processor": LogitsProcessorList([contract])}
         beams = {} if self.num_beams is None else {"num_beams": self.num_beams}
         out = self.model.generate(**inputs, **budget, **beams, do_sample=False)
@@ -314,7 +322,8 @@ def load_segmenter(
         codec: the mask codec (default: the folder's ``mask_codec/``, else the bundled codec).
         base_model: the base of a LoRA adapter when its adapter config does not name a reachable one.
         local_only: never look anything up on the Hub, whatever the name (``chexanatomy.locate``).
-        kwargs: passed to ``VLMSegmenter`` (batch_size, max_new_tokens, structures, constrained, num_beams).
+        kwargs: passed to ``VLMSegmenter`` (batch_size, max_new_tokens, structures, constrained, num_beams,
+            loc_decoding).
 
     Raises:
         FileNotFoundError: naming the path, when a local path has no model in it, or does not exist and is not a Hub

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import datasets
 
+from chexanatomy.answer_contract import LOC_DECODINGS
 from chexanatomy.cli import MISSING_INPUT, parse_config, prog_name, run_main
 from chexanatomy.inference import load_segmenter
 from chexanatomy.locate import SEGMENTER_MARKERS, locate_model, model_source
@@ -102,6 +103,11 @@ class EvalConfig:
         default=None,
         metadata={"help": "VLM beam width (1: greedy); default what the model folder's generation_config.json says."},
     )
+    loc_decoding: str = field(
+        default="median",
+        metadata={"help": "VLM <loc> choice under the contract: median of the model's distribution, or generate "
+                  "(greedy/beam, as the other tokens)."},
+    )
     vlm_unconstrained_check: bool = field(
         default=True,
         metadata={
@@ -116,6 +122,8 @@ class EvalConfig:
             raise ValueError(f"--studies: unknown {unknown}; choose from {STUDIES}")
         if self.num_beams is not None and self.num_beams < 1:
             raise ValueError(f"--num_beams must be at least 1, got {self.num_beams}")
+        if self.loc_decoding not in LOC_DECODINGS:
+            raise ValueError(f"--loc_decoding must be one of {LOC_DECODINGS}, got {self.loc_decoding!r}")
         for kind in ("vlm", "unet"):
             model_source(getattr(self, kind), kind)  # a bundled name of the other kind is a usage error
         if self.vlm.lower() == "none" and self.unet.lower() == "none":
@@ -135,7 +143,8 @@ def load_models(config: EvalConfig) -> dict:
     sources = {"vlm": model_source(config.vlm, "vlm"), "unet": model_source(config.unet, "unet")}
     if config.local_only:  # resolved here, so the loader gets a folder that exists and looks nothing up
         sources = {k: src and locate_model(src, SEGMENTER_MARKERS, local_only=True) for k, src in sources.items()}
-    options = {"vlm": {"max_new_tokens": config.max_new_tokens, "num_beams": config.num_beams}, "unet": {}}
+    options = {"vlm": {"max_new_tokens": config.max_new_tokens, "num_beams": config.num_beams,
+                       "loc_decoding": config.loc_decoding}, "unet": {}}  # fmt: skip
     return {k: load_segmenter(src, device=config.device, **options[k]) for k, src in sources.items() if src}
 
 
@@ -228,7 +237,7 @@ def run(config: EvalConfig, argv: list[str] | None = None) -> dict:
         "config": asdict(config),
         "models": [
             {"id": k, "kind": s.kind, "source": getattr(config, k), "parameters": _parameters(s),
-             **({"num_beams": s.beams} if s.kind == "vlm" else {})}  # fmt: skip
+             **({"num_beams": s.beams, "loc_decoding": s.loc_decoding} if s.kind == "vlm" else {})}  # fmt: skip
             for k, s in models.items()
         ],
         "evaluations": evaluations,

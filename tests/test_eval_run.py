@@ -155,6 +155,8 @@ def test_eval_config_rejects_what_cannot_run():
         EvalConfig(vlm="none", unet="none")
     with pytest.raises(ValueError, match="scr"):
         EvalConfig(jsrt="/data/jsrt")
+    with pytest.raises(ValueError, match="loc_decoding"):
+        EvalConfig(loc_decoding="argmax")
 
 
 def test_default_tokenizer_is_the_models_codec(models):

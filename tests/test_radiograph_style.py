@@ -84,3 +84,25 @@ def test_augmentation_is_seeded_and_restyling_never_moves_masks():
     styled, same = augment_radiograph(image, masks, random.Random(5), only_style)
     assert torch.equal(same, masks) and not torch.equal(styled, image)
     assert float(restyle(image, random.Random(0), only_style).min()) >= 0.0
+
+
+def test_aspect_stretches_vertically_about_the_centre_and_keeps_the_width():
+    image = torch.zeros(1, 64, 64)
+    image[0, 24:40, 36:52] = 1.0  # 16 x 16 on the image right, vertically centred
+    masks = (image > 0.5).float()
+    _, tall = warp(image, masks, zoom=1.0, angle_deg=0.0, shift=(0.0, 0.0), aspect=1.5)
+    rows, cols = tall[0].nonzero().T
+    assert (int(rows.min()), int(rows.max())) == (20, 43)  # 24 rows, same centre
+    assert (int(cols.min()), int(cols.max())) == (36, 51)  # width and side unchanged
+    _, short = warp(image, masks, zoom=1.0, angle_deg=0.0, shift=(0.0, 0.0), aspect=0.5)
+    assert short[0].sum() == 8 * 16
+
+
+def test_aspect_is_drawn_only_when_asked_for():
+    image = torch.rand(1, 48, 48)
+    masks = (torch.rand(2, 48, 48) > 0.7).float()
+    geometry_only = RadiographAugmentation(geometry_p=1.0, style_p=0.0)
+    stretching = RadiographAugmentation(geometry_p=1.0, style_p=0.0, aspect=(0.5, 0.5))
+    plain = augment_radiograph(image, masks, random.Random(3), geometry_only)
+    stretched = augment_radiograph(image, masks, random.Random(3), stretching)
+    assert 0.4 < float(stretched[1].sum() / plain[1].sum()) < 0.6  # same zoom/rotation/shift, half the height

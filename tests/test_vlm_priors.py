@@ -47,11 +47,12 @@ def _generate_with_random_logits(contract: AnswerContract, prompt_length: int, r
     return ids[:, prompt_length:]
 
 
+@pytest.mark.parametrize("loc_decoding", ["median", "generate"])
 @pytest.mark.parametrize("seed", range(5))
-def test_constrained_answers_are_valid_whatever_the_logits(processor, seed):
+def test_constrained_answers_are_valid_whatever_the_logits(processor, seed, loc_decoding):
     tokenizer = processor.tokenizer
     prompts = ["segment left lung", "segment heart ; right lung ; aorta", "detect heart", "segment trachea"]
-    contract = AnswerContract.for_prompts(tokenizer, prompts, prompt_length=7)
+    contract = AnswerContract.for_prompts(tokenizer, prompts, prompt_length=7, loc_decoding=loc_decoding)
     answers = tokenizer.batch_decode(_generate_with_random_logits(contract, 7, len(prompts), seed),
                                      skip_special_tokens=True)  # fmt: skip
     codec_tokens = default_tokenizer(load_codec("default"))
@@ -119,6 +120,30 @@ def test_the_far_edge_always_has_room(processor):
     scores = torch.zeros(1, 1794)
     scores[0, first + 3] = 100.0  # y1 = 3 < y0 = 1022: not allowed
     assert int(contract(ids, scores).argmax()) == first + 1023
+
+
+def test_a_box_edge_is_the_median_of_the_models_belief_not_its_sharpest_peak(processor):
+    """34 % on bin 100 (a copied edge), 66 % spread over bins 600-610: the edge goes to 602, not to 100."""
+    tokenizer = processor.tokenizer
+    first, _ = loc_token_range(tokenizer)
+    ids = torch.zeros(1, 3, dtype=torch.long)
+    probabilities = torch.full((1794,), 1e-12)
+    probabilities[first + 100] = 0.34
+    probabilities[first + 600 : first + 611] = 0.06  # cumulative 0.40, 0.46, 0.52 at 600, 601, 602
+    scores = probabilities.log()[None]
+    median = AnswerContract.for_prompts(tokenizer, ["detect heart"], prompt_length=3)
+    generate = AnswerContract.for_prompts(tokenizer, ["detect heart"], prompt_length=3, loc_decoding="generate")
+    chosen = median(ids, scores)
+    assert int(chosen.argmax()) - first == 602 and int(torch.isfinite(chosen).sum()) == 1
+    assert int(generate(ids, scores).argmax()) - first == 100
+    # the far edge: the median of what is allowed (y1 > y0 = 603), never a forbidden bin
+    after = torch.cat([ids, torch.tensor([[first + 603, first + 7]])], 1)
+    assert int(median(after, scores).argmax()) - first == 607
+    seg = torch.cat([after, torch.tensor([[first + 607, first + 9]])], 1)  # at a <seg> slot: the model's argmax
+    seg_scores = torch.randn(1, 1794)
+    assert torch.equal(median(seg, seg_scores), generate(seg, seg_scores))
+    with pytest.raises(ValueError, match="loc_decoding"):
+        AnswerContract.for_prompts(tokenizer, ["detect heart"], prompt_length=3, loc_decoding="mean")
 
 
 def test_a_model_generates_through_the_contract_to_the_end(processor):

@@ -4,7 +4,9 @@ Two independent parts, each applied with its own probability:
 
 * **Geometry** (image and masks together, so masks stay exact up to resampling): zoom 0.7-1.25 (below 1 the
   radiograph shrinks onto a black canvas, the paper's scale augmentation; above 1 it is cropped), rotation
-  +-10 degrees and a shift of up to 8 % of the side. Laterality is never flipped: a mirrored chest is not a chest.
+  +-10 degrees, a shift of up to 8 % of the side and, when asked for, a vertical stretch (``aspect``: below 1 the
+  chest is foreshortened head to foot, as in an AP or lordotic projection). Laterality is never flipped: a mirrored
+  chest is not a chest.
 * **Radiograph style** (image only): clinical processing, look-up table, gamma, collimation and a burned-in marker
   drawn by ``chexanatomy.radiograph.random_style`` (the renderer's own ranges, so train-time and render-time
   styles cover each other), then detector blur and noise.
@@ -34,6 +36,8 @@ class RadiographAugmentation:
         zoom: (min, max) scale factor; < 1 shrinks onto a black canvas.
         max_rotation_deg: rotation range (+-).
         max_shift: shift range (+-) as a fraction of the side.
+        aspect: (min, max) vertical stretch, height over width, drawn log-uniformly; (1, 1) is off (the default:
+            the recipes before it did not use it).
         style_p: probability of the radiograph-style part.
         max_blur_px, max_noise: detector blur sigma and Gaussian noise std ranges (from 0).
     """
@@ -42,25 +46,41 @@ class RadiographAugmentation:
     zoom: tuple[float, float] = (0.7, 1.25)
     max_rotation_deg: float = 10.0
     max_shift: float = 0.08
+    aspect: tuple[float, float] = (1.0, 1.0)
     style_p: float = 0.8
     max_blur_px: float = 1.2
     max_noise: float = 0.03
 
 
-def warp(image: torch.Tensor, masks: torch.Tensor, zoom: float, angle_deg: float, shift: tuple[float, float]):
-    """Zoom about the centre, rotate and shift ``image`` [1, S, S] and ``masks`` [C, S, S] with one sampling grid.
+def warp(
+    image: torch.Tensor,
+    masks: torch.Tensor,
+    zoom: float,
+    angle_deg: float,
+    shift: tuple[float, float],
+    aspect: float = 1.0,
+):
+    """Stretch, zoom about the centre, rotate and shift ``image`` [1, S, S] and ``masks`` [C, S, S] with one grid.
 
-    ``shift`` is ``(dx, dy)`` as fractions of the side (+ = right, down). Outside the source the image is black and
-    the masks empty; masks are resampled bilinearly and thresholded at 0.5.
+    ``aspect`` stretches the content vertically about the centre (2.0: twice as tall, same width) before the
+    rotation. ``shift`` is ``(dx, dy)`` as fractions of the side (+ = right, down). Outside the source the image is
+    black and the masks empty; masks are resampled bilinearly and thresholded at 0.5.
     """
     a = math.radians(angle_deg)
     cos, sin = math.cos(a) / zoom, math.sin(a) / zoom
     theta = torch.tensor([[cos, -sin, -2 * shift[0] * cos + 2 * shift[1] * sin],
                           [sin, cos, -2 * shift[0] * sin - 2 * shift[1] * cos]], dtype=torch.float32)  # fmt: skip
+    theta[1] /= aspect  # the output-to-source map: undo the stretch last
     both = torch.cat([image, masks])[None]
     grid = F.affine_grid(theta[None], list(both.shape), align_corners=False)
     out = F.grid_sample(both, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
     return out[:1], (out[1:] > 0.5).float()
+
+
+def check_aspect(aspect) -> None:
+    """Raise ``ValueError`` (a one-line usage error) unless ``aspect`` is two stretch factors, 0 < min <= max."""
+    if len(aspect) != 2 or not 0 < aspect[0] <= aspect[1]:
+        raise ValueError(f"--augment_aspect takes two stretch factors, 0 < min <= max, got {list(aspect)}")
 
 
 def restyle(image: torch.Tensor, rng: random.Random, config: RadiographAugmentation) -> torch.Tensor:
@@ -85,10 +105,13 @@ def augment_radiograph(
         zoom = math.exp(rng.uniform(math.log(config.zoom[0]), math.log(config.zoom[1])))
         angle = rng.uniform(-config.max_rotation_deg, config.max_rotation_deg)
         shift = (rng.uniform(-config.max_shift, config.max_shift), rng.uniform(-config.max_shift, config.max_shift))
-        image, masks = warp(image, masks, zoom, angle, shift)
+        aspect = 1.0
+        if config.aspect != (1.0, 1.0):  # drawn only when asked for: the recipes before it keep their random stream
+            aspect = math.exp(rng.uniform(math.log(config.aspect[0]), math.log(config.aspect[1])))
+        image, masks = warp(image, masks, zoom, angle, shift, aspect)
     if rng.random() < config.style_p:
         image = restyle(image, rng, config)
     return image, masks
 
 
-__all__ = ["RadiographAugmentation", "augment_radiograph", "restyle", "warp"]
+__all__ = ["RadiographAugmentation", "augment_radiograph", "check_aspect", "restyle", "warp"]

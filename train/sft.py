@@ -34,7 +34,7 @@ from chexanatomy.finetune import answer_only_trainer_class, prepare_sft_config
 from chexanatomy.publish import push_folder
 from chexanatomy.training_record import read_training_record, sft_record
 
-from .augment import RadiographAugmentation
+from .augment import RadiographAugmentation, check_aspect
 from .collator import AnatomyCollator, lazy_masks
 from .dense_aux import DenseAuxiliary, dense_trainer_class
 from .grow import grow_text_layers
@@ -73,6 +73,10 @@ class AnatomyArguments:
     )
     augment_shift: float = field(
         default=RadiographAugmentation.max_shift, metadata={"help": "Shift range (+-) as a fraction of the side."}
+    )
+    augment_aspect: list[float] = field(
+        default_factory=lambda: list(RadiographAugmentation.aspect),
+        metadata={"help": "Vertical stretch range (min max, height over width) of the augmentation; 1 1 is off."},
     )
     area_power: float = field(
         default=0.0,
@@ -161,6 +165,7 @@ class AnatomyArguments:
             raise ValueError(f"--augment_zoom takes two factors, 0 < min <= max, got {self.augment_zoom}")
         if not (0 <= self.augment_rotation <= 180 and 0 <= self.augment_shift < 1):
             raise ValueError("--augment_rotation must be 0-180 degrees and --augment_shift 0 to < 1 of the side")
+        check_aspect(self.augment_aspect)
         if self.codec.lower() == "none":
             raise ValueError("training re-tokenises augmented masks: it needs a codec (--codec none is for corpora)")
         if self.model_name_or_path == "tiny" and self.lora:
@@ -318,7 +323,7 @@ def build_trainer(args: AnatomyArguments, sft: SFTConfig) -> tuple[SFTTrainer, o
 def augmentation(args: AnatomyArguments) -> RadiographAugmentation:
     """The radiograph augmentation's ranges of ``args`` (the rest at ``RadiographAugmentation``'s defaults)."""
     return RadiographAugmentation(zoom=tuple(args.augment_zoom), max_rotation_deg=args.augment_rotation,
-                                  max_shift=args.augment_shift)  # fmt: skip
+                                  max_shift=args.augment_shift, aspect=tuple(args.augment_aspect))  # fmt: skip
 
 
 def _dense_auxiliary(args: AnatomyArguments, sft: SFTConfig, model) -> DenseAuxiliary:

@@ -33,7 +33,7 @@ from chexanatomy.publish import push_folder
 from chexanatomy.training_record import read_training_record, unet_record
 from chexanatomy.unet import DEFAULT_DECODER_CHANNELS, AnatomyUNet, unet_settings
 
-from .augment import augment_radiograph
+from .augment import RadiographAugmentation, augment_radiograph, check_aspect
 
 __all__ = [
     "AnatomyUNet", "UNetTrainConfig", "default_structures", "loss_fn", "main", "row_tensors", "train",
@@ -96,6 +96,14 @@ class UNetTrainConfig(HubOptions):
         default=None,
         metadata={"help": "Start from a saved U-Net (same structures), e.g. to continue at a higher --size."},
     )
+    augment_aspect: list[float] = field(
+        default_factory=lambda: list(RadiographAugmentation.aspect),
+        metadata={"help": "Vertical stretch range (min max, height over width) of the augmentation; 1 1 is off."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_aspect(self.augment_aspect)
 
 
 def initial_model(config: UNetTrainConfig, structures: list[str]) -> tuple[AnatomyUNet, dict | None]:
@@ -159,6 +167,7 @@ def train(config: UNetTrainConfig) -> dict:
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
+    augmentation = RadiographAugmentation(aspect=tuple(config.augment_aspect))
     rows = datasets.load_dataset(config.corpus_dir)["train"]
     structures = default_structures(rows["structures"])
     model, head_change = initial_model(config, structures)
@@ -177,7 +186,7 @@ def train(config: UNetTrainConfig) -> dict:
         rng.shuffle(order)
         for start in range(0, len(order), config.batch_size):
             picked = (cached[i] for i in order[start : start + config.batch_size])
-            batch = [augment_radiograph(image, target.float(), rng) for image, target in picked]
+            batch = [augment_radiograph(image, target.float(), rng, augmentation) for image, target in picked]
             images, targets = (torch.stack(t).to(accelerator.device) for t in zip(*batch, strict=True))
             with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=config.bf16):
                 loss = loss_fn(model(images).float(), targets)

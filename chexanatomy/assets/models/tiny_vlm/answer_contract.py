@@ -5,6 +5,12 @@ A ``transformers`` ``LogitsProcessor``: at every step it leaves only the tokens 
 with y1 > y0 and x1 > x0, and to ``detect a`` always ``<loc>x4 a<eos>``. Which box and which codes stay the model's
 choice; the names are the prompt's own, in its order (the answers the model is trained on repeat them).
 
+Each ``<loc>`` is, by default, the **median** of the model's distribution over the bins the contract allows
+(``loc_decoding="median"``): a coordinate is ordinal, and the median is the bin with the least expected distance to
+the model's belief, where the argmax can sit on a narrow outlying peak (a box edge copied from the token before,
+the other side of the chest). ``loc_decoding="generate"`` leaves every token's choice to ``generate`` (greedy,
+beams, sampling). The ``<seg>`` codes are categorical and always left to ``generate``.
+
     contract = AnswerContract.for_prompts(processor.tokenizer, prompts, prompt_length=inputs["input_ids"].shape[1])
     model.generate(**inputs, logits_processor=LogitsProcessorList([contract]), max_new_tokens=contract.max_new_tokens)
 
@@ -25,6 +31,8 @@ _SEPARATOR = " ; "
 
 # Slot kinds of a plan: a step's allowed tokens. ("force", id) forces one token.
 _LOC_Y0, _LOC_X0, _LOC_Y1, _LOC_X1, _SEG = "y0", "x0", "y1", "x1", "seg"
+_LOC_SLOTS = (_LOC_Y0, _LOC_X0, _LOC_Y1, _LOC_X1)
+LOC_DECODINGS = ("median", "generate")
 
 
 def parse_prompt(prompt: str) -> tuple[str, list[str]]:
@@ -52,11 +60,17 @@ class AnswerContract(LogitsProcessor):
         loc0, seg0: ids of ``<loc0000>`` and ``<seg000>`` (the 1,024 and 128 ids are consecutive).
         prompt_length: the padded prompt's length in tokens: answers start there.
         pad_id: the token a finished row is given.
+        loc_decoding: "median" (default): each ``<loc>`` is forced to the median bin of the model's distribution over
+            the allowed bins; "generate": only the contract's masking, the choice is ``generate``'s.
     """
 
-    def __init__(self, plans: list[list], loc0: int, seg0: int, prompt_length: int, pad_id: int):
+    def __init__(
+        self, plans: list[list], loc0: int, seg0: int, prompt_length: int, pad_id: int, loc_decoding: str = "median"
+    ):
+        if loc_decoding not in LOC_DECODINGS:
+            raise ValueError(f"loc_decoding must be one of {LOC_DECODINGS}, got {loc_decoding!r}")
         self.plans, self.loc0, self.seg0 = plans, loc0, seg0
-        self.prompt_length, self.pad_id = prompt_length, pad_id
+        self.prompt_length, self.pad_id, self.loc_decoding = prompt_length, pad_id, loc_decoding
 
     @property
     def max_new_tokens(self) -> int:
@@ -64,7 +78,9 @@ class AnswerContract(LogitsProcessor):
         return max(len(p) for p in self.plans)
 
     @classmethod
-    def for_prompts(cls, tokenizer, prompts: list[str], prompt_length: int) -> AnswerContract:
+    def for_prompts(
+        cls, tokenizer, prompts: list[str], prompt_length: int, loc_decoding: str = "median"
+    ) -> AnswerContract:
         """The contract of each prompt (``segment ...`` / ``detect ...``, without ``<image>``) for ``tokenizer``.
 
         Raises:
@@ -84,7 +100,7 @@ class AnswerContract(LogitsProcessor):
                 plan += [_LOC_Y0, _LOC_X0, _LOC_Y1, _LOC_X1] + [_SEG] * TASK_CODES[task]
                 plan += [("force", t) for t in tail + ([tokenizer.eos_token_id] if last else [])]
             plans.append(plan)
-        return cls(plans, loc0, seg0, prompt_length, tokenizer.pad_token_id)
+        return cls(plans, loc0, seg0, prompt_length, tokenizer.pad_token_id, loc_decoding)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """``scores`` [B, V] with every token the contract forbids next set to -inf (``input_ids`` [B, L]: so far).
@@ -97,10 +113,32 @@ class AnswerContract(LogitsProcessor):
         if rows % prompts:
             raise ValueError(f"{rows} rows of scores for {prompts} prompts: expected a multiple")
         allowed = torch.zeros_like(scores, dtype=torch.bool)
+        loc_rows = []
         for row in range(rows):
-            lo, hi = self._allowed(self.plans[row // (rows // prompts)], step, input_ids[row])
+            plan = self.plans[row // (rows // prompts)]
+            lo, hi = self._allowed(plan, step, input_ids[row])
             allowed[row, lo:hi] = True
-        return scores.masked_fill(~allowed, float("-inf"))
+            if step < len(plan) and plan[step] in _LOC_SLOTS:
+                loc_rows.append(row)
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        if self.loc_decoding == "median" and loc_rows:
+            scores = self._force_median(scores, torch.tensor(loc_rows))
+        return scores
+
+    def _force_median(self, scores: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``scores`` with each of ``rows`` (at a ``<loc>`` slot, masked) left with one finite entry: its median bin.
+
+        The median is the first bin where the cumulative probability over the ``<loc>`` bins reaches 0.5; it always
+        has probability > 0, so it is an allowed bin.
+        """
+        window = scores[rows, self.loc0 : self.loc0 + LOC_TOKENS].float().softmax(-1)
+        median = (window.cumsum(-1) < 0.5).sum(-1).clamp(max=LOC_TOKENS - 1)
+        median = torch.where(window.gather(1, median[:, None])[:, 0] > 0, median, window.argmax(-1))  # rounding
+        forced = torch.full_like(scores[rows], float("-inf"))
+        forced[torch.arange(len(rows)), self.loc0 + median] = 0.0
+        scores = scores.clone()
+        scores[rows] = forced
+        return scores
 
     def _allowed(self, plan: list, step: int, ids: torch.Tensor) -> tuple[int, int]:
         """The id range [lo, hi) allowed in ``plan`` at answer position ``step`` (``ids``: the row so far)."""
@@ -125,4 +163,4 @@ def consecutive_ids(tokenizer, kind: str, count: int, digits: int) -> int:
     return ids[0]
 
 
-__all__ = ["AnswerContract", "consecutive_ids", "parse_prompt"]
+__all__ = ["LOC_DECODINGS", "AnswerContract", "consecutive_ids", "parse_prompt"]
