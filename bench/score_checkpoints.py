@@ -10,6 +10,8 @@ folder's, else the bundled one, is used.
     python bench/score_checkpoints.py outputs/tiny_vlm_seeing chexanatomy/assets/models/tiny_vlm \
         --montgomery ../shared/real_cxr_val/montgomery --shenzhen ../shared/real_cxr_val/shenzhen
 
+``--seg_decoding expected`` scores the masks of the expected code vectors (``VLMSegmenter``).
+
 Prints one row per model folder and writes them to ``--output`` (JSON, default ``bench/results/checkpoints.json``).
 """
 
@@ -23,7 +25,7 @@ from pathlib import Path
 import checkout  # noqa: F401  (puts the checkout on sys.path)
 import torch
 
-from chexanatomy.inference import load_segmenter
+from chexanatomy.inference import SEG_DECODINGS, load_segmenter
 from eval import real_cxr
 from eval.real_eval import evaluate_on_real
 from train.vision_pretrain import position_readability, tower_input, tower_of
@@ -48,9 +50,9 @@ def codec_of(folder: Path) -> str | Path:
     return "default"
 
 
-def score(folder: Path, sets: dict) -> dict:
+def score(folder: Path, sets: dict, seg_decoding: str = "argmax") -> dict:
     """``{set: {"dice", "box_iou", "x0_eq_y0", "invalid"}, "positions": {"row", "column"}}`` of one model folder."""
-    segmenter = load_segmenter(folder, codec=codec_of(folder), local_only=True)
+    segmenter = load_segmenter(folder, codec=codec_of(folder), local_only=True, seg_decoding=seg_decoding)
     out = {}
     for name, records in sets.items():
         summary = evaluate_on_real(segmenter, records, str(folder), {"id": name, "name": name})["summary"]
@@ -68,6 +70,8 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="Model folders or run folders holding checkpoint-N folders.")
     parser.add_argument("--montgomery", help="A Montgomery-layout folder (python -m eval --montgomery).")
     parser.add_argument("--shenzhen", help="A Shenzhen-layout folder (python -m eval --shenzhen).")
+    parser.add_argument("--seg_decoding", default="argmax", choices=SEG_DECODINGS,
+                        help="How the 16 <seg> slots become a mask (chexanatomy.inference.VLMSegmenter).")
     parser.add_argument("--output", default="bench/results/checkpoints.json")
     args = parser.parse_args()
     sets = {name: list(loader(root)) for name, root, loader in
@@ -82,7 +86,7 @@ def main() -> None:
     print("| model | " + " | ".join(f"{s} Dice | box IoU | x0 == y0 | invalid" for s in sets)
           + " | token position R^2 row / column |")
     for folder in folders:
-        results[str(folder)] = r = score(folder, sets)
+        results[str(folder)] = r = score(folder, sets, args.seg_decoding)
         cells = [f"{r[s]['dice']:.3f} | {r[s]['box_iou'] or 0:.3f} | {r[s]['x0_eq_y0'] or 0:.0%} | "
                  f"{r[s]['invalid']:.0%}" for s in sets]  # fmt: skip
         positions = f"{r['positions']['row']:.3f} / {r['positions']['column']:.3f}"

@@ -61,22 +61,35 @@ class LocSmoothing:
         return weights / weights.sum(1, keepdim=True)
 
 
-def answer_only_loss(model, inputs: dict, loc_smoothing: LocSmoothing | None = None) -> torch.Tensor:
+def answer_only_loss(model, inputs: dict, loc_smoothing: LocSmoothing | None = None, seg_shape=None) -> torch.Tensor:
     """Causal LM loss computing logits only at answer positions.
 
     The 257k-entry vocabulary makes full logits (image and prompt positions included) a large part of the memory
     (docs/anchors.md); PaliGemma's ``logits_to_keep`` accepts the positions to keep, so the LM head runs on those only.
     Equal to the model's own loss (tested) without ``loc_smoothing``; with it, the term of each ``<loc>`` target is
-    the cross-entropy against ``LocSmoothing.targets`` (the mean is still over all answer tokens).
+    the cross-entropy against ``LocSmoothing.targets`` (the mean is still over all answer tokens). ``seg_shape``
+    (``train.seg_shape.SegShapeLoss``: a callable of the labelled positions' logits [M, V] and targets [M], in
+    reading order) adds its term to the mean.
     """
     labels = inputs["labels"]
     keep = answer_positions(labels)
     forward = {k: v for k, v in inputs.items() if k != "labels"}
     logits = model(**forward, logits_to_keep=keep).logits  # [B, K, V]
     targets = labels[:, keep + 1].flatten()
+    logits = logits.flatten(0, 1)
     if loc_smoothing is None:
-        return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets, ignore_index=-100)
-    log_p = torch.log_softmax(logits.flatten(0, 1).float(), -1)[targets != -100]
+        loss = torch.nn.functional.cross_entropy(logits.float(), targets, ignore_index=-100)
+    else:
+        loss = _smoothed_loss(logits, targets, loc_smoothing)
+    if seg_shape is None:
+        return loss
+    labelled = targets != -100
+    return loss + seg_shape(logits[labelled], targets[labelled])
+
+
+def _smoothed_loss(logits: torch.Tensor, targets: torch.Tensor, loc_smoothing: LocSmoothing) -> torch.Tensor:
+    """Mean cross-entropy of ``logits`` [M, V] against ``targets`` [M] (-100: none), soft at ``<loc>`` targets."""
+    log_p = torch.log_softmax(logits.float(), -1)[targets != -100]
     targets = targets[targets != -100]
     losses = -log_p.gather(1, targets[:, None])[:, 0]
     first, count = loc_smoothing.first_id, loc_smoothing.count
@@ -110,6 +123,7 @@ def answer_only_trainer_class():
         """``SFTTrainer`` whose loss computes logits only where there are labels (see ``answer_only_loss``)."""
 
         loc_smoothing: LocSmoothing | None = None  # soft <loc> targets (train.loc_prior), set per trainer
+        seg_shape = None  # the <seg> codes' shape loss (train.seg_shape.SegShapeLoss), set per trainer
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             """The scalar training loss (cross-entropy over answer tokens) of one batch.
@@ -119,7 +133,13 @@ def answer_only_trainer_class():
             """
             if return_outputs:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            return answer_only_loss(model, inputs, self.loc_smoothing)
+            return answer_only_loss(model, inputs, self.loc_smoothing, self.seg_shape)
+
+        def log(self, logs, start_time=None):
+            """The Trainer's log, with the mean shape loss since the last one beside the training loss."""
+            if self.seg_shape is not None and "loss" in logs:
+                logs = {**logs, **self.seg_shape.mean_recent()}
+            super().log(logs, start_time)
 
     return AnatomySFTTrainer
 

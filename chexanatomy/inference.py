@@ -37,7 +37,7 @@ import torch
 from PIL import Image
 
 from .anatomy import STRUCTURES, get_structure, tokenisable
-from .answer_contract import LOC_DECODINGS, AnswerContract
+from .answer_contract import LOC_DECODINGS, AnswerContract, consecutive_ids
 from .locate import (  # noqa: F401 (BUNDLED_MODELS, BUNDLED_MODELS_DIR, bundled_model_path: re-exported)
     BUNDLED_MODELS,
     BUNDLED_MODELS_DIR,
@@ -47,10 +47,11 @@ from .locate import (  # noqa: F401 (BUNDLED_MODELS, BUNDLED_MODELS_DIR, bundled
     model_source,
     resolve_device,
 )
-from .mask_tokens import MaskTokenizer, decode_detections
+from .mask_tokens import CODES_PER_MASK, NUM_SEG, MaskTokenizer, decode_detections, paste_mask
 from .masks import as_grey, tight_box
 
 VLM_TASKS = ("segment", "detect")
+SEG_DECODINGS = ("argmax", "expected")  # VLMSegmenter(seg_decoding=...): how the 16 <seg> slots become a mask
 
 
 @dataclass(eq=False)  # `==` on the mask array would be ambiguous
@@ -170,6 +171,11 @@ class VLMSegmenter:
         loc_decoding: how a constrained answer's ``<loc>`` tokens are chosen (``AnswerContract``): "median"
             (default) of the model's distribution over the allowed bins, or "generate" (greedy or beam, as the
             other tokens). Unconstrained answers are always the model's own.
+        seg_decoding: how a ``segment`` answer's 16 ``<seg>`` slots become its mask: "argmax" (default) decodes the
+            codes generated, as the model folder's ``seg_decoder.py`` does for a ``transformers`` user; "expected"
+            decodes the expected code vector of each slot under the model's distribution over the 128 codes
+            (``MaskVQVAE.decode_distributions``: what ``train.seg_shape`` trains). The answer text is the same
+            either way. "expected" needs constrained greedy decoding (the contract fixes which step is which slot).
     """
 
     kind = "vlm"
@@ -185,9 +191,12 @@ class VLMSegmenter:
         constrained: bool = True,
         num_beams: int | None = None,
         loc_decoding: str = "median",
+        seg_decoding: str = "argmax",
     ):
         if loc_decoding not in LOC_DECODINGS:
             raise ValueError(f"loc_decoding must be one of {LOC_DECODINGS}, got {loc_decoding!r}")
+        if seg_decoding not in SEG_DECODINGS:
+            raise ValueError(f"seg_decoding must be one of {SEG_DECODINGS}, got {seg_decoding!r}")
         if num_beams is not None and (not isinstance(num_beams, int) or isinstance(num_beams, bool) or num_beams < 1):
             raise ValueError(f"num_beams must be a whole number >= 1, got {num_beams!r}")
         self.model, self.processor, self.tokenizer = model.eval(), processor, tokenizer
@@ -195,6 +204,9 @@ class VLMSegmenter:
         self.processor.tokenizer.padding_side = "left"  # generation appends on the right
         self.structures = list(structures or default_vlm_structures())
         self.batch_size, self.max_new_tokens, self.constrained = batch_size, max_new_tokens, constrained
+        self.seg_decoding = seg_decoding
+        if seg_decoding == "expected" and (not constrained or self.beams != 1):
+            raise ValueError('seg_decoding="expected" needs constrained greedy decoding (constrained=True, 1 beam)')
 
     @property
     def beams(self) -> int:
@@ -221,26 +233,43 @@ class VLMSegmenter:
         grey = grey_image(image)
         names = resolve_names(structures, self.structures)
         words = prompt_names or [STRUCTURES[n].display for n in names]
-        answers = self.generate_answers(grey, [f"{task} {w}" for w in words])
+        answers, slots = self._answers(grey, [f"{task} {w}" for w in words], task == "segment")
         size = (grey.size[1], grey.size[0])
-        return {n: self._prediction(n, a, size, task) for n, a in zip(names, answers, strict=True)}
+        return {n: self._prediction(n, a, size, task, p) for n, a, p in zip(names, answers, slots, strict=True)}
 
-    def _prediction(self, name: str, answer: str, size: tuple[int, int], task: str) -> Prediction:
+    @torch.no_grad()
+    def _prediction(self, name: str, answer: str, size: tuple[int, int], task: str, slots=None) -> Prediction:
+        """The prediction of one answer; ``slots`` [16, 128] (code probabilities): the mask is their expected map."""
         objects = self.tokenizer.decode(answer, size) if task == "segment" else decode_detections(answer, size)
         if not objects or not objects[0].valid:
             return Prediction(name, np.zeros(size, dtype=bool), None, False, answer)
         mask = objects[0].mask
+        if slots is not None:
+            drawn = self.tokenizer.codec.decode_distributions(slots[None].to(self.tokenizer.codec.device))[0]
+            mask = paste_mask(drawn.cpu(), objects[0].box_yxyx, size)
         return Prediction(name, mask, tight_box(mask), True, answer)
 
-    @torch.no_grad()
     def generate_answers(self, image: Image.Image, prompts: list[str]) -> list[str]:
         """Answers (special tokens kept: ``<loc>``/``<seg>``) to ``prompts`` about one image, in order."""
+        return self._answers(image, prompts, False)[0]
+
+    @torch.no_grad()
+    def _answers(self, image: Image.Image, prompts: list[str], segment: bool) -> tuple[list[str], list]:
+        """Answers to ``prompts`` about one image, and per answer its ``<seg>`` slots' code probabilities.
+
+        The probabilities ([16, 128] per answer) only for ``segment`` prompts under ``seg_decoding="expected"``;
+        None otherwise.
+        """
         pixels = self.processor.image_processor(image.convert("RGB"), return_tensors="pt")["pixel_values"]
         features = self._image_features(pixels)
-        answers = []
+        slots_wanted = segment and self.seg_decoding == "expected" and self.constrained  # else: the argmax codes
+        answers, slots = [], []
         for start in range(0, len(prompts), self.batch_size):
-            answers += self._generate_chunk(prompts[start : start + self.batch_size], pixels, features)
-        return answers
+            texts, probabilities = self._generate_chunk(prompts[start : start + self.batch_size], pixels, features,
+                                                        slots_wanted)  # fmt: skip
+            answers += texts
+            slots += list(probabilities) if probabilities is not None else [None] * len(texts)
+        return answers, slots
 
     def _image_features(self, pixels: torch.Tensor):
         """The vision tower + projector output for one image [1, 3, S, S], or None when generate cannot take it."""
@@ -249,7 +278,8 @@ class VLMSegmenter:
             return None  # a transformers without `mm_encoder_outputs`: fall back to re-encoding per prompt
         return base.get_image_features(pixels.to(base.device, base.dtype), return_dict=True)
 
-    def _generate_chunk(self, prompts: list[str], pixels: torch.Tensor, features) -> list[str]:
+    def _generate_chunk(self, prompts: list[str], pixels: torch.Tensor, features, slots: bool = False):
+        """``(answers, code probabilities [B, 16, 128] of the <seg> slots or None)`` of one batch of prompts."""
         from transformers import LogitsProcessorList
 
         # The processor lays the text out (image tokens, <bos>, prompt, "\n"); a 1x1 placeholder keeps it from
@@ -273,8 +303,17 @@ class VLMSegmenter:
             )
             budget = {"max_new_tokens": contract.max_new_tokens, "logits_processor": LogitsProcessorList([contract])}
         beams = {} if self.num_beams is None else {"num_beams": self.num_beams}
-        out = self.model.generate(**inputs, **budget, **beams, do_sample=False)
-        return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        scores = {"output_scores": True, "return_dict_in_generate": True} if slots else {}
+        out = self.model.generate(**inputs, **budget, **beams, **scores, do_sample=False)
+        sequences = out.sequences if slots else out
+        answers = self.processor.batch_decode(sequences[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        return answers, (self._slot_probabilities(out.scores) if slots else None)
+
+    def _slot_probabilities(self, scores: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """[B, 16, 128] softmax over the ``<seg>`` tokens at the 16 slots of a contract answer (steps 4..19)."""
+        first = consecutive_ids(self.processor.tokenizer, "seg", NUM_SEG, 3)
+        logits = torch.stack(scores[4 : 4 + CODES_PER_MASK], 1)[..., first : first + NUM_SEG]
+        return torch.softmax(logits.float(), -1).cpu()
 
 
 def paligemma_of(model):
@@ -323,7 +362,7 @@ def load_segmenter(
         base_model: the base of a LoRA adapter when its adapter config does not name a reachable one.
         local_only: never look anything up on the Hub, whatever the name (``chexanatomy.locate``).
         kwargs: passed to ``VLMSegmenter`` (batch_size, max_new_tokens, structures, constrained, num_beams,
-            loc_decoding).
+            loc_decoding, seg_decoding).
 
     Raises:
         FileNotFoundError: naming the path, when a local path has no model in it, or does not exist and is not a Hub

@@ -332,6 +332,19 @@ class MaskVQVAE(
         latents = grid.permute(0, 2, 3, 1).reshape(-1, grid.shape[1])
         return self.quantizer.nearest(latents).reshape(-1, CODES_PER_MASK)
 
+    def decode_distributions(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """Masks from a distribution over the codes of each cell: [B, 16, K] -> [B, 64, 64] float32, roughly [-1, 1].
+
+        Each cell's code vector is the expected one, ``probabilities @ codebook``; one-hot rows give
+        ``decode_indices``' maps. Differentiable in ``probabilities`` (``train.seg_shape`` trains through it); rows
+        should sum to 1. Raises ValueError on a wrong shape.
+        """
+        if probabilities.ndim != 3 or probabilities.shape[1:] != (CODES_PER_MASK, self.num_embeddings):
+            raise ValueError(
+                f"probabilities must be [B, {CODES_PER_MASK}, {self.num_embeddings}], got {tuple(probabilities.shape)}"
+            )
+        return self.decode_latents(probabilities.float() @ self.quantizer.codebook.float()).float()
+
     @torch.no_grad()
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """Masks from code indices: [B, 16] int in 0..K-1 -> [B, 64, 64] float32, roughly [-1, 1].

@@ -27,7 +27,7 @@ import datasets
 
 from chexanatomy.answer_contract import LOC_DECODINGS
 from chexanatomy.cli import MISSING_INPUT, parse_config, prog_name, run_main
-from chexanatomy.inference import load_segmenter
+from chexanatomy.inference import SEG_DECODINGS, load_segmenter
 from chexanatomy.locate import SEGMENTER_MARKERS, locate_model, model_source
 
 from . import report
@@ -108,6 +108,11 @@ class EvalConfig:
         metadata={"help": "VLM <loc> choice under the contract: median of the model's distribution, or generate "
                   "(greedy/beam, as the other tokens)."},
     )
+    seg_decoding: str = field(
+        default="argmax",
+        metadata={"help": "VLM mask from the 16 <seg> slots: argmax (the codes generated) or expected (the expected "
+                  "code vectors under the model's distribution; chexanatomy.inference.SEG_DECODINGS)."},
+    )
     vlm_unconstrained_check: bool = field(
         default=True,
         metadata={
@@ -124,6 +129,10 @@ class EvalConfig:
             raise ValueError(f"--num_beams must be at least 1, got {self.num_beams}")
         if self.loc_decoding not in LOC_DECODINGS:
             raise ValueError(f"--loc_decoding must be one of {LOC_DECODINGS}, got {self.loc_decoding!r}")
+        if self.seg_decoding not in SEG_DECODINGS:
+            raise ValueError(f"--seg_decoding must be one of {SEG_DECODINGS}, got {self.seg_decoding!r}")
+        if self.seg_decoding == "expected" and (self.num_beams or 1) != 1:
+            raise ValueError("--seg_decoding expected needs greedy decoding (--num_beams 1)")
         for kind in ("vlm", "unet"):
             model_source(getattr(self, kind), kind)  # a bundled name of the other kind is a usage error
         if self.vlm.lower() == "none" and self.unet.lower() == "none":
@@ -144,7 +153,8 @@ def load_models(config: EvalConfig) -> dict:
     if config.local_only:  # resolved here, so the loader gets a folder that exists and looks nothing up
         sources = {k: src and locate_model(src, SEGMENTER_MARKERS, local_only=True) for k, src in sources.items()}
     options = {"vlm": {"max_new_tokens": config.max_new_tokens, "num_beams": config.num_beams,
-                       "loc_decoding": config.loc_decoding}, "unet": {}}  # fmt: skip
+                       "loc_decoding": config.loc_decoding, "seg_decoding": config.seg_decoding},
+               "unet": {}}  # fmt: skip
     return {k: load_segmenter(src, device=config.device, **options[k]) for k, src in sources.items() if src}
 
 
@@ -237,7 +247,8 @@ def run(config: EvalConfig, argv: list[str] | None = None) -> dict:
         "config": asdict(config),
         "models": [
             {"id": k, "kind": s.kind, "source": getattr(config, k), "parameters": _parameters(s),
-             **({"num_beams": s.beams, "loc_decoding": s.loc_decoding} if s.kind == "vlm" else {})}  # fmt: skip
+             **({"num_beams": s.beams, "loc_decoding": s.loc_decoding, "seg_decoding": s.seg_decoding}
+                if s.kind == "vlm" else {})}  # fmt: skip
             for k, s in models.items()
         ],
         "evaluations": evaluations,
@@ -289,7 +300,7 @@ def add_unconstrained(evaluation: dict, segmenter, evaluate) -> dict:
         evaluation["summary"]["invalid_rate_unconstrained"] = evaluation["summary"]["invalid_rate"]
         return evaluation
     unconstrained = copy.copy(segmenter)  # shares model, processor and tokenizer
-    unconstrained.constrained = False
+    unconstrained.constrained = False  # its masks come from the codes generated (seg_decoding needs the contract)
     rerun = evaluate(unconstrained, f"{evaluation['model']} unconstrained")
     evaluation["summary"]["invalid_rate_unconstrained"] = rerun["summary"]["invalid_rate"]
     evaluation["summary"]["x0_eq_y0_rate_unconstrained"] = rerun["summary"].get("x0_eq_y0_rate")

@@ -168,7 +168,7 @@ def few_shot_study(segmenter: VLMSegmenter, train_rows, test_rows, config: FewSh
 
 def _scores(segmenter: VLMSegmenter, model, test: list[dict]) -> dict:
     probe = VLMSegmenter(model.eval(), segmenter.processor, segmenter.tokenizer, segmenter.structures,
-                         loc_decoding=segmenter.loc_decoding)
+                         loc_decoding=segmenter.loc_decoding, seg_decoding=segmenter.seg_decoding)
     value, invalid = task_dice(probe, test)
     return {"dice": value, "invalid_rate": invalid}
 

@@ -40,6 +40,7 @@ from .dense_aux import DenseAuxiliary, dense_trainer_class
 from .grow import grow_text_layers
 from .lm_loss import LORA_TARGETS, VISION_LORA_TARGETS
 from .loc_prior import init_loc_embeddings, loc_smoothing, untie_output_embeddings
+from .seg_shape import SegShapeLoss
 from .vision_pretrain import HEAD_FILE, condition_projector, load_pixel_head
 
 
@@ -110,6 +111,13 @@ class AnatomyArguments:
     loc_sigma: float = field(
         default=0.0, metadata={"help": "Soft <loc> targets: Gaussian over bins with this std in bins (0: hard)."}
     )
+    seg_shape_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Add the <seg> codes' shape loss with this weight: the mask their expected code vectors draw "
+            "through the frozen codec decoder, Dice + BCE against the target codes' mask (train.seg_shape). 0: off."
+        },
+    )
     dense_weight: float = field(
         default=0.0,
         metadata={
@@ -144,6 +152,10 @@ class AnatomyArguments:
             raise ValueError(f"--loc_sigma must be a finite number of bins >= 0, got {self.loc_sigma}")
         if self.loc_sigma and not self.loss_on_answer_only:
             raise ValueError("--loc_sigma needs the answer-only loss (--loss_on_answer_only true)")
+        if not (self.seg_shape_weight >= 0 and math.isfinite(self.seg_shape_weight)):
+            raise ValueError(f"--seg_shape_weight must be a finite number >= 0, got {self.seg_shape_weight}")
+        if self.seg_shape_weight and not self.loss_on_answer_only:
+            raise ValueError("--seg_shape_weight needs the answer-only loss (--loss_on_answer_only true)")
         if not (self.dense_weight >= 0 and math.isfinite(self.dense_weight)):
             raise ValueError(f"--dense_weight must be a finite number >= 0, got {self.dense_weight}")
         if not (self.position_weight >= 0 and math.isfinite(self.position_weight)):
@@ -301,8 +313,9 @@ def build_trainer(args: AnatomyArguments, sft: SFTConfig) -> tuple[SFTTrainer, o
         print(f"projector conditioned (weight norm): {condition_projector(model.model)}")
     freeze(model, args)
     train, validation = load_splits(args)
+    codec = load_codec(args.codec)
     collator = AnatomyCollator(
-        processor, default_tokenizer(load_codec(args.codec)), args.structures_per_sample,
+        processor, default_tokenizer(codec), args.structures_per_sample,
         args.detect_fraction, args.synonym_fraction, args.augment_fraction, augmentation(args),
         area_power=args.area_power, seed=sft.seed,
     )  # fmt: skip
@@ -314,6 +327,8 @@ def build_trainer(args: AnatomyArguments, sft: SFTConfig) -> tuple[SFTTrainer, o
         data_collator=collator, processing_class=processor, peft_config=peft_config(args),
     )  # fmt: skip
     trainer.loc_smoothing = loc_smoothing(processor.tokenizer, args.loc_sigma)
+    if args.seg_shape_weight:
+        trainer.seg_shape = SegShapeLoss(codec, processor.tokenizer, args.seg_shape_weight)
     if args.dense_weight or args.vision_lr_scale != 1:
         trainer.vision_lr_scale = args.vision_lr_scale
         trainer.dense = _dense_auxiliary(args, sft, model) if args.dense_weight else None
