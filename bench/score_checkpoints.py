@@ -10,7 +10,8 @@ folder's, else the bundled one, is used.
     python bench/score_checkpoints.py outputs/tiny_vlm_seeing chexanatomy/assets/models/tiny_vlm \
         --montgomery ../shared/real_cxr_val/montgomery --shenzhen ../shared/real_cxr_val/shenzhen
 
-``--seg_decoding expected`` scores the masks of the expected code vectors (``VLMSegmenter``).
+``--seg_decoding expected`` scores the masks of the expected code vectors (``VLMSegmenter``); ``--zooms 1 0.9 0.8``
+votes the masks of zoomed-out copies (``ZoomEnsemble``).
 
 Prints one row per model folder and writes them to ``--output`` (JSON, default ``bench/results/checkpoints.json``).
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 import checkout  # noqa: F401  (puts the checkout on sys.path)
 import torch
 
-from chexanatomy.inference import SEG_DECODINGS, load_segmenter
+from chexanatomy.inference import SEG_DECODINGS, ZoomEnsemble, load_segmenter
 from eval import real_cxr
 from eval.real_eval import evaluate_on_real
 from train.vision_pretrain import position_readability, tower_input, tower_of
@@ -50,12 +51,13 @@ def codec_of(folder: Path) -> str | Path:
     return "default"
 
 
-def score(folder: Path, sets: dict, seg_decoding: str = "argmax") -> dict:
+def score(folder: Path, sets: dict, seg_decoding: str = "argmax", zooms: tuple[float, ...] = (1.0,)) -> dict:
     """``{set: {"dice", "box_iou", "x0_eq_y0", "invalid"}, "positions": {"row", "column"}}`` of one model folder."""
     segmenter = load_segmenter(folder, codec=codec_of(folder), local_only=True, seg_decoding=seg_decoding)
+    scored = segmenter if tuple(zooms) == (1.0,) else ZoomEnsemble(segmenter, zooms)
     out = {}
     for name, records in sets.items():
-        summary = evaluate_on_real(segmenter, records, str(folder), {"id": name, "name": name})["summary"]
+        summary = evaluate_on_real(scored, records, str(folder), {"id": name, "name": name})["summary"]
         out[name] = {"dice": summary["macro"]["dice"], "box_iou": summary["macro"].get("box_iou"),
                      "x0_eq_y0": summary["x0_eq_y0_rate"], "invalid": summary["invalid_rate"]}  # fmt: skip
     model = segmenter.model
@@ -72,6 +74,8 @@ def main() -> None:
     parser.add_argument("--shenzhen", help="A Shenzhen-layout folder (python -m eval --shenzhen).")
     parser.add_argument("--seg_decoding", default="argmax", choices=SEG_DECODINGS,
                         help="How the 16 <seg> slots become a mask (chexanatomy.inference.VLMSegmenter).")
+    parser.add_argument("--zooms", type=float, nargs="+", default=[1.0],
+                        help="Test-time zooms (chexanatomy.inference.ZoomEnsemble); 1 alone: off.")
     parser.add_argument("--output", default="bench/results/checkpoints.json")
     args = parser.parse_args()
     sets = {name: list(loader(root)) for name, root, loader in
@@ -86,7 +90,7 @@ def main() -> None:
     print("| model | " + " | ".join(f"{s} Dice | box IoU | x0 == y0 | invalid" for s in sets)
           + " | token position R^2 row / column |")
     for folder in folders:
-        results[str(folder)] = r = score(folder, sets, args.seg_decoding)
+        results[str(folder)] = r = score(folder, sets, args.seg_decoding, tuple(args.zooms))
         cells = [f"{r[s]['dice']:.3f} | {r[s]['box_iou'] or 0:.3f} | {r[s]['x0_eq_y0'] or 0:.0%} | "
                  f"{r[s]['invalid']:.0%}" for s in sets]  # fmt: skip
         positions = f"{r['positions']['row']:.3f} / {r['positions']['column']:.3f}"

@@ -316,6 +316,77 @@ class VLMSegmenter:
         return torch.softmax(logits.float(), -1).cpu()
 
 
+class ZoomEnsemble:
+    """Test-time augmentation: a segmenter's masks on zoomed-out copies of the image, put back and voted.
+
+    Each zoom z in (0, 1] shrinks the radiograph by z about its centre onto a black canvas of the image's size (what
+    the training augmentation's zoom below 1 shows the models, ``train.augment``), the wrapped segmenter answers, and
+    each mask is cut back out of the canvas and resized (bilinear) to the image. A pixel is in the ensemble's mask
+    when it is in more than half of the valid answers' masks; a structure no zoom answered validly keeps the first
+    zoom's (invalid) prediction. ``answer`` is the first zoom's raw answer. Costs ``len(zooms)`` x ``segment``.
+
+    Args:
+        segmenter: any ``Segmenter`` (``UNetSegmenter``, ``VLMSegmenter``).
+        zooms: the zoom factors, each in (0, 1]; 1 is the image as it is.
+    """
+
+    def __init__(self, segmenter: Segmenter, zooms: tuple[float, ...] = (1.0, 0.9, 0.8)):
+        zooms = tuple(float(z) for z in zooms)
+        if not zooms or not all(0 < z <= 1 for z in zooms):
+            raise ValueError(f"zooms must be one or more factors in (0, 1], got {list(zooms)}")
+        self.segmenter, self.zooms = segmenter, zooms
+
+    @property
+    def kind(self) -> str:
+        """The wrapped segmenter's kind ("vlm" or "unet")."""
+        return self.segmenter.kind
+
+    @property
+    def structures(self) -> list[str]:
+        """What the wrapped segmenter answers by default."""
+        return self.segmenter.structures
+
+    def segment(self, image: Image.Image | np.ndarray, structures: list[str] | None = None) -> dict[str, Prediction]:
+        """``segment`` of the wrapped segmenter, voted over the zooms (see the class docstring)."""
+        grey = grey_image(image)
+        runs = [self.segmenter.segment(zoomed_out(grey, z), structures) for z in self.zooms]
+        out = {}
+        for name, first in runs[0].items():
+            masks = [restored(run[name].mask, z) for z, run in zip(self.zooms, runs, strict=True) if run[name].valid]
+            if not masks:
+                out[name] = first
+                continue
+            mask = np.mean(masks, 0) > 0.5
+            out[name] = Prediction(name, mask, tight_box(mask), True, first.answer)
+        return out
+
+
+def _zoom_window(size: tuple[int, int], zoom: float) -> tuple[int, int, int, int]:
+    """``(left, top, width, height)`` pixels of the shrunk image on a canvas of ``size`` = (W, H), centred."""
+    width, height = max(1, round(size[0] * zoom)), max(1, round(size[1] * zoom))
+    return (size[0] - width) // 2, (size[1] - height) // 2, width, height
+
+
+def zoomed_out(image: Image.Image, zoom: float) -> Image.Image:
+    """``image`` ("L") shrunk by ``zoom`` (0, 1] about its centre onto a black canvas of its own size."""
+    if zoom == 1:
+        return image
+    left, top, width, height = _zoom_window(image.size, zoom)
+    canvas = Image.new("L", image.size, 0)
+    canvas.paste(image.resize((width, height), Image.BILINEAR), (left, top))
+    return canvas
+
+
+def restored(mask: np.ndarray, zoom: float) -> np.ndarray:
+    """A mask [H, W] of ``zoomed_out(image, zoom)`` as float [H, W] in [0, 1] on the image itself (bilinear)."""
+    if zoom == 1:
+        return mask.astype(np.float32)
+    height, width = mask.shape
+    left, top, w, h = _zoom_window((width, height), zoom)
+    window = Image.fromarray(mask[top : top + h, left : left + w].astype(np.float32))
+    return np.asarray(window.resize((width, height), Image.BILINEAR))
+
+
 def paligemma_of(model):
     """The ``PaliGemmaForConditionalGeneration`` inside a possible ``PeftModel`` wrapper."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -27,7 +27,7 @@ import datasets
 
 from chexanatomy.answer_contract import LOC_DECODINGS
 from chexanatomy.cli import MISSING_INPUT, parse_config, prog_name, run_main
-from chexanatomy.inference import SEG_DECODINGS, load_segmenter
+from chexanatomy.inference import SEG_DECODINGS, ZoomEnsemble, load_segmenter
 from chexanatomy.locate import SEGMENTER_MARKERS, locate_model, model_source
 
 from . import report
@@ -90,6 +90,11 @@ class EvalConfig:
     chexmask: str | None = field(default=None, metadata={"help": "CheXmask CSV; needs --chexmask_images."})
     chexmask_images: str | None = field(default=None, metadata={"help": "Images root for the CheXmask CSV."})
     real_max_images: int | None = field(default=None, metadata={"help": "Images per real dataset."})
+    real_zooms: list[float] = field(
+        default_factory=lambda: [1.0],
+        metadata={"help": "Test-time zooms on the real sets, each in (0, 1] (chexanatomy.inference.ZoomEnsemble: the "
+                  "masks of zoomed-out copies voted; 1 alone: off). Both models get the same."},
+    )
     lung_definitions: list[str] = field(
         default_factory=lambda: ["scr", "heart"],
         metadata={"help": "How predicted lungs meet real references, one entry each: scr (lung fields), heart, full."},
@@ -143,6 +148,8 @@ class EvalConfig:
             raise ValueError("--chexmask and --chexmask_images go together")
         from .real_cxr import LUNG_DEFINITIONS
 
+        if not self.real_zooms or not all(0 < z <= 1 for z in self.real_zooms):
+            raise ValueError(f"--real_zooms: each zoom must be in (0, 1], got {self.real_zooms}")
         if bad := [d for d in self.lung_definitions if d not in LUNG_DEFINITIONS]:
             raise ValueError(f"--lung_definitions: unknown {bad}; choose from {tuple(LUNG_DEFINITIONS)}")
 
@@ -266,15 +273,22 @@ def _parameters(segmenter) -> int:
 
 
 def score_real(models: dict, config: EvalConfig) -> list[dict]:
-    """Evaluation entries on each real dataset given on the command line, for every model."""
+    """Evaluation entries on each real dataset given on the command line, for every model.
+
+    With ``--real_zooms`` other than ``1`` alone, every model is scored through a ``ZoomEnsemble`` of those zooms
+    (recorded as the entry's ``dataset.zooms``); the VLM's unconstrained check runs on the model alone.
+    """
     from .real_eval import evaluate_on_real
 
-    entries = []
+    entries, voted = [], config.real_zooms != [1.0]
     for _, (description, records) in real_benchmarks(config).items():
+        if voted:
+            description = {**description, "zooms": list(config.real_zooms)}
         for key, segmenter in models.items():
+            scored = ZoomEnsemble(segmenter, config.real_zooms) if voted else segmenter
             for lungs in config.lung_definitions:
                 args = (description, lungs, config.keep_largest)
-                entries.append(evaluate_on_real(segmenter, records(), key, *args))
+                entries.append(evaluate_on_real(scored, records(), key, *args))
                 if config.vlm_unconstrained_check:
                     add_unconstrained(
                         entries[-1], segmenter, lambda s, m, a=args, r=records: evaluate_on_real(s, r(), m, *a)
