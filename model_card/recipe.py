@@ -122,6 +122,17 @@ def loc_prior_rows(record: TrainingRecord) -> list[tuple[str, str]]:
     return [("<loc> prior", ", ".join(dict.fromkeys(parts)))] if parts else []
 
 
+def seg_shape_rows(record: TrainingRecord) -> list[tuple[str, str]]:
+    """The ``<seg>`` codes' shape loss (train.seg_shape) of the stages that used it; none when no stage did."""
+    used = [(i, float(w)) for i, stage in enumerate(record.stages(), 1)
+            if (w := anatomy_options(stage).get("seg_shape_weight"))]  # fmt: skip
+    if not used:
+        return []
+    weights = ", ".join(f"weight {w:g} in stage {i}" for i, w in used)
+    return [("<seg> shape loss", f"{weights}: Dice + BCE of the map the expected codes draw through the frozen codec "
+                                 "decoder, against the target codes' map")]  # fmt: skip
+
+
 def structure_sampling_row(record: TrainingRecord) -> tuple[str, str]:
     """How each answer stage drew its structures (train.collator ``area_power``), per stage when they differ."""
 
@@ -178,6 +189,7 @@ def vlm_recipe(folder: ModelFolder) -> list[tuple[str, str]]:
             vision_tower_row(record),
             *([language_model_row(record, folder.text_layers)] if folder.text_layers else []),
             *loc_prior_rows(record),
+            *seg_shape_rows(record),
             ("training corpus", f"`{record.corpus_dir}`"),
             ("structures per answer", str(record.structures_per_answer)),
             structure_sampling_row(record),

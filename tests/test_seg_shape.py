@@ -150,6 +150,18 @@ def test_expected_decoding_is_refused_where_the_slots_are_not_known(vlm_folder, 
         load_segmenter(vlm_folder, device="cpu", **options)
 
 
+def test_the_card_names_the_stages_trained_with_the_shape_loss():
+    from types import SimpleNamespace
+
+    from model_card.recipe import seg_shape_rows
+
+    stages = [SimpleNamespace(options={"anatomy": {"loc_sigma": 0.0}}), SimpleNamespace(options={"tower": {}}),
+              SimpleNamespace(options={"anatomy": {"seg_shape_weight": 2.0}})]  # fmt: skip
+    (row,) = seg_shape_rows(SimpleNamespace(stages=lambda: stages))
+    assert row[0] == "<seg> shape loss" and row[1].startswith("weight 2 in stage 3: Dice + BCE")
+    assert seg_shape_rows(SimpleNamespace(stages=lambda: stages[:2])) == []
+
+
 @pytest.mark.parametrize(
     "options, message",
     [(dict(seg_shape_weight=-1.0), "seg_shape_weight"), (dict(seg_shape_weight=float("inf")), "seg_shape_weight"),
