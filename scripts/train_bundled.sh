@@ -29,9 +29,12 @@ PY="$VENV/bin/python"
 "$PY" -m train.sft --config train/recipes/tiny_bundled_seeing.yaml --corpus_dir outputs/drr40
 "$PY" -m train.sft --config train/recipes/tiny_bundled_joint.yaml --corpus_dir outputs/drr40
 # stage 8: every patch token also taught its own row and column (tiny_bundled_position.yaml); stage 9: the language
-# model grown from 4 to 8 layers (tiny_bundled_deeper.yaml).
+# model grown from 4 to 8 layers (tiny_bundled_deeper.yaml); stage 10: more zoomed-out frames and the <seg> shape loss
+# (tiny_bundled_framing.yaml; the shipped run read its batches in the main process, as below).
 "$PY" -m train.sft --config train/recipes/tiny_bundled_position.yaml --corpus_dir outputs/drr40
-"$PY" -m train.sft --config train/recipes/tiny_bundled_deeper.yaml --corpus_dir outputs/drr40 --output_dir outputs/tiny_vlm
+"$PY" -m train.sft --config train/recipes/tiny_bundled_deeper.yaml --corpus_dir outputs/drr40
+"$PY" -m train.sft --config train/recipes/tiny_bundled_framing.yaml --corpus_dir outputs/drr40 --output_dir outputs/tiny_vlm \
+    --dataloader_num_workers 0 --dataloader_persistent_workers false
 # U-Net stage 1: from scratch at lr 2e-3; stages 2-5 continue it (--init_from, recorded as initialised_from).
 "$PY" -m train.unet --config train/recipes/unet_bundled.yaml --corpus_dir outputs/drr40 --output_dir outputs/unet_stage1
 "$PY" -m train.unet --config train/recipes/unet_bundled.yaml --corpus_dir outputs/drr40 --output_dir outputs/unet_stage2 \
