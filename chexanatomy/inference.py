@@ -233,7 +233,11 @@ class VLMSegmenter:
         grey = grey_image(image)
         names = resolve_names(structures, self.structures)
         words = prompt_names or [STRUCTURES[n].display for n in names]
-        answers, slots = self._answers(grey, [f"{task} {w}" for w in words], task == "segment")
+        prompts = [f"{task} {w}" for w in words]
+        if task == "segment" and self.seg_decoding == "expected":
+            answers, slots = self._answers(grey, prompts, True)
+        else:  # the answers alone: generate_answers, the one method a caller may replace
+            answers, slots = self.generate_answers(grey, prompts), [None] * len(prompts)
         size = (grey.size[1], grey.size[0])
         return {n: self._prediction(n, a, size, task, p) for n, a, p in zip(names, answers, slots, strict=True)}
 
