@@ -25,12 +25,12 @@ from pathlib import Path
 
 import checkout  # noqa: F401  (puts the checkout on sys.path)
 import numpy as np
+from score_checkpoints import add_real_set_options, real_sets
 
 from chexanatomy.inference import grey_image, load_segmenter
 from chexanatomy.mask_tokens import answer_locs, loc_values_to_box
 from chexanatomy.masks import dice, tight_box
 from chexanatomy.regions import largest_component
-from eval import real_cxr
 
 EDGES = ("y0", "x0", "y1", "x1")
 LOC_TEXT = 4 * len("<loc0000>")  # the characters of an answer's box
@@ -95,15 +95,10 @@ def diagnose(segmenter, records) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="A model folder (VLM or U-Net) or bundled-vlm / bundled-unet.")
-    parser.add_argument("--montgomery", help="A Montgomery-layout folder (python -m eval --montgomery).")
-    parser.add_argument("--shenzhen", help="A Shenzhen-layout folder (python -m eval --shenzhen).")
+    add_real_set_options(parser)
     parser.add_argument("--output", default="bench/results/diagnose_real.json")
     args = parser.parse_args()
-    sets = {name: list(loader(root)) for name, root, loader in
-            (("montgomery", args.montgomery, real_cxr.load_montgomery),
-             ("shenzhen", args.shenzhen, real_cxr.load_shenzhen)) if root}  # fmt: skip
-    if not sets:
-        parser.error("give --montgomery and/or --shenzhen")
+    sets = real_sets(parser, args)
     segmenter = load_segmenter(args.model, local_only=True)
     results = {"model": args.model, "sets": {}}
     for name, records in sets.items():

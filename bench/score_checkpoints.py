@@ -67,22 +67,33 @@ def score(folder: Path, sets: dict, seg_decoding: str = "argmax", zooms: tuple[f
     return out
 
 
+def add_real_set_options(parser: argparse.ArgumentParser) -> None:
+    """``--montgomery`` and ``--shenzhen``: the real sets a bench script scores on."""
+    parser.add_argument("--montgomery", help="A Montgomery-layout folder (python -m eval --montgomery).")
+    parser.add_argument("--shenzhen", help="A Shenzhen-layout folder (python -m eval --shenzhen).")
+
+
+def real_sets(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, list]:
+    """``{"montgomery": records, "shenzhen": records}`` of the folders given; a usage error when none is."""
+    sets = {name: list(loader(root)) for name, root, loader in
+            (("montgomery", args.montgomery, real_cxr.load_montgomery),
+             ("shenzhen", args.shenzhen, real_cxr.load_shenzhen)) if root}  # fmt: skip
+    if not sets:
+        parser.error("give --montgomery and/or --shenzhen")
+    return sets
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="Model folders or run folders holding checkpoint-N folders.")
-    parser.add_argument("--montgomery", help="A Montgomery-layout folder (python -m eval --montgomery).")
-    parser.add_argument("--shenzhen", help="A Shenzhen-layout folder (python -m eval --shenzhen).")
+    add_real_set_options(parser)
     parser.add_argument("--seg_decoding", default="argmax", choices=SEG_DECODINGS,
                         help="How the 16 <seg> slots become a mask (chexanatomy.inference.VLMSegmenter).")
     parser.add_argument("--zooms", type=float, nargs="+", default=[1.0],
                         help="Test-time zooms (chexanatomy.inference.ZoomEnsemble); 1 alone: off.")
     parser.add_argument("--output", default="bench/results/checkpoints.json")
     args = parser.parse_args()
-    sets = {name: list(loader(root)) for name, root, loader in
-            (("montgomery", args.montgomery, real_cxr.load_montgomery),
-             ("shenzhen", args.shenzhen, real_cxr.load_shenzhen)) if root}  # fmt: skip
-    if not sets:
-        parser.error("give --montgomery and/or --shenzhen")
+    sets = real_sets(parser, args)
     folders = model_folders(args.runs)
     if not folders:
         parser.error(f"no model folder in {args.runs}")
