@@ -68,8 +68,8 @@ def answer_only_loss(model, inputs: dict, loc_smoothing: LocSmoothing | None = N
     (docs/anchors.md); PaliGemma's ``logits_to_keep`` accepts the positions to keep, so the LM head runs on those only.
     Equal to the model's own loss (tested) without ``loc_smoothing``; with it, the term of each ``<loc>`` target is
     the cross-entropy against ``LocSmoothing.targets`` (the mean is still over all answer tokens). ``seg_shape``
-    (``train.seg_shape.SegShapeLoss``: a callable of the labelled positions' logits [M, V] and targets [M], in
-    reading order) adds its term to the mean.
+    (``train.seg_shape.SegShapeLoss``: a callable of the kept positions' logits [M, V] and targets [M], -100 where
+    unlabelled, in reading order) adds its term to the mean.
     """
     labels = inputs["labels"]
     keep = answer_positions(labels)
@@ -81,10 +81,7 @@ def answer_only_loss(model, inputs: dict, loc_smoothing: LocSmoothing | None = N
         loss = torch.nn.functional.cross_entropy(logits.float(), targets, ignore_index=-100)
     else:
         loss = _smoothed_loss(logits, targets, loc_smoothing)
-    if seg_shape is None:
-        return loss
-    labelled = targets != -100
-    return loss + seg_shape(logits[labelled], targets[labelled])
+    return loss if seg_shape is None else loss + seg_shape(logits, targets)
 
 
 def _smoothed_loss(logits: torch.Tensor, targets: torch.Tensor, loc_smoothing: LocSmoothing) -> torch.Tensor:

@@ -234,8 +234,8 @@ class VLMSegmenter:
         names = resolve_names(structures, self.structures)
         words = prompt_names or [STRUCTURES[n].display for n in names]
         prompts = [f"{task} {w}" for w in words]
-        if task == "segment" and self.seg_decoding == "expected":
-            answers, slots = self._answers(grey, prompts, True)
+        if task == "segment" and self.seg_decoding == "expected" and self.constrained:
+            answers, slots = self._answers(grey, prompts, slots=True)
         else:  # the answers alone: generate_answers, the one method a caller may replace
             answers, slots = self.generate_answers(grey, prompts), [None] * len(prompts)
         size = (grey.size[1], grey.size[0])
@@ -255,25 +255,23 @@ class VLMSegmenter:
 
     def generate_answers(self, image: Image.Image, prompts: list[str]) -> list[str]:
         """Answers (special tokens kept: ``<loc>``/``<seg>``) to ``prompts`` about one image, in order."""
-        return self._answers(image, prompts, False)[0]
+        return self._answers(image, prompts, slots=False)[0]
 
     @torch.no_grad()
-    def _answers(self, image: Image.Image, prompts: list[str], segment: bool) -> tuple[list[str], list]:
+    def _answers(self, image: Image.Image, prompts: list[str], slots: bool) -> tuple[list[str], list]:
         """Answers to ``prompts`` about one image, and per answer its ``<seg>`` slots' code probabilities.
 
-        The probabilities ([16, 128] per answer) only for ``segment`` prompts under ``seg_decoding="expected"``;
-        None otherwise.
+        The probabilities ([16, 128] per answer) only with ``slots`` (contract ``segment`` prompts); None otherwise.
         """
         pixels = self.processor.image_processor(image.convert("RGB"), return_tensors="pt")["pixel_values"]
         features = self._image_features(pixels)
-        slots_wanted = segment and self.seg_decoding == "expected" and self.constrained  # else: the argmax codes
-        answers, slots = [], []
+        answers, distributions = [], []
         for start in range(0, len(prompts), self.batch_size):
             texts, probabilities = self._generate_chunk(prompts[start : start + self.batch_size], pixels, features,
-                                                        slots_wanted)  # fmt: skip
+                                                        slots)  # fmt: skip
             answers += texts
-            slots += list(probabilities) if probabilities is not None else [None] * len(texts)
-        return answers, slots
+            distributions += list(probabilities) if probabilities is not None else [None] * len(texts)
+        return answers, distributions
 
     def _image_features(self, pixels: torch.Tensor):
         """The vision tower + projector output for one image [1, 3, S, S], or None when generate cannot take it."""

@@ -56,7 +56,7 @@ def test_each_objects_sixteen_codes_are_grouped_and_a_cut_answer_is_left_out(pro
     first = _ids(processor, "loc", [1, 2, 3, 4]) + _ids(processor, "seg", range(16)) + name
     second = _ids(processor, "loc", [5, 6, 7, 8]) + _ids(processor, "seg", range(16, 32)) + [1]
     cut = _ids(processor, "loc", [1, 2, 3, 4]) + _ids(processor, "seg", range(7))
-    targets = torch.tensor(first + second + cut)
+    targets = torch.tensor(first + second + [-100, -100] + cut)  # padding of a shorter row: unlabelled
     groups = loss.code_groups(targets)
     start = len(first) + 4
     assert groups.tolist() == [list(range(4, 20)), list(range(start, start + 16))]
@@ -104,7 +104,7 @@ def test_the_answer_loss_adds_the_weighted_shape_term(processor, codec):
     batch = {"labels": labels, "input_ids": torch.zeros_like(labels)}
     plain = answer_only_loss(Fixed(), batch)
     shaped = answer_only_loss(Fixed(), batch, seg_shape=SegShapeLoss(codec, processor.tokenizer, 2.0))
-    term = SegShapeLoss(codec, processor.tokenizer, 1.0)(logits[0], torch.tensor(answer))
+    term = SegShapeLoss(codec, processor.tokenizer, 1.0)(logits[0], torch.tensor(answer))  # all kept positions labelled
     assert float(shaped) == pytest.approx(float(plain) + 2 * float(term), rel=1e-5)
 
 
@@ -123,7 +123,7 @@ def test_expected_decoding_reads_the_same_answers_and_draws_inside_their_boxes(v
     expected = load_segmenter(vlm_folder, device="cpu", seg_decoding="expected")
     image = phantom_rows[0]["image"]
     prompts = ["segment heart", "segment left lung", "segment right lung"]
-    answers, slots = expected._answers(image.convert("L"), prompts, True)
+    answers, slots = expected._answers(image.convert("L"), prompts, slots=True)
     assert answers == argmax.generate_answers(image.convert("L"), prompts)
     for answer, probabilities in zip(answers, slots, strict=True):
         assert probabilities.shape == (16, 128) and torch.allclose(probabilities.sum(-1), torch.ones(16))

@@ -50,8 +50,8 @@ class SegShapeLoss:
     def code_groups(self, targets: torch.Tensor) -> torch.Tensor:
         """[N, 16] indices into ``targets`` of each object's 16 ``<seg>`` targets, in order.
 
-        ``targets`` [M] are the labelled tokens of a batch in reading order (row by row). An object's codes are 16
-        consecutive ``<seg>`` targets; a run of any other length (an answer cut short) is left out.
+        ``targets`` [M] are a batch's targets in reading order (row by row; -100 where unlabelled). An object's codes
+        are 16 consecutive ``<seg>`` targets; a run of any other length (an answer cut short) is left out.
         """
         is_seg = (targets >= self.first_id) & (targets < self.first_id + NUM_SEG)
         positions = is_seg.nonzero().squeeze(1)
@@ -63,11 +63,11 @@ class SegShapeLoss:
         return torch.stack(whole) if whole else positions.new_zeros(0, CODES_PER_MASK)
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The weighted loss of ``logits`` [M, V] predicting ``targets`` [M] (labelled positions only); 0 if none."""
+        """The weighted loss of ``logits`` [M, V] predicting ``targets`` [M] (-100: unlabelled); 0 if no object."""
         groups = self.code_groups(targets)
         if groups.numel() == 0:
             return logits.new_zeros(())
-        seg_logits = logits[groups][..., self.first_id : self.first_id + NUM_SEG].float()  # [N, 16, 128]
+        seg_logits = logits[:, self.first_id : self.first_id + NUM_SEG][groups].float()  # [N, 16, 128], no [M, V] copy
         drawn = self.codec.decode_distributions(torch.softmax(seg_logits, -1))
         with torch.no_grad():
             reference = self.codec.decode_indices(targets[groups] - self.first_id) > 0
