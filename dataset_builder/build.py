@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from . import local_engine
 from .card import write_card
 from .config import NON_CONTENT, BuildConfig
-from .corpus import SPLITS, existing_shards, shard_file, subject_split
+from .corpus import FORMAT_VERSION, SPLITS, existing_shards, shard_file, subject_split
 from .ct import CTInputError
 from .sources import PROVENANCE, Subject, list_subjects
 from .stages import failure, resolve_device, tokenizer_for
@@ -210,7 +210,7 @@ def build(config: BuildConfig) -> dict:
     folder = Folder(config.output_dir)
     if config.push_to_hub and folder.local is None:
         raise BuildError(f"--push_to_hub publishes a local --output_dir; {folder} is remote (build locally first)")
-    content = config.content_dict(tokenizer_for(config.codec))
+    content = {**config.content_dict(tokenizer_for(config.codec)), "format_version": FORMAT_VERSION}  # no mixing
     subjects = list_subjects(config)
     with _engine(config) as engine:
         folder.makedirs()

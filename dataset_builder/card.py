@@ -16,6 +16,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from PIL import Image, ImageDraw
 
 from chexanatomy import CITATION
+from chexanatomy.anatomy import COSTOPHRENIC_MIN_WIDTH
 from chexanatomy.codec import DEFAULT_CODEC_REPO, DEFAULT_CODEC_VERSION
 from chexanatomy.examples import real_radiographs
 
@@ -228,6 +229,7 @@ def build_card(folder: Folder | str | Path, config: dict, provenance: list[str],
         split_fractions=" / ".join(f"{s} {f:g}" for s, f in zip(SPLITS, config["split_fractions"], strict=False)),
         min_area_px=config["min_area_px"],
         threshold_mm=config["mask_threshold_mm"],
+        costophrenic_min_width=f"{COSTOPHRENIC_MIN_WIDTH:.0%}",
         structure_counts=stats["structures"],
         mask_tokens=config.get("mask_tokens"),
         codec_id=(

@@ -33,8 +33,9 @@ from .render import RenderedView
 
 SPLITS = ("train", "validation", "test")
 # 2.0: radiograph-like appearance (physics, processing, framing) and lung fields; 2.1: lung fields on frontal views
-# only, without the specks thin occluders cut off (dataset_builder.render.view_masks)
-FORMAT_VERSION = "2.1"
+# only, without the specks thin occluders cut off (dataset_builder.render.view_masks); 2.2: lung fields end at their
+# costophrenic angles (chexanatomy.anatomy.COSTOPHRENIC_MIN_WIDTH)
+FORMAT_VERSION = "2.2"
 
 
 def _features_of(record: dict) -> dict:

@@ -16,8 +16,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from chexanatomy.anatomy import LUNG_LOBES, STRUCTURES, expand_derived, leaf_members
-from chexanatomy.regions import without_specks
+from chexanatomy.anatomy import (
+    COSTOPHRENIC_MIN_WIDTH,
+    COSTOPHRENIC_SIDES,
+    LUNG_LOBES,
+    STRUCTURES,
+    expand_derived,
+    leaf_members,
+)
+from chexanatomy.regions import above_costophrenic_angle, without_specks
 from chexanatomy.subjects import stable_seed
 
 from .appearance import Appearance, attenuation_channels, display, mix_line_integrals, random_appearance
@@ -196,6 +203,7 @@ def view_masks(paths: dict[str, torch.Tensor], view: str, settings: RenderSettin
     A ``frontal_only`` structure (the radiographic lung fields) is left out of a lateral view. A structure with
     occluders loses its pieces under ``SPECK_SHARE`` of the image (a PA lung field, about 12 % of the image, kept 3-4
     specks of a few pixels where thin occluders crossed it), so ``lung_fields`` stays the union of the two sides.
+    Each side's lung field then ends at its costophrenic angle (:func:`end_at_costophrenic_angles`).
     """
     out = {}
     for name, mask in projected_masks(paths, settings.mask_threshold_mm).items():
@@ -205,8 +213,27 @@ def view_masks(paths: dict[str, torch.Tensor], view: str, settings: RenderSettin
         mask = mask.cpu().numpy()
         if structure.occluders:
             mask = without_specks(mask, max(1, round(SPECK_SHARE * mask.size)))
-        if int(mask.sum()) >= settings.min_area_px:
-            out[name] = mask
+        out[name] = mask
+    out = end_at_costophrenic_angles(out)
+    return {name: mask for name, mask in out.items() if int(mask.sum()) >= settings.min_area_px}
+
+
+def end_at_costophrenic_angles(masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``masks`` with each side's lung field ended at its costophrenic angle, and ``lung_fields`` without the same rows.
+
+    ``chexanatomy.anatomy.COSTOPHRENIC_MIN_WIDTH`` says where (``chexanatomy.regions.above_costophrenic_angle``); the
+    pixels a side loses are taken out of ``lung_fields`` too, which stays the union of the two sides. Other
+    structures are returned as they are.
+    """
+    out = dict(masks)
+    removed = []
+    for side in COSTOPHRENIC_SIDES:
+        if side in out:
+            ended = above_costophrenic_angle(out[side], COSTOPHRENIC_MIN_WIDTH)
+            removed.append(out[side] & ~ended)
+            out[side] = ended
+    if removed and "lung_fields" in out:
+        out["lung_fields"] = out["lung_fields"] & ~np.any(removed, axis=0)
     return out
 
 

@@ -119,6 +119,7 @@ def test_card_yaml_parses_and_lists_the_shards(corpus):
         assert list(out.glob(pattern)), f"{pattern} matches no shard"
     assert "medical" in card.data.tags and card.data.license == "apache-2.0"  # a phantom: no patient's CT terms
     assert "lung_left" in card.text and "patient's right on the image" in card.text
+    assert "ends at its costophrenic angle" in card.text and "narrower than 10% of the widest" in card.text
 
 
 def test_card_metadata_follows_the_datasetcard_spec(corpus):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from chexanatomy.anatomy import COSTOPHRENIC_MIN_WIDTH
 from dataset_builder.appearance import MU_WATER_PER_MM, attenuation_channels
 from dataset_builder.build import BuildConfig, build
 from dataset_builder.ct import load_embedded
@@ -89,6 +90,11 @@ def test_lung_fields_are_the_lungs_minus_heart_mediastinum_and_abdomen(realistic
         assert np.array_equal(m["lung_fields"], m["lung_field_left"] | m["lung_field_right"])
         for side in ("left", "right"):  # one region each, as SCR draws it: no specks between thin occluders
             assert ndimage.label(m[f"lung_field_{side}"], structure=np.ones((3, 3)))[1] == 1
+        for side in ("left", "right"):  # ended at the costophrenic angle: no row below the widest is a thin recess
+            widths = m[f"lung_field_{side}"].sum(1)
+            below = widths[int(widths.argmax()) :]
+            below = below[below > 0]
+            assert below.min() >= COSTOPHRENIC_MIN_WIDTH * widths.max()
 
 
 def test_a_lateral_view_has_lungs_but_no_lung_fields(embedded):

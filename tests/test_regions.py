@@ -1,9 +1,10 @@
-"""chexanatomy.regions: one rule for a mask's pieces (the builder's speck removal, the evaluation's keep-largest)."""
+"""chexanatomy.regions: one rule for a mask's pieces (the builder's speck removal, the evaluation's keep-largest) and
+where a lung field ends below (its costophrenic angle)."""
 
 import numpy as np
 import pytest
 
-from chexanatomy.regions import largest_component, without_specks
+from chexanatomy.regions import above_costophrenic_angle, largest_component, without_specks
 
 
 def two_lungs_and_specks() -> np.ndarray:
@@ -34,3 +35,28 @@ def test_the_largest_component_is_the_larger_lung_and_diagonal_pixels_connect():
     diagonal = np.eye(6, dtype=bool)
     assert np.array_equal(largest_component(diagonal), diagonal)  # 8-connected: one piece
     assert not largest_component(np.zeros((4, 4), bool)).any()
+
+
+def lung_field_with_a_recess_tail() -> np.ndarray:
+    """A 60 x 40 right lung field (image left): apex narrowing from row 5, widest 20 px at rows 25-34, then a
+    3-pixel-wide costophrenic recess running down the lateral wall to row 54, as TotalSegmentator's labels project."""
+    field = np.zeros((60, 40), bool)
+    for row in range(5, 25):
+        field[row, 5 : 5 + (row - 4)] = True  # the apex: 1 .. 20 px
+    field[25:35, 5:25] = True  # the widest rows: 20 px
+    field[35:40, 5:15] = True  # the dome's lateral slope: 10 px (half the widest)
+    field[40:55, 5:8] = True  # the recess seen edge-on: 3 px (under a tenth of the widest would be 2 px)
+    return field
+
+
+def test_a_lung_field_ends_where_it_narrows_below_its_widest_row():
+    field = lung_field_with_a_recess_tail()
+    ended = above_costophrenic_angle(field, 0.2)  # 4 px: the 3-pixel recess goes, the 10-pixel slope stays
+    assert np.array_equal(ended[:40], field[:40]) and not ended[40:].any()
+    assert np.array_equal(above_costophrenic_angle(field, 0.1), field)  # 2 px: nothing is narrower, all stays
+    assert np.array_equal(above_costophrenic_angle(field, 0.0), field)
+    # the apex narrows to one pixel above the widest row and is never cut
+    assert above_costophrenic_angle(field, 0.9)[5:35].sum() == field[5:35].sum()
+    assert not above_costophrenic_angle(np.zeros((8, 8), bool), 0.1).any()
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        above_costophrenic_angle(field, 1.0)
