@@ -52,7 +52,10 @@ def codec_of(folder: Path) -> str | Path:
 
 
 def score(folder: Path, sets: dict, seg_decoding: str = "argmax", zooms: tuple[float, ...] = (1.0,)) -> dict:
-    """``{set: {"dice", "box_iou", "x0_eq_y0", "invalid"}, "positions": {"row", "column"}}`` of one model folder."""
+    """``{set: {"dice", "box_iou", "x0_eq_y0", "invalid"}, "positions": {"row", "column"}}`` of one model folder.
+
+    A U-Net folder is scored too (its boxes are its masks' tight boxes), without ``positions``.
+    """
     segmenter = load_segmenter(folder, codec=codec_of(folder), local_only=True, seg_decoding=seg_decoding)
     scored = segmenter if tuple(zooms) == (1.0,) else ZoomEnsemble(segmenter, zooms)
     out = {}
@@ -60,6 +63,8 @@ def score(folder: Path, sets: dict, seg_decoding: str = "argmax", zooms: tuple[f
         summary = evaluate_on_real(scored, records, str(folder), {"id": name, "name": name})["summary"]
         out[name] = {"dice": summary["macro"]["dice"], "box_iou": summary["macro"].get("box_iou"),
                      "x0_eq_y0": summary["x0_eq_y0_rate"], "invalid": summary["invalid_rate"]}  # fmt: skip
+    if segmenter.kind != "vlm":
+        return out  # a U-Net has no tokens to read positions from
     model = segmenter.model
     size = model.config.vision_config.image_size
     pixels = torch.cat([tower_input(r["image"], size) for records in sets.values() for r in records])
@@ -104,7 +109,7 @@ def main() -> None:
         results[str(folder)] = r = score(folder, sets, args.seg_decoding, tuple(args.zooms))
         cells = [f"{r[s]['dice']:.3f} | {r[s]['box_iou'] or 0:.3f} | {r[s]['x0_eq_y0'] or 0:.0%} | "
                  f"{r[s]['invalid']:.0%}" for s in sets]  # fmt: skip
-        positions = f"{r['positions']['row']:.3f} / {r['positions']['column']:.3f}"
+        positions = f"{r['positions']['row']:.3f} / {r['positions']['column']:.3f}" if "positions" in r else "-"
         print(f"| {folder} | " + " | ".join(cells) + f" | {positions} |", flush=True)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Re-train the bundled demonstration models (chexanatomy/assets/models/) from nothing, on CPU: the 40-subject embedded
-# corpus, the tiny VLM in nine stages and the U-Net in six, then their test-split figures. About 11.5 hours on 2 cores
-# (corpus 15 min, VLM 51 + 51 + 48 + 55 + 12 + 46 + 45 + 48 + 75 min, U-Net 72 + 15 + 28 + 28 + 26 + 75 min); on a GPU add --device/--bf16 flags
-# as the recipes say. The shipped models ran their first stages (VLM 1-3, U-Net 1-5) on the format-1.0 corpus of
-# commit 2358aad (plain DRRs) and their last stage on the radiograph-like format-2.0 corpus; this script runs every
-# stage on the current corpus.
+# corpus, the tiny VLM in eleven stages and the U-Net in seven, then their test-split figures. About 14 hours on 2 cores
+# (corpus 15 min, VLM 51 + 51 + 48 + 55 + 12 + 46 + 45 + 48 + 75 + 66 + 60 min, U-Net 72 + 15 + 28 + 28 + 26 + 75 + 28 min);
+# on a GPU add --device/--bf16 flags as the recipes say. The shipped models ran their first stages (VLM 1-3, U-Net 1-5)
+# on the format-1.0 corpus of commit 2358aad (plain DRRs), later ones on formats 2.0 and 2.1, and their last stage (VLM
+# 11, U-Net 7) on format 2.2; this script runs every stage on the current corpus.
 #   bash scripts/train_bundled.sh && cp -r outputs/tiny_vlm/. chexanatomy/assets/models/tiny_vlm/ ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +33,11 @@ PY="$VENV/bin/python"
 # (tiny_bundled_framing.yaml; the shipped run read its batches in the main process, as below).
 "$PY" -m train.sft --config train/recipes/tiny_bundled_position.yaml --corpus_dir outputs/drr40
 "$PY" -m train.sft --config train/recipes/tiny_bundled_deeper.yaml --corpus_dir outputs/drr40
-"$PY" -m train.sft --config train/recipes/tiny_bundled_framing.yaml --corpus_dir outputs/drr40 --output_dir outputs/tiny_vlm \
+"$PY" -m train.sft --config train/recipes/tiny_bundled_framing.yaml --corpus_dir outputs/drr40 \
+    --dataloader_num_workers 0 --dataloader_persistent_workers false
+# stage 11: the same recipe on corpus 2.2, whose lung fields end at their costophrenic angles (the shipped stages 1-10
+# ran on corpora 1.0-2.1; this script builds the current one for every stage).
+"$PY" -m train.sft --config train/recipes/tiny_bundled_costophrenic.yaml --corpus_dir outputs/drr40 --output_dir outputs/tiny_vlm \
     --dataloader_num_workers 0 --dataloader_persistent_workers false
 # U-Net stage 1: from scratch at lr 2e-3; stages 2-5 continue it (--init_from, recorded as initialised_from).
 "$PY" -m train.unet --config train/recipes/unet_bundled.yaml --corpus_dir outputs/drr40 --output_dir outputs/unet_stage1
@@ -47,7 +51,10 @@ PY="$VENV/bin/python"
     --init_from outputs/unet_stage4 --max_steps 1500 --learning_rate 3e-4
 # U-Net stage 6: the radiograph recipe (bfloat16 autocast, 3,000 steps at 1e-3).
 "$PY" -m train.unet --config train/recipes/unet_bundled_radiograph.yaml --corpus_dir outputs/drr40 \
-    --init_from outputs/unet_stage5 --output_dir outputs/unet
+    --init_from outputs/unet_stage5 --output_dir outputs/unet_stage6
+# U-Net stage 7: continued on corpus 2.2 (lung fields end at their costophrenic angles), 1,500 steps at 3e-4.
+"$PY" -m train.unet --config train/recipes/unet_bundled_costophrenic.yaml --corpus_dir outputs/drr40 \
+    --init_from outputs/unet_stage6 --output_dir outputs/unet
 # The goal figures on the default corpus's test split and on the 40-subject corpus's (four held-out subjects).
 "$PY" bench/bench_bundled_models.py --vlm outputs/tiny_vlm --unet outputs/unet --corpus_dir outputs/drr
 "$PY" bench/bench_bundled_models.py --vlm outputs/tiny_vlm --unet outputs/unet --corpus_dir outputs/drr40 --tag drr40
