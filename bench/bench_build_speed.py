@@ -8,8 +8,9 @@ against the one-process build of an earlier revision (the anchor), in one run, a
 Each build is ``python -m dataset_builder build --source embedded`` in a fresh process (imports, codec and the base CT
 are loaded inside it, as a user's build does) into a temporary folder; the builds alternate (anchor, ours, anchor,
 ours, ... for ``--rounds``), so a change in the machine's load hits both. The anchor runs from ``git archive <rev>``
-(cached under ``outputs/bench_checkouts/``). CTs/hour is from each build's own wall time; shards are compared byte for
-byte (the same settings must give the same bytes).
+(cached under ``outputs/bench_checkouts/``). CTs/hour is from each build's own wall time; the shards of this checkout's
+builds are compared byte for byte (any ``--num_proc`` must give the same bytes), and with the anchor's (the same
+until a corpus format changed the content: 2.2 ends the lung fields at their costophrenic angles).
 
 ``--profile`` runs one subject of this checkout's build in this process under ``cProfile`` and prints seconds per CT and
 per view for every stage (read, deform, the projector's set-up, the projection, each radiograph step, masks, checks,
@@ -102,21 +103,24 @@ def compare_builds(args) -> dict:
     """Interleaved builds: the anchor (one process) and ours (each ``--num_proc``); rates, ratios, same bytes."""
     anchor = anchor_checkout(args.anchor_rev)
     runs = {"anchor": [], **{f"ours_num_proc_{n}": [] for n in args.num_proc}}
-    same = True
+    same, anchor_same = True, True
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            reference = None
+            built = {}
             for name in runs:
                 out = Path(tmp) / f"{name}-{r}"
                 code, num_proc = (anchor, 1) if name == "anchor" else (ROOT, int(name.rsplit("_", 1)[1]))
                 runs[name].append(timed_build(code, out, args.subjects, args.size_px, num_proc))
                 print(f"round {r + 1}: {name}: {runs[name][-1]['cts_per_hour']:.1f} CTs/hour", flush=True)
-                reference = reference or shards(out)
-                same = same and shards(out) == reference
+                built[name] = shards(out)
+            ours = [v for k, v in built.items() if k != "anchor"]
+            same = same and all(b == ours[0] for b in ours)
+            anchor_same = anchor_same and built["anchor"] == ours[0]
     rates = {name: sum(x["cts_per_hour"] for x in v) / len(v) for name, v in runs.items()}
     ratios = {k: round(v / rates["anchor"], 2) for k, v in rates.items()}
     rounded = {k: round(v, 1) for k, v in rates.items()}
-    return {"runs": runs, "cts_per_hour": rounded, "ratio_to_anchor": ratios, "same_bytes": same}
+    return {"runs": runs, "cts_per_hour": rounded, "ratio_to_anchor": ratios, "same_bytes": same,
+            "same_bytes_as_anchor": anchor_same}  # fmt: skip
 
 
 def _stage_seconds(stats: pstats.Stats, functions) -> float:
@@ -181,7 +185,9 @@ def main():
         for name, rate in b["cts_per_hour"].items():
             print(f"{name:20s} {rate:7.1f} CTs/hour  x{b['ratio_to_anchor'][name]:.2f} the anchor ({args.anchor_rev}, "
                   f"one process)")  # fmt: skip
-        print(f"same shard bytes in every build: {'yes' if b['same_bytes'] else 'NO'}")
+        print(f"same shard bytes in every build of this checkout: {'yes' if b['same_bytes'] else 'NO'}")
+        print(f"same shard bytes as the anchor: {'yes' if b['same_bytes_as_anchor'] else 'no'} (corpus formats since "
+              "the anchor change the masks: 2.2 ends the lung fields at their costophrenic angles)")
     if args.profile:
         result["profile"] = profile(args)
     result["load_average_after"] = round(os.getloadavg()[0], 2)
