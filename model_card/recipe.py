@@ -145,6 +145,34 @@ def structure_sampling_row(record: TrainingRecord) -> tuple[str, str]:
     return ("structure sampling", by_stage(record, words))
 
 
+def augmentation_row(record: TrainingRecord) -> tuple[str, str]:
+    """The answer stages' radiograph augmentation (train.sft ``--augment_*``), per stage when it changed.
+
+    A range a stage did not record (older records) is left out rather than filled in with today's default.
+    """
+
+    def words(stage: TrainingRecord) -> str | None:
+        if stage.trainer != "train.sft":
+            return None
+        anatomy = anatomy_options(stage)
+        fraction = anatomy.get("augment_fraction")
+        if not fraction:
+            return "none" if fraction == 0 else None
+        parts = [f"{float(fraction) * 100:.0f} % of the answers"]
+        if zoom := anatomy.get("augment_zoom"):
+            parts.append(f"zoom {zoom[0]:g}-{zoom[1]:g}")
+        if anatomy.get("augment_rotation"):
+            parts.append(f"rotation +-{anatomy['augment_rotation']:g} degrees")
+        if anatomy.get("augment_shift"):
+            parts.append(f"shift +-{anatomy['augment_shift']:g} of the side")
+        aspect = anatomy.get("augment_aspect")
+        if aspect and tuple(aspect) != (1, 1):
+            parts.append(f"vertical stretch {aspect[0]:g}-{aspect[1]:g}")
+        return " ".join(parts[:1]) + (f" ({', '.join(parts[1:])})" if parts[1:] else "")
+
+    return ("augmentation", by_stage(record, words))
+
+
 def stage_rows(record: TrainingRecord) -> list[tuple[str, str]]:
     """The ``training stages`` row of a model trained in several runs; none for one run."""
     stages = record.stages()
@@ -193,6 +221,7 @@ def vlm_recipe(folder: ModelFolder) -> list[tuple[str, str]]:
             ("training corpus", f"`{record.corpus_dir}`"),
             ("structures per answer", str(record.structures_per_answer)),
             structure_sampling_row(record),
+            augmentation_row(record),
             *stage_rows(record),
             *schedule_rows(record),
             ("batch", f"{record.batch_size} per device"

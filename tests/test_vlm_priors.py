@@ -490,6 +490,29 @@ def test_the_card_says_how_each_stage_drew_its_structures():
     )
 
 
+def test_the_card_states_each_answer_stage_s_augmentation_and_no_range_it_did_not_record():
+    from types import SimpleNamespace
+
+    from model_card.recipe import augmentation_row
+
+    def stage(trainer="train.sft", **anatomy):
+        return SimpleNamespace(trainer=trainer, options={"anatomy": anatomy})
+
+    def record(*stages):
+        return SimpleNamespace(stages=lambda: list(stages))
+
+    old = stage(augment_fraction=0.3)  # an old record: only the share was written down
+    framed = stage(augment_fraction=0.9, augment_zoom=[0.6, 1.15], augment_rotation=10.0, augment_shift=0.08,
+                   augment_aspect=[1.0, 1.0])
+    stretched = stage(**{**framed.options["anatomy"], "augment_aspect": [0.8, 1.2]})
+    assert augmentation_row(record(old)) == ("augmentation", "30 % of the answers")
+    assert augmentation_row(record(stage(augment_fraction=0.0))) == ("augmentation", "none")
+    _, words = augmentation_row(record(old, stage("train.vision_pretrain"), framed, stretched))
+    assert words == ("30 % of the answers (stage 1), then 90 % of the answers (zoom 0.6-1.15, rotation +-10 degrees, "
+                     "shift +-0.08 of the side) (stage 3), then 90 % of the answers (zoom 0.6-1.15, rotation +-10 "
+                     "degrees, shift +-0.08 of the side, vertical stretch 0.8-1.2) (stage 4)")
+
+
 def test_the_card_says_what_each_stage_did_to_the_vision_tower():
     from types import SimpleNamespace
 
