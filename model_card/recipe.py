@@ -168,6 +168,8 @@ def augmentation_row(record: TrainingRecord) -> tuple[str, str]:
         aspect = anatomy.get("augment_aspect")
         if aspect and tuple(aspect) != (1, 1):
             parts.append(f"vertical stretch {aspect[0]:g}-{aspect[1]:g}")
+        if anatomy.get("augment_deform"):
+            parts.append(f"smooth deformation +-{anatomy['augment_deform']:g} of the side")
         return " ".join(parts[:1]) + (f" ({', '.join(parts[1:])})" if parts[1:] else "")
 
     return ("augmentation", by_stage(record, words))

@@ -15,7 +15,7 @@ from chexanatomy.radiograph import (
     sigmoid_lut,
     unsharp_mask,
 )
-from train.augment import RadiographAugmentation, augment_radiograph, restyle, warp
+from train.augment import RadiographAugmentation, augment_radiograph, check_deform, restyle, smooth_displacement, warp
 
 
 def _ramp(n=64):
@@ -106,3 +106,40 @@ def test_aspect_is_drawn_only_when_asked_for():
     plain = augment_radiograph(image, masks, random.Random(3), geometry_only)
     stretched = augment_radiograph(image, masks, random.Random(3), stretching)
     assert 0.4 < float(stretched[1].sum() / plain[1].sum()) < 0.6  # same zoom/rotation/shift, half the height
+
+
+def _lung_pair(n=64):
+    """Two lung-like ovals: label 0 on the image left (the patient's right), label 1 on the image right."""
+    yy, xx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    right = (((xx - 0.3 * n) / (0.12 * n)) ** 2 + ((yy - 0.5 * n) / (0.3 * n)) ** 2 <= 1).float()
+    left = (((xx - 0.7 * n) / (0.12 * n)) ** 2 + ((yy - 0.5 * n) / (0.3 * n)) ** 2 <= 1).float()
+    masks = torch.stack([right, left])
+    return masks.amax(0, keepdim=True), masks
+
+
+def test_the_deformation_bends_outlines_but_keeps_each_lung_in_its_place_and_side():
+    image, masks = _lung_pair()
+    no_move = smooth_displacement(64, 0.0, 5, random.Random(0))
+    assert no_move.shape == (64, 64, 2) and float(no_move.abs().max()) == 0.0
+    torch.testing.assert_close(warp(image, masks, 1.0, 0.0, (0.0, 0.0), displacement=no_move)[1], masks)
+    field = smooth_displacement(64, 0.05, 5, random.Random(1))
+    assert 0.0 < float(field.abs().max()) <= 2 * 0.05 * 1.25  # bicubic overshoot stays near the control points'
+    _, bent = warp(image, masks, 1.0, 0.0, (0.0, 0.0), displacement=field)
+    overlap = (bent * masks).sum((1, 2)) * 2 / (bent.sum((1, 2)) + masks.sum((1, 2)))
+    assert bool((overlap < 0.99).all()) and bool((overlap > 0.7).all())  # another outline, the same organ
+    columns = [float(m.nonzero()[:, 1].float().mean()) for m in bent]
+    assert columns[0] < 32 < columns[1]  # the patient's right lung stays on the image left
+
+
+def test_the_deformation_is_off_by_default_and_seeded_when_on():
+    image, masks = _lung_pair(48)
+    geometry_only = RadiographAugmentation(geometry_p=1.0, style_p=0.0)
+    deforming = RadiographAugmentation(geometry_p=1.0, style_p=0.0, deform=0.04)
+    assert RadiographAugmentation().deform == 0.0
+    plain = augment_radiograph(image, masks, random.Random(3), geometry_only)
+    bent = augment_radiograph(image, masks, random.Random(3), deforming)
+    again = augment_radiograph(image, masks, random.Random(3), deforming)
+    assert torch.equal(bent[1], again[1]) and not torch.equal(bent[1], plain[1])
+    check_deform(0.0)
+    with pytest.raises(ValueError, match="--augment_deform"):
+        check_deform(0.5)

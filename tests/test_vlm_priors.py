@@ -505,6 +505,8 @@ def test_the_card_states_each_answer_stage_s_augmentation_and_no_range_it_did_no
     framed = stage(augment_fraction=0.9, augment_zoom=[0.6, 1.15], augment_rotation=10.0, augment_shift=0.08,
                    augment_aspect=[1.0, 1.0])
     stretched = stage(**{**framed.options["anatomy"], "augment_aspect": [0.8, 1.2]})
+    bent = stage(**{**framed.options["anatomy"], "augment_deform": 0.03})
+    assert augmentation_row(record(bent))[1].endswith("of the side, smooth deformation +-0.03 of the side)")
     assert augmentation_row(record(old)) == ("augmentation", "30 % of the answers")
     assert augmentation_row(record(stage(augment_fraction=0.0))) == ("augmentation", "none")
     _, words = augmentation_row(record(old, stage("train.vision_pretrain"), framed, stretched))
@@ -643,6 +645,41 @@ def test_answer_training_can_keep_the_tower_seeing(phantom_corpus, tmp_path):
     record = read_training_record(out)
     assert record.stages()[-1].options["anatomy"]["dense_weight"] == 1.0
 
+
+def test_a_published_folder_without_a_pixel_head_continues_with_a_fitted_one(phantom_corpus, tmp_path, monkeypatch):
+    """A published model carries no pixel head: --dense_weight alone says how to go on; --dense_head fit fits a new
+    head on the frozen tower (its loss falls, the tower unchanged) before the first step, and the run trains."""
+    from trl import SFTConfig
+
+    import train.dense_aux as dense_aux
+    from train.sft import AnatomyArguments, build_trainer, train
+    from train.vision_pretrain import HEAD_FILE, VisionPretrainConfig, load_pixel_head, pretrain, tower_of
+
+    published = tmp_path / "published"
+    pretrain(VisionPretrainConfig(corpus_dir=str(phantom_corpus), output_dir=str(published), image_size=64,
+                                  vision_layers=1, text_layers=1, hidden=64, heads=2, max_steps=1, batch_size=2,
+                                  num_workers=0))  # fmt: skip
+    (published / HEAD_FILE).unlink()
+    sft = SFTConfig(output_dir=str(tmp_path / "vlm"), max_steps=1, per_device_train_batch_size=2, learning_rate=1e-3,
+                    save_steps=1, logging_steps=1, report_to="none", use_cpu=True, bf16=False)  # fmt: skip
+    options = dict(model_name_or_path=str(published), corpus_dir=str(phantom_corpus), lora=False, train_vision=True,
+                   dense_weight=1.0, position_weight=1.0)  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="--dense_head fit"):
+        build_trainer(AnatomyArguments(**options), sft)
+
+    trainer, _ = build_trainer(AnatomyArguments(**options, dense_head="fit"), sft)
+    tower = tower_of(trainer.model)
+    before = {k: v.clone() for k, v in tower.state_dict().items()}
+    trainer.dense.start_at(0)
+    losses = trainer.dense.fit_head(tower, steps=40)
+    assert losses[-1] < 0.8 * losses[0] and not trainer.dense.unfitted
+    assert all(torch.equal(before[k], v) for k, v in tower.state_dict().items())
+
+    monkeypatch.setattr(dense_aux, "FIT_STEPS", 5)
+    out = train(AnatomyArguments(**options, dense_head="fit"), sft)
+    assert (out / HEAD_FILE).is_file() and load_pixel_head(out).position is not None
+    logged = [h for h in json.loads((out / "training_metrics.json").read_text()) if "loss" in h]
+    assert logged and logged[0]["dense_loss"] > 0
 
 @pytest.mark.parametrize(
     "options, message",

@@ -5,8 +5,10 @@ Two independent parts, each applied with its own probability:
 * **Geometry** (image and masks together, so masks stay exact up to resampling): zoom 0.7-1.25 (below 1 the
   radiograph shrinks onto a black canvas, the paper's scale augmentation; above 1 it is cropped), rotation
   +-10 degrees, a shift of up to 8 % of the side and, when asked for, a vertical stretch (``aspect``: below 1 the
-  chest is foreshortened head to foot, as in an AP or lordotic projection). Laterality is never flipped: a mirrored
-  chest is not a chest.
+  chest is foreshortened head to foot, as in an AP or lordotic projection) and a smooth deformation (``deform``: a
+  random displacement field drawn on a coarse grid and interpolated, so organ outlines change shape, not only size;
+  the corpus's pseudo-subjects are variations of one CT and their lungs share one outline). Laterality is never
+  flipped: a mirrored chest is not a chest.
 * **Radiograph style** (image only): clinical processing, look-up table, gamma, collimation and a burned-in marker
   drawn by ``chexanatomy.radiograph.random_style`` (the renderer's own ranges, so train-time and render-time
   styles cover each other), then detector blur and noise.
@@ -38,6 +40,9 @@ class RadiographAugmentation:
         max_shift: shift range (+-) as a fraction of the side.
         aspect: (min, max) vertical stretch, height over width, drawn log-uniformly; (1, 1) is off (the default:
             the recipes before it did not use it).
+        deform: largest displacement of the smooth deformation, a fraction of the side, drawn per control point of
+            a ``deform_points`` x ``deform_points`` grid and interpolated bicubically; 0 is off (the default, for the
+            same reason).
         style_p: probability of the radiograph-style part.
         max_blur_px, max_noise: detector blur sigma and Gaussian noise std ranges (from 0).
     """
@@ -47,6 +52,8 @@ class RadiographAugmentation:
     max_rotation_deg: float = 10.0
     max_shift: float = 0.08
     aspect: tuple[float, float] = (1.0, 1.0)
+    deform: float = 0.0
+    deform_points: int = 5
     style_p: float = 0.8
     max_blur_px: float = 1.2
     max_noise: float = 0.03
@@ -59,12 +66,15 @@ def warp(
     angle_deg: float,
     shift: tuple[float, float],
     aspect: float = 1.0,
+    displacement: torch.Tensor | None = None,
 ):
     """Stretch, zoom about the centre, rotate and shift ``image`` [1, S, S] and ``masks`` [C, S, S] with one grid.
 
     ``aspect`` stretches the content vertically about the centre (2.0: twice as tall, same width) before the
-    rotation. ``shift`` is ``(dx, dy)`` as fractions of the side (+ = right, down). Outside the source the image is
-    black and the masks empty; masks are resampled bilinearly and thresholded at 0.5.
+    rotation. ``shift`` is ``(dx, dy)`` as fractions of the side (+ = right, down). ``displacement`` [S, S, 2]
+    (x, y; grid_sample's units, 2 = the side) is added to each output pixel's source position after the affine map
+    (:func:`smooth_displacement`). Outside the source the image is black and the masks empty; masks are resampled
+    bilinearly and thresholded at 0.5.
     """
     a = math.radians(angle_deg)
     cos, sin = math.cos(a) / zoom, math.sin(a) / zoom
@@ -73,14 +83,35 @@ def warp(
     theta[1] /= aspect  # the output-to-source map: undo the stretch last
     both = torch.cat([image, masks])[None]
     grid = F.affine_grid(theta[None], list(both.shape), align_corners=False)
+    if displacement is not None:
+        grid = grid + displacement[None]
     out = F.grid_sample(both, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
     return out[:1], (out[1:] > 0.5).float()
+
+
+def smooth_displacement(size: int, amplitude: float, points: int, rng: random.Random) -> torch.Tensor:
+    """A smooth random displacement field [size, size, 2] (x, y) for :func:`warp`.
+
+    Each of ``points`` x ``points`` control points (spanning the image, corners included) moves by up to
+    ``amplitude`` of the side in x and in y, uniformly; bicubic interpolation in between. With 5 points and 0.03 a
+    lung's outline bends by up to ~4 px at 128 px while its place and side stay.
+    """
+    control = torch.tensor([rng.uniform(-amplitude, amplitude) for _ in range(2 * points * points)])
+    control = control.reshape(1, 2, points, points) * 2  # fraction of the side -> grid units (the side spans 2)
+    field = F.interpolate(control, size=(size, size), mode="bicubic", align_corners=True)
+    return field[0].permute(1, 2, 0).contiguous()
 
 
 def check_aspect(aspect) -> None:
     """Raise ``ValueError`` (a one-line usage error) unless ``aspect`` is two stretch factors, 0 < min <= max."""
     if len(aspect) != 2 or not 0 < aspect[0] <= aspect[1]:
         raise ValueError(f"--augment_aspect takes two stretch factors, 0 < min <= max, got {list(aspect)}")
+
+
+def check_deform(deform: float) -> None:
+    """Raise ``ValueError`` (a one-line usage error) unless ``deform`` is 0 (off) to 0.2 of the side."""
+    if not 0 <= deform <= 0.2:
+        raise ValueError(f"--augment_deform is the largest displacement as a fraction of the side, 0-0.2, got {deform}")
 
 
 def restyle(image: torch.Tensor, rng: random.Random, config: RadiographAugmentation) -> torch.Tensor:
@@ -108,10 +139,21 @@ def augment_radiograph(
         aspect = 1.0
         if config.aspect != (1.0, 1.0):  # drawn only when asked for: the recipes before it keep their random stream
             aspect = math.exp(rng.uniform(math.log(config.aspect[0]), math.log(config.aspect[1])))
-        image, masks = warp(image, masks, zoom, angle, shift, aspect)
+        displacement = None
+        if config.deform > 0:  # drawn only when asked for, as the stretch
+            displacement = smooth_displacement(image.shape[-1], config.deform, config.deform_points, rng)
+        image, masks = warp(image, masks, zoom, angle, shift, aspect, displacement)
     if rng.random() < config.style_p:
         image = restyle(image, rng, config)
     return image, masks
 
 
-__all__ = ["RadiographAugmentation", "augment_radiograph", "check_aspect", "restyle", "warp"]
+__all__ = [
+    "RadiographAugmentation",
+    "augment_radiograph",
+    "check_aspect",
+    "check_deform",
+    "restyle",
+    "smooth_displacement",
+    "warp",
+]

@@ -12,7 +12,9 @@ they are, which is what the language model needs to place a box.
 The pixel head starts from ``pixel_head.safetensors`` of ``--dense_head`` (default: the model folder, as
 ``train.vision_pretrain`` writes it), trains at the run's learning rate, and is written beside every checkpoint
 (a resumed run continues it) and into the output folder, so the tower can be scored on its own
-(``train.vision_pretrain.TowerSegmenter``). Published folders do not carry it.
+(``train.vision_pretrain.TowerSegmenter``). Published folders do not carry it: ``--dense_head fit`` starts a new
+head on every structure of the corpus and fits it on the frozen tower (``FIT_STEPS`` head-only steps) before the
+first training step, so a published model can be continued with its dense loss on.
 """
 
 from __future__ import annotations
@@ -26,15 +28,28 @@ from chexanatomy.finetune import answer_only_trainer_class
 
 from .augment import RadiographAugmentation
 from .tiny_paligemma import TinySpec
-from .unet import row_tensors
-from .vision_pretrain import HEAD_FILE, AugmentedBatches, dense_loss, load_pixel_head, save_pixel_head
+from .unet import default_structures, row_tensors
+from .vision_pretrain import (
+    HEAD_FILE,
+    AugmentedBatches,
+    PixelHead,
+    dense_loss,
+    head_loss,
+    load_pixel_head,
+    save_pixel_head,
+    to_pixels,
+)
+
+FIT_HEAD = "fit"  # --dense_head value: a new head fitted on the frozen tower
+FIT_STEPS, FIT_LR, FIT_CELLS = 300, 1e-2, 4
 
 
 class DenseAuxiliary:
     """The pixel head, its batches and the loss weight of the dense auxiliary task.
 
     Args:
-        head_path: a ``pixel_head.safetensors`` file or the folder holding one.
+        head_path: a ``pixel_head.safetensors`` file or the folder holding one; ``"fit"`` (``FIT_HEAD``): a new
+            head, fitted on the tower as it is when the first dense loss is asked for (:meth:`fit_head`).
         corpus_dir: the corpus whose ``train`` split the dense batches come from (masks of the head's structures).
         image_size: the tower's input side S in pixels.
         weight: factor of the dense loss in the training loss.
@@ -43,17 +58,22 @@ class DenseAuxiliary:
         augmentation: the radiograph augmentation's ranges (the answers' own).
         position_weight: factor of the head's position loss (``PixelHead.position_loss``) inside the dense loss;
             a head without a position reader gets a new one. 0: off.
+        hidden: the tower's token width (a new head's input).
     """
 
     def __init__(self, head_path: str | Path, corpus_dir: str, image_size: int, weight: float, batch_size: int,
                  seed: int, augmentation: RadiographAugmentation | None = None,
-                 position_weight: float = 0.0):  # fmt: skip
-        self.head = load_pixel_head(head_path)
+                 position_weight: float = 0.0, hidden: int = TinySpec.hidden):  # fmt: skip
+        rows = datasets.load_dataset(corpus_dir)["train"]
+        self.unfitted = str(head_path) == FIT_HEAD
+        if self.unfitted:
+            self.head = PixelHead(hidden, FIT_CELLS, default_structures(rows["structures"]))
+        else:
+            self.head = load_pixel_head(head_path)
         self.position_weight = position_weight
         if position_weight:
             self.head.add_position(image_size // TinySpec.patch_size)
         self.weight, self.batch_size, self.seed, self.image_size = weight, batch_size, seed, image_size
-        rows = datasets.load_dataset(corpus_dir)["train"]
         self.cached = [(image, target.to(torch.uint8)) for image, target in
                        (row_tensors(r, self.head.structures, image_size) for r in rows)]  # fmt: skip
         self.augmentation, self.batches = augmentation or RadiographAugmentation(), None
@@ -66,10 +86,36 @@ class DenseAuxiliary:
 
     def loss(self, tower) -> torch.Tensor:
         """``weight`` x the dense loss of ``tower`` (a SigLIP vision model) on the next batch."""
+        if self.unfitted:
+            self.fit_head(tower)
         images, targets = next(self.batches)
         loss, parts = dense_loss(tower, self.head, images, targets, self.position_weight)
         self.recent.append(parts)
         return self.weight * loss
+
+    def fit_head(self, tower, steps: int | None = None) -> list[float]:
+        """Fit the head (and its position reader) on ``tower``'s tokens, the tower untouched; returns the losses.
+
+        Adam at ``FIT_LR`` on batches of their own (seeded apart from the training's), in place: the optimiser that
+        trains the head afterwards holds the same parameters and has not stepped yet.
+        """
+        steps = steps or FIT_STEPS
+        side = self.image_size // TinySpec.patch_size * self.head.cells
+        batches = iter(AugmentedBatches(self.cached, self.batch_size, f"fit/{self.seed}", side, 0, self.augmentation))
+        optimiser = torch.optim.Adam(self.head.parameters(), lr=FIT_LR)
+        losses = []
+        for _ in range(steps):
+            images, targets = next(batches)
+            with torch.no_grad():
+                tokens = tower(pixel_values=to_pixels(images)).last_hidden_state
+            loss, _ = head_loss(self.head, tokens, targets, self.position_weight)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss.detach()))
+        self.unfitted = False
+        print(f"pixel head fitted on the tower: loss {losses[0]:.3f} -> {losses[-1]:.3f} in {steps} steps")
+        return losses
 
     def mean_recent(self) -> dict:
         """Mean of each part of the dense loss since the last call (``dense_loss``, ``position_loss``; {}: no step)."""

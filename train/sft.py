@@ -34,7 +34,7 @@ from chexanatomy.finetune import answer_only_trainer_class, prepare_sft_config
 from chexanatomy.publish import push_folder
 from chexanatomy.training_record import read_training_record, sft_record
 
-from .augment import RadiographAugmentation, check_aspect
+from .augment import RadiographAugmentation, check_aspect, check_deform
 from .collator import AnatomyCollator, lazy_masks
 from .dense_aux import DenseAuxiliary, dense_trainer_class
 from .grow import grow_text_layers
@@ -78,6 +78,10 @@ class AnatomyArguments:
     augment_aspect: list[float] = field(
         default_factory=lambda: list(RadiographAugmentation.aspect),
         metadata={"help": "Vertical stretch range (min max, height over width) of the augmentation; 1 1 is off."},
+    )
+    augment_deform: float = field(
+        default=RadiographAugmentation.deform,
+        metadata={"help": "Smooth deformation: largest displacement, a fraction of the side (0: off)."},
     )
     area_power: float = field(
         default=0.0,
@@ -127,7 +131,8 @@ class AnatomyArguments:
     )
     dense_head: str = field(
         default="",
-        metadata={"help": "With --dense_weight: the pixel_head.safetensors (or its folder); default the model's."},
+        metadata={"help": "With --dense_weight: the pixel_head.safetensors (or its folder); default the model's; "
+                  "'fit': a new head fitted on the frozen tower first (a published folder carries none)."},
     )
     position_weight: float = field(
         default=0.0,
@@ -178,6 +183,7 @@ class AnatomyArguments:
         if not (0 <= self.augment_rotation <= 180 and 0 <= self.augment_shift < 1):
             raise ValueError("--augment_rotation must be 0-180 degrees and --augment_shift 0 to < 1 of the side")
         check_aspect(self.augment_aspect)
+        check_deform(self.augment_deform)
         if self.codec.lower() == "none":
             raise ValueError("training re-tokenises augmented masks: it needs a codec (--codec none is for corpora)")
         if self.model_name_or_path == "tiny" and self.lora:
@@ -338,15 +344,20 @@ def build_trainer(args: AnatomyArguments, sft: SFTConfig) -> tuple[SFTTrainer, o
 def augmentation(args: AnatomyArguments) -> RadiographAugmentation:
     """The radiograph augmentation's ranges of ``args`` (the rest at ``RadiographAugmentation``'s defaults)."""
     return RadiographAugmentation(zoom=tuple(args.augment_zoom), max_rotation_deg=args.augment_rotation,
-                                  max_shift=args.augment_shift, aspect=tuple(args.augment_aspect))  # fmt: skip
+                                  max_shift=args.augment_shift, aspect=tuple(args.augment_aspect),
+                                  deform=args.augment_deform)  # fmt: skip
 
 
 def _dense_auxiliary(args: AnatomyArguments, sft: SFTConfig, model) -> DenseAuxiliary:
     """The dense task of ``--dense_weight``: the head of ``--dense_head`` (else the model folder's), answers' batch."""
     head = args.dense_head or args.model_name_or_path
-    return DenseAuxiliary(head, args.corpus_dir, model.config.vision_config.image_size, args.dense_weight,
-                          sft.per_device_train_batch_size, sft.seed, augmentation(args),
-                          args.position_weight)  # fmt: skip
+    vision = model.config.vision_config
+    try:
+        return DenseAuxiliary(head, args.corpus_dir, vision.image_size, args.dense_weight,
+                              sft.per_device_train_batch_size, sft.seed, augmentation(args),
+                              args.position_weight, vision.hidden_size)  # fmt: skip
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error}; --dense_head fit fits a new one on the tower first") from None
 
 
 def train(args: AnatomyArguments, sft: SFTConfig) -> Path:
@@ -363,6 +374,7 @@ def train(args: AnatomyArguments, sft: SFTConfig) -> Path:
     dense = getattr(trainer, "dense", None)
     if checkpoint is not None and dense is not None and (Path(checkpoint) / HEAD_FILE).is_file():
         dense.head.load_state_dict(load_pixel_head(checkpoint).state_dict())
+        dense.unfitted = False  # a resumed run continues its own head
     trainer.train(resume_from_checkpoint=checkpoint)
     out = save_outputs(trainer, processor, args, trainer.args)
     if dense is not None:

@@ -33,7 +33,7 @@ from chexanatomy.publish import push_folder
 from chexanatomy.training_record import read_training_record, unet_record
 from chexanatomy.unet import DEFAULT_DECODER_CHANNELS, AnatomyUNet, unet_settings
 
-from .augment import RadiographAugmentation, augment_radiograph, check_aspect
+from .augment import RadiographAugmentation, augment_radiograph, check_aspect, check_deform
 
 __all__ = [
     "AnatomyUNet", "UNetTrainConfig", "default_structures", "loss_fn", "main", "row_tensors", "train",
@@ -100,10 +100,15 @@ class UNetTrainConfig(HubOptions):
         default_factory=lambda: list(RadiographAugmentation.aspect),
         metadata={"help": "Vertical stretch range (min max, height over width) of the augmentation; 1 1 is off."},
     )
+    augment_deform: float = field(
+        default=RadiographAugmentation.deform,
+        metadata={"help": "Smooth deformation: largest displacement, a fraction of the side (0: off)."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
         check_aspect(self.augment_aspect)
+        check_deform(self.augment_deform)
 
 
 def initial_model(config: UNetTrainConfig, structures: list[str]) -> tuple[AnatomyUNet, dict | None]:
@@ -167,7 +172,7 @@ def train(config: UNetTrainConfig) -> dict:
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
-    augmentation = RadiographAugmentation(aspect=tuple(config.augment_aspect))
+    augmentation = RadiographAugmentation(aspect=tuple(config.augment_aspect), deform=config.augment_deform)
     rows = datasets.load_dataset(config.corpus_dir)["train"]
     structures = default_structures(rows["structures"])
     model, head_change = initial_model(config, structures)

@@ -120,6 +120,12 @@ def dense_loss(tower, head: PixelHead, images: torch.Tensor, targets: torch.Tens
     Returns ``(loss, {"dense_loss": ..., "position_loss": ...})``, the second only when the weight is not 0.
     """
     tokens = tower(pixel_values=to_pixels(images)).last_hidden_state
+    return head_loss(head, tokens, targets, position_weight)
+
+
+def head_loss(head: PixelHead, tokens: torch.Tensor, targets: torch.Tensor,
+              position_weight: float = 0.0) -> tuple[torch.Tensor, dict]:  # fmt: skip
+    """:func:`dense_loss` on the tower's patch tokens [B, N, D] already computed (a frozen tower's, for one)."""
     loss = loss_fn(head(tokens), targets)
     parts = {"dense_loss": float(loss.detach())}
     if position_weight:
