@@ -165,12 +165,36 @@ def augmentation_row(record: TrainingRecord) -> tuple[str, str]:
             parts.append(f"rotation +-{anatomy['augment_rotation']:g} degrees")
         if anatomy.get("augment_shift"):
             parts.append(f"shift +-{anatomy['augment_shift']:g} of the side")
-        aspect = anatomy.get("augment_aspect")
-        if aspect and tuple(aspect) != (1, 1):
-            parts.append(f"vertical stretch {aspect[0]:g}-{aspect[1]:g}")
-        if anatomy.get("augment_deform"):
-            parts.append(f"smooth deformation +-{anatomy['augment_deform']:g} of the side")
+        parts += shape_changes(anatomy)
         return " ".join(parts[:1]) + (f" ({', '.join(parts[1:])})" if parts[1:] else "")
+
+    return ("augmentation", by_stage(record, words))
+
+
+def shape_changes(options: dict) -> list[str]:
+    """The vertical stretch and smooth deformation a stage's options name (``--augment_aspect/--augment_deform``)."""
+    parts = []
+    aspect = options.get("augment_aspect")
+    if aspect and tuple(aspect) != (1, 1):
+        parts.append(f"vertical stretch {aspect[0]:g}-{aspect[1]:g}")
+    if options.get("augment_deform"):
+        parts.append(f"smooth deformation +-{options['augment_deform']:g} of the side")
+    return parts
+
+
+def unet_augmentation_row(record: TrainingRecord) -> tuple[str, str]:
+    """The U-Net stages' augmentation, the stretch and deformation they asked for named.
+
+    train.unet always uses the radiograph augmentation (train.augment's default geometry and style); stages whose
+    record predates ``--augment_aspect`` are left out.
+    """
+
+    def words(stage: TrainingRecord) -> str | None:
+        options = stage.options if isinstance(stage.options, dict) else {}
+        if stage.trainer != "train.unet" or "augment_aspect" not in options:
+            return None
+        changes = shape_changes(options)
+        return "radiograph augmentation" + (f" with {', '.join(changes)}" if changes else "")
 
     return ("augmentation", by_stage(record, words))
 
@@ -245,6 +269,7 @@ def unet_recipe(folder: ModelFolder) -> list[tuple[str, str]]:
         ("training corpus", f"`{record.corpus_dir}`"),
         ("resolution", f"{record.image_size} x {record.image_size} px"),
         ("loss", "Dice + binary cross-entropy, one sigmoid channel per structure"),
+        *([row] if (row := unet_augmentation_row(record))[1] != "none" else []),
         *stage_rows(record),
         *schedule_rows(record),
         ("batch", str(record.batch_size)),

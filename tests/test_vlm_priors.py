@@ -515,6 +515,24 @@ def test_the_card_states_each_answer_stage_s_augmentation_and_no_range_it_did_no
                      "degrees, shift +-0.08 of the side, vertical stretch 0.8-1.2) (stage 4)")
 
 
+def test_the_unet_card_states_the_stretch_and_deformation_its_stages_recorded():
+    from types import SimpleNamespace
+
+    from model_card.recipe import unet_augmentation_row
+
+    def stage(**options):
+        return SimpleNamespace(trainer="train.unet", options=options)
+
+    def record(*stages):
+        return SimpleNamespace(stages=lambda: list(stages))
+
+    assert unet_augmentation_row(record(stage(), stage()))[1] == "none"  # records before the options
+    plain, bent = stage(augment_aspect=[1.0, 1.0]), stage(augment_aspect=[0.8, 1.25], augment_deform=0.05)
+    assert unet_augmentation_row(record(stage(), plain, bent))[1] == (
+        "radiograph augmentation (stage 2), then radiograph augmentation with vertical stretch 0.8-1.25, smooth "
+        "deformation +-0.05 of the side (stage 3)"
+    )
+
 def test_the_card_says_what_each_stage_did_to_the_vision_tower():
     from types import SimpleNamespace
 
