@@ -533,6 +533,7 @@ def test_the_unet_card_states_the_stretch_and_deformation_its_stages_recorded():
         "deformation +-0.05 of the side (stage 3)"
     )
 
+
 def test_the_card_says_what_each_stage_did_to_the_vision_tower():
     from types import SimpleNamespace
 
@@ -698,6 +699,7 @@ def test_a_published_folder_without_a_pixel_head_continues_with_a_fitted_one(pha
     assert (out / HEAD_FILE).is_file() and load_pixel_head(out).position is not None
     logged = [h for h in json.loads((out / "training_metrics.json").read_text()) if "loss" in h]
     assert logged and logged[0]["dense_loss"] > 0
+
 
 @pytest.mark.parametrize(
     "options, message",
