@@ -665,7 +665,8 @@ def test_answer_training_can_keep_the_tower_seeing(phantom_corpus, tmp_path):
     assert record.stages()[-1].options["anatomy"]["dense_weight"] == 1.0
 
 
-def test_a_published_folder_without_a_pixel_head_continues_with_a_fitted_one(phantom_corpus, tmp_path, monkeypatch):
+def test_a_published_folder_without_a_pixel_head_continues_with_a_fitted_one(phantom_corpus, tmp_path, monkeypatch,
+                                                                             capsys):
     """A published model carries no pixel head: --dense_weight alone says how to go on; --dense_head fit fits a new
     head on the frozen tower (its loss falls, the tower unchanged) before the first step, and the run trains."""
     from trl import SFTConfig
@@ -689,13 +690,14 @@ def test_a_published_folder_without_a_pixel_head_continues_with_a_fitted_one(pha
     trainer, _ = build_trainer(AnatomyArguments(**options, dense_head="fit"), sft)
     tower = tower_of(trainer.model)
     before = {k: v.clone() for k, v in tower.state_dict().items()}
-    trainer.dense.start_at(0)
     losses = trainer.dense.fit_head(tower, steps=40)
     assert losses[-1] < 0.8 * losses[0] and not trainer.dense.unfitted
     assert all(torch.equal(before[k], v) for k, v in tower.state_dict().items())
 
     monkeypatch.setattr(dense_aux, "FIT_STEPS", 5)
+    capsys.readouterr()
     out = train(AnatomyArguments(**options, dense_head="fit"), sft)
+    assert "pixel head fitted on the tower" in capsys.readouterr().out  # before the first step, as the user reads
     assert (out / HEAD_FILE).is_file() and load_pixel_head(out).position is not None
     logged = [h for h in json.loads((out / "training_metrics.json").read_text()) if "loss" in h]
     assert logged and logged[0]["dense_loss"] > 0

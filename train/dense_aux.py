@@ -33,6 +33,7 @@ from .vision_pretrain import (
     HEAD_FILE,
     AugmentedBatches,
     PixelHead,
+    VisionPretrainConfig,
     dense_loss,
     head_loss,
     load_pixel_head,
@@ -41,7 +42,7 @@ from .vision_pretrain import (
 )
 
 FIT_HEAD = "fit"  # --dense_head value: a new head fitted on the frozen tower
-FIT_STEPS, FIT_LR, FIT_CELLS = 300, 1e-2, 4
+FIT_STEPS, FIT_LR = 300, 1e-2
 
 
 class DenseAuxiliary:
@@ -67,7 +68,7 @@ class DenseAuxiliary:
         rows = datasets.load_dataset(corpus_dir)["train"]
         self.unfitted = str(head_path) == FIT_HEAD
         if self.unfitted:
-            self.head = PixelHead(hidden, FIT_CELLS, default_structures(rows["structures"]))
+            self.head = PixelHead(hidden, VisionPretrainConfig.cells, default_structures(rows["structures"]))
         else:
             self.head = load_pixel_head(head_path)
         self.position_weight = position_weight
