@@ -131,6 +131,22 @@ def test_the_deformation_bends_outlines_but_keeps_each_lung_in_its_place_and_sid
     assert columns[0] < 32 < columns[1]  # the patient's right lung stays on the image left
 
 
+def test_the_deformation_keeps_the_frame_straight():
+    """A real radiograph's edges and collimation border are straight lines: the field bends only what is inside."""
+    frame = torch.ones(1, 64, 64)  # a shrunk frame on a black canvas: its edges are the collimation border
+    no_masks = torch.zeros(0, 64, 64)
+    field = smooth_displacement(64, 0.1, 5, random.Random(2))
+    assert float(field[0].abs().max()) == float(field[-1].abs().max()) == float(field[:, 0].abs().max()) == 0.0
+    for zoom, angle in ((0.75, 0.0), (0.8, 7.0)):
+        straight, _ = warp(frame, no_masks, zoom, angle, (0.05, -0.03))
+        bent, _ = warp(frame, no_masks, zoom, angle, (0.05, -0.03), displacement=field)
+        assert float((bent - straight).abs().max()) < 0.05  # the same frame, edge for edge
+    image, masks = _lung_pair()
+    _, moved = warp(image, masks, 0.75, 0.0, (0.0, 0.0), displacement=field)
+    _, still = warp(image, masks, 0.75, 0.0, (0.0, 0.0))
+    assert not torch.equal(moved, still)  # while the lungs inside it bend
+
+
 def test_the_deformation_is_off_by_default_and_seeded_when_on():
     image, masks = _lung_pair(48)
     geometry_only = RadiographAugmentation(geometry_p=1.0, style_p=0.0)

@@ -6,8 +6,9 @@ Two independent parts, each applied with its own probability:
   radiograph shrinks onto a black canvas, the paper's scale augmentation; above 1 it is cropped), rotation
   +-10 degrees, a shift of up to 8 % of the side and, when asked for, a vertical stretch (``aspect``: below 1 the
   chest is foreshortened head to foot, as in an AP or lordotic projection) and a smooth deformation (``deform``: a
-  random displacement field drawn on a coarse grid and interpolated, so organ outlines change shape, not only size;
-  the corpus's pseudo-subjects are variations of one CT and their lungs share one outline). Laterality is never
+  random displacement field drawn on a coarse grid over the source and interpolated, so organ outlines change shape,
+  not only size, while the frame's edges stay straight; the corpus's pseudo-subjects are variations of one CT and
+  their lungs share one outline). Laterality is never
   flipped: a mirrored chest is not a chest.
 * **Radiograph style** (image only): clinical processing, look-up table, gamma, collimation and a burned-in marker
   drawn by ``chexanatomy.radiograph.random_style`` (the renderer's own ranges, so train-time and render-time
@@ -40,9 +41,10 @@ class RadiographAugmentation:
         max_shift: shift range (+-) as a fraction of the side.
         aspect: (min, max) vertical stretch, height over width, drawn log-uniformly; (1, 1) is off (the default:
             the recipes before it did not use it).
-        deform: largest displacement of the smooth deformation, a fraction of the side, drawn per control point of
-            a ``deform_points`` x ``deform_points`` grid and interpolated bicubically; 0 is off (the default, for the
-            same reason).
+        deform: largest displacement of the smooth deformation, a fraction of the side, drawn per inner control
+            point of a ``deform_points`` x ``deform_points`` grid over the source image (the outer ring stays, so
+            the frame's edges stay straight) and interpolated bicubically; 0 is off (the default, for the same
+            reason).
         style_p: probability of the radiograph-style part.
         max_blur_px, max_noise: detector blur sigma and Gaussian noise std ranges (from 0).
     """
@@ -53,7 +55,7 @@ class RadiographAugmentation:
     max_shift: float = 0.08
     aspect: tuple[float, float] = (1.0, 1.0)
     deform: float = 0.0
-    deform_points: int = 5
+    deform_points: int = 5  # at least 3: the outer ring of control points stays fixed
     style_p: float = 0.8
     max_blur_px: float = 1.2
     max_noise: float = 0.03
@@ -72,9 +74,11 @@ def warp(
 
     ``aspect`` stretches the content vertically about the centre (2.0: twice as tall, same width) before the
     rotation. ``shift`` is ``(dx, dy)`` as fractions of the side (+ = right, down). ``displacement`` [S, S, 2]
-    (x, y; grid_sample's units, 2 = the side) is added to each output pixel's source position after the affine map
-    (:func:`smooth_displacement`). Outside the source the image is black and the masks empty; masks are resampled
-    bilinearly and thresholded at 0.5.
+    (x, y; grid_sample's units, 2 = the side; :func:`smooth_displacement`) is a field over the *source* image: each
+    output pixel samples the source at ``a + displacement(a)``, where ``a`` is its affine source position. A field
+    that is 0 on the source's border leaves the frame's edges, and a collimation border along them, straight (as in
+    every real radiograph) and bends only what lies inside. Outside the source the image is black and the masks
+    empty; masks are resampled bilinearly and thresholded at 0.5.
     """
     a = math.radians(angle_deg)
     cos, sin = math.cos(a) / zoom, math.sin(a) / zoom
@@ -83,21 +87,26 @@ def warp(
     theta[1] /= aspect  # the output-to-source map: undo the stretch last
     both = torch.cat([image, masks])[None]
     grid = F.affine_grid(theta[None], list(both.shape), align_corners=False)
-    if displacement is not None:
-        grid = grid + displacement[None]
+    if displacement is not None:  # the field at each affine source position; none outside the source
+        field = displacement.permute(2, 0, 1)[None].to(grid.dtype)
+        at_source = F.grid_sample(field, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        grid = grid + at_source.permute(0, 2, 3, 1)
     out = F.grid_sample(both, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
     return out[:1], (out[1:] > 0.5).float()
 
 
 def smooth_displacement(size: int, amplitude: float, points: int, rng: random.Random) -> torch.Tensor:
-    """A smooth random displacement field [size, size, 2] (x, y) for :func:`warp`.
+    """A smooth random displacement field [size, size, 2] (x, y) over the source image, for :func:`warp`.
 
-    Each of ``points`` x ``points`` control points (spanning the image, corners included) moves by up to
-    ``amplitude`` of the side in x and in y, uniformly; bicubic interpolation in between. With 5 points and 0.03 a
-    lung's outline bends by up to ~4 px at 128 px while its place and side stay.
+    Of ``points`` x ``points`` control points spanning the image (corners included), the outer ring stays at 0, so
+    the frame's edges do not move; each inner one moves by up to ``amplitude`` of the side in x and in y,
+    uniformly; bicubic interpolation in between. With 5 points (3 x 3 that move) and 0.05 a lung's outline bends by
+    up to ~6 px at 128 px while its place and side stay; the field's slope stays far below 1, so nothing folds.
     """
-    control = torch.tensor([rng.uniform(-amplitude, amplitude) for _ in range(2 * points * points)])
-    control = control.reshape(1, 2, points, points) * 2  # fraction of the side -> grid units (the side spans 2)
+    inner = points - 2
+    control = torch.tensor([rng.uniform(-amplitude, amplitude) for _ in range(2 * inner * inner)])
+    control = F.pad(control.reshape(1, 2, inner, inner), (1, 1, 1, 1))  # the outer ring: no displacement
+    control = control * 2  # fraction of the side -> grid units (the side spans 2)
     field = F.interpolate(control, size=(size, size), mode="bicubic", align_corners=True)
     return field[0].permute(1, 2, 0).contiguous()
 
