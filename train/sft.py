@@ -81,7 +81,10 @@ class AnatomyArguments:
     )
     augment_deform: float = field(
         default=RadiographAugmentation.deform,
-        metadata={"help": "Smooth deformation: largest displacement, a fraction of the side (0: off)."},
+        metadata={
+            "help": "Smooth deformation inside the frame (its edges stay straight): largest displacement, a "
+            "fraction of the side (0: off)."
+        },
     )
     area_power: float = field(
         default=0.0,

@@ -102,7 +102,10 @@ class UNetTrainConfig(HubOptions):
     )
     augment_deform: float = field(
         default=RadiographAugmentation.deform,
-        metadata={"help": "Smooth deformation: largest displacement, a fraction of the side (0: off)."},
+        metadata={
+            "help": "Smooth deformation inside the frame (its edges stay straight): largest displacement, a "
+            "fraction of the side (0: off)."
+        },
     )
 
     def __post_init__(self):
