@@ -58,9 +58,14 @@ def pct(value) -> str:
 
 
 def cell(value) -> str:
-    """Any study value as a Markdown table cell: floats to 3 significant digits (whole above 1000)."""
+    """Any study value as a Markdown table cell.
+
+    Floats to 3 significant digits (whole above 1000); a list as its items joined by commas ("none" when empty).
+    """
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(cell(v) for v in value) or "none"
     return MISSING if value is None else escape(value)
 
 

@@ -40,13 +40,15 @@ def study_sections(studies: dict | None, model_id: str) -> list[dict]:
     """Template input per study: its rows of ``model_id`` as a table and/or its summary as ``key: value`` lines.
 
     Rows without a ``model`` key are shared by all models; studies with nothing for this model are left out.
+    Nested values (a row's per-structure breakdown) are not table cells: they stay in ``results.json``.
     """
     sections = []
     for key, study in (studies or {}).items():
         if not isinstance(study, dict):
             continue
         rows = [r for r in study.get("rows") or [] if r.get("model", model_id) == model_id]
-        columns = list(dict.fromkeys(k for r in rows for k in r if k != "model"))
+        columns = [k for k in dict.fromkeys(k for r in rows for k in r if k != "model")
+                   if not any(isinstance(r.get(k), dict) for r in rows)]  # fmt: skip
         table = [[cell(r.get(c)) for c in columns] for r in rows]
         summary = [f"{k}: {cell(v)}" for k, v in (study.get("summary") or {}).items() if not isinstance(v, dict)]
         if table or summary:

@@ -237,6 +237,17 @@ def test_only_this_models_study_rows_are_shown(results, tmp_path):
     assert "histogram_w1_drr_vs_real: 0.1" in studies and "| anatomy | 4 | 0.5 |" in studies
 
 
+def test_a_studys_per_structure_breakdown_stays_out_of_the_cards_table(results, tmp_path):
+    """A robustness row carries each structure's scores as a dict: a reader sees the row, not a Python dict dump."""
+    rows = results["studies"]["robustness"]["rows"]
+    for row in rows:
+        row["per_structure"] = {"heart": {"dice": 0.9, "images": 2}}
+    studies = section(render_card(results, "unet", unet_folder(tmp_path / "unet"), None).text, "Studies")
+
+    assert "| rotation | 5 | 0.6 |" in studies
+    assert "per_structure" not in studies and "{" not in studies and "[]" not in studies
+
+
 def test_a_model_missing_from_the_results_is_a_clear_error(results, tmp_path, capsys):
     with pytest.raises(ValueError, match=r"no model 'unet3d'; models in them: \['unet', 'vlm'\]"):
         render_card(results, "unet3d", None, None)

@@ -28,6 +28,7 @@ def test_a_missing_value_has_one_spelling():
     assert MISSING == "n/a"
     assert fmt(None) == pct(None) == cell(None) == MISSING
     assert fmt(0.12345) == "0.123" and fmt(12.345, 1) == "12.3" and pct(0.125) == "12.5 %" and cell(1234.5) == "1234"
+    assert cell([]) == "none" and cell(["lung_field_left", 0.5]) == "lung_field_left, 0.5"  # not "[]" in a card
 
 
 def test_table_rows_best_dice_first_and_missing_numbers_shown_as_missing():
