@@ -145,6 +145,8 @@ def test_the_deformation_keeps_the_frame_straight():
     _, moved = warp(image, masks, 0.75, 0.0, (0.0, 0.0), displacement=field)
     _, still = warp(image, masks, 0.75, 0.0, (0.0, 0.0))
     assert not torch.equal(moved, still)  # while the lungs inside it bend
+    with pytest.raises(ValueError, match="at least 3"):
+        smooth_displacement(64, 0.05, 2, random.Random(0))  # a grid that is all border cannot move anything
 
 
 def test_the_deformation_is_off_by_default_and_seeded_when_on():

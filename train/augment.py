@@ -55,7 +55,7 @@ class RadiographAugmentation:
     max_shift: float = 0.08
     aspect: tuple[float, float] = (1.0, 1.0)
     deform: float = 0.0
-    deform_points: int = 5  # at least 3: the outer ring of control points stays fixed
+    deform_points: int = 5  # at least 3: the outer ring of control points stays fixed (smooth_displacement)
     style_p: float = 0.8
     max_blur_px: float = 1.2
     max_noise: float = 0.03
@@ -103,6 +103,8 @@ def smooth_displacement(size: int, amplitude: float, points: int, rng: random.Ra
     uniformly; bicubic interpolation in between. With 5 points (3 x 3 that move) and 0.05 a lung's outline bends by
     up to ~6 px at 128 px while its place and side stay; the field's slope stays far below 1, so nothing folds.
     """
+    if points < 3:
+        raise ValueError(f"deform_points must be at least 3 (the outer ring stays fixed), got {points}")
     inner = points - 2
     control = torch.tensor([rng.uniform(-amplitude, amplitude) for _ in range(2 * inner * inner)])
     control = F.pad(control.reshape(1, 2, inner, inner), (1, 1, 1, 1))  # the outer ring: no displacement
