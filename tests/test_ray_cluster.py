@@ -98,12 +98,14 @@ def cluster():
 
 
 def announced_load(folder: str, load):
-    """Leave ``{subject}.{pid}`` with this worker's node id in ``folder``, then load; the first attempt first pauses
-    (a window in which to be killed).
+    """Leave ``{subject}.{pid}`` with this worker's node id in ``folder`` (written whole, then renamed, so a kill can
+    never leave it empty), then load; the first attempt first pauses (a window in which to be killed).
     """  # noqa: D205
     ct = load()
     first = not list(Path(folder).glob(f"{ct.subject_id}.*"))
-    Path(folder, f"{ct.subject_id}.{os.getpid()}").write_text(ray.get_runtime_context().get_node_id())
+    staging = Path(folder, f"writing-{os.getpid()}")  # no dot: the killer's glob never sees a half-written file
+    staging.write_text(ray.get_runtime_context().get_node_id())
+    staging.replace(Path(folder, f"{ct.subject_id}.{os.getpid()}"))  # atomic: the file appears with its node id
     time.sleep(3.0 if first else 0.0)
     return ct
 
